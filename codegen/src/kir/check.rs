@@ -1,0 +1,284 @@
+//! KIR validation: types, variable scoping, and the barrier discipline (uniform block-level
+//! control flow; no per-thread value crosses a phase boundary except through memory).
+
+use super::{BlockStmt, BufRef, Const, Expr, KBinary, KUnary, Kernel, Stmt, VTy};
+use std::collections::HashSet;
+
+fn buf_ty(k: &Kernel, b: BufRef) -> Result<VTy, String> {
+    match b {
+        BufRef::Param(i) => k
+            .params
+            .get(i as usize)
+            .map(|p| VTy::of_storage(p.dtype))
+            .ok_or(format!("no parameter {i}")),
+        BufRef::Shared(i) => k
+            .shared
+            .get(i as usize)
+            .map(|s| s.ty)
+            .ok_or(format!("no shared buffer {i}")),
+        BufRef::Private(i) => k
+            .private
+            .get(i as usize)
+            .map(|s| s.ty)
+            .ok_or(format!("no private buffer {i}")),
+    }
+}
+
+/// The type of an expression, or why it is ill-typed.
+pub fn type_of(k: &Kernel, e: &Expr) -> Result<VTy, String> {
+    Ok(match e {
+        Expr::Const(c) => match c {
+            Const::F32(_) => VTy::F32,
+            Const::I32(_) => VTy::I32,
+            Const::I64(_) => VTy::I64,
+            Const::Bool(_) => VTy::Bool,
+            Const::Index(_) => VTy::Index,
+        },
+        Expr::Var(v) => *k
+            .vars
+            .get(v.0 as usize)
+            .ok_or(format!("no variable {}", v.0))?,
+        Expr::Local(l) => *k
+            .locals
+            .get(l.0 as usize)
+            .ok_or(format!("no local {}", l.0))?,
+        Expr::ThreadId | Expr::BlockId => VTy::Index,
+        Expr::Load { buf, index } => {
+            if type_of(k, index)? != VTy::Index {
+                return Err("load index must be index-typed".into());
+            }
+            buf_ty(k, *buf)?
+        }
+        Expr::Unary(op, a) => {
+            let t = type_of(k, a)?;
+            let ok = match op {
+                KUnary::Neg | KUnary::Abs => t != VTy::Bool,
+                KUnary::Not => t == VTy::Bool || t.is_int(),
+                _ => t == VTy::F32,
+            };
+            if !ok {
+                return Err(format!("{op:?} on {t:?}"));
+            }
+            t
+        }
+        Expr::Binary(op, a, b) => {
+            let (ta, tb) = (type_of(k, a)?, type_of(k, b)?);
+            if ta != tb {
+                return Err(format!("{op:?} on {ta:?} and {tb:?}"));
+            }
+            let ok = match op {
+                KBinary::Add
+                | KBinary::Sub
+                | KBinary::Mul
+                | KBinary::Div
+                | KBinary::Max
+                | KBinary::Min => ta != VTy::Bool,
+                KBinary::Rem => ta.is_int(),
+                KBinary::And | KBinary::Or | KBinary::Xor => ta != VTy::F32,
+                KBinary::Shl | KBinary::ShrU | KBinary::ShrS => ta.is_int(),
+            };
+            if !ok {
+                return Err(format!("{op:?} on {ta:?}"));
+            }
+            ta
+        }
+        Expr::Cmp(op, a, b) => {
+            let (ta, tb) = (type_of(k, a)?, type_of(k, b)?);
+            if ta != tb {
+                return Err(format!("{op:?} on {ta:?} and {tb:?}"));
+            }
+            VTy::Bool
+        }
+        Expr::Select(c, a, b) => {
+            if type_of(k, c)? != VTy::Bool {
+                return Err("select condition must be bool".into());
+            }
+            let (ta, tb) = (type_of(k, a)?, type_of(k, b)?);
+            if ta != tb {
+                return Err(format!("select branches {ta:?} and {tb:?}"));
+            }
+            ta
+        }
+        Expr::Cast(to, a) => {
+            type_of(k, a)?;
+            *to
+        }
+        Expr::Bitcast(to, a) => {
+            let t = type_of(k, a)?;
+            match (t, to) {
+                (VTy::F32, VTy::I32) | (VTy::I32, VTy::F32) => *to,
+                _ => return Err(format!("bitcast {t:?} to {to:?}")),
+            }
+        }
+        Expr::Fma(a, b, c) => {
+            for x in [a, b, c] {
+                if type_of(k, x)? != VTy::F32 {
+                    return Err("fma operands must be f32".into());
+                }
+            }
+            VTy::F32
+        }
+    })
+}
+
+struct Checker<'k> {
+    k: &'k Kernel,
+    defined: HashSet<u32>,
+}
+
+impl Checker<'_> {
+    fn expr(&self, e: &Expr, uniform: bool) -> Result<VTy, String> {
+        self.scan(e, uniform)?;
+        type_of(self.k, e)
+    }
+
+    fn scan(&self, e: &Expr, uniform: bool) -> Result<(), String> {
+        match e {
+            Expr::Var(v) => {
+                if !self.defined.contains(&v.0) {
+                    return Err(format!("variable v{} used outside its scope", v.0));
+                }
+            }
+            Expr::ThreadId if uniform => {
+                return Err("a uniform loop bound depends on the thread id".into())
+            }
+            Expr::Local(_) if uniform => {
+                return Err("a uniform loop bound depends on a per-thread local".into())
+            }
+            Expr::Load { buf, index } => {
+                if uniform && !matches!(buf, BufRef::Param(_)) {
+                    return Err("a uniform loop bound reads per-thread or shared memory".into());
+                }
+                self.scan(index, uniform)?;
+            }
+            Expr::Unary(_, a) | Expr::Cast(_, a) | Expr::Bitcast(_, a) => self.scan(a, uniform)?,
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => {
+                self.scan(a, uniform)?;
+                self.scan(b, uniform)?;
+            }
+            Expr::Select(a, b, c) | Expr::Fma(a, b, c) => {
+                self.scan(a, uniform)?;
+                self.scan(b, uniform)?;
+                self.scan(c, uniform)?;
+            }
+            Expr::Const(_) | Expr::ThreadId | Expr::BlockId | Expr::Local(_) => {}
+        }
+        Ok(())
+    }
+
+    fn define(&mut self, v: u32) -> Result<(), String> {
+        if !self.defined.insert(v) {
+            return Err(format!("variable v{v} is bound twice"));
+        }
+        Ok(())
+    }
+
+    fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), String> {
+        let saved = self.defined.clone();
+        for s in stmts {
+            match s {
+                Stmt::Let { var, value } => {
+                    let t = self.expr(value, false)?;
+                    if self.k.vars.get(var.0 as usize) != Some(&t) {
+                        return Err(format!("v{} declared with another type than {t:?}", var.0));
+                    }
+                    self.define(var.0)?;
+                }
+                Stmt::Set { local, value } => {
+                    let t = self.expr(value, false)?;
+                    if self.k.locals.get(local.0 as usize) != Some(&t) {
+                        return Err(format!("local l{} assigned a {t:?}", local.0));
+                    }
+                }
+                Stmt::Store { buf, index, value } => {
+                    if self.expr(index, false)? != VTy::Index {
+                        return Err("store index must be index-typed".into());
+                    }
+                    let t = self.expr(value, false)?;
+                    if buf_ty(self.k, *buf)? != t {
+                        return Err(format!("store of {t:?} into {buf:?}"));
+                    }
+                    if let BufRef::Param(i) = buf {
+                        if self.k.params[*i as usize].access == super::Access::Read {
+                            return Err(format!("store into read-only parameter {i}"));
+                        }
+                    }
+                }
+                Stmt::For {
+                    var,
+                    start,
+                    end,
+                    step,
+                    body,
+                } => {
+                    for b in [start, end, step] {
+                        if self.expr(b, false)? != VTy::Index {
+                            return Err("loop bounds must be index-typed".into());
+                        }
+                    }
+                    self.define(var.0)?;
+                    self.stmts(body)?;
+                }
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    if self.expr(cond, false)? != VTy::Bool {
+                        return Err("if condition must be bool".into());
+                    }
+                    self.stmts(then)?;
+                    self.stmts(otherwise)?;
+                }
+            }
+        }
+        // Variables die at the end of the statement list that declared them.
+        self.defined = saved;
+        Ok(())
+    }
+
+    fn block_stmts(&mut self, stmts: &[BlockStmt]) -> Result<(), String> {
+        for s in stmts {
+            match s {
+                BlockStmt::Phase(b) => self.stmts(b)?,
+                BlockStmt::Barrier => {}
+                BlockStmt::For {
+                    var,
+                    start,
+                    end,
+                    step,
+                    body,
+                } => {
+                    for b in [start, end, step] {
+                        if self.expr(b, true)? != VTy::Index {
+                            return Err("loop bounds must be index-typed".into());
+                        }
+                    }
+                    self.define(var.0)?;
+                    self.block_stmts(body)?;
+                    self.defined.remove(&var.0);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Validates a kernel; the error says what is wrong and where.
+pub fn check(k: &Kernel) -> Result<(), String> {
+    if k.block == 0 || k.block > 1024 {
+        return Err(format!(
+            "{}: block size {} not in 1..=1024",
+            k.name, k.block
+        ));
+    }
+    if k.grid == 0 || k.grid > i32::MAX as u64 {
+        return Err(format!("{}: grid {} not in 1..=2^31-1", k.name, k.grid));
+    }
+    let mut c = Checker {
+        k,
+        defined: HashSet::new(),
+    };
+    c.block_stmts(&k.body)
+        .map_err(|e| format!("kernel {}: {e}", k.name))
+}

@@ -1,0 +1,428 @@
+//! KIR, the kernel IR: one kernel description that lowers to both targets.
+//!
+//! # The kernel model (decided for this project; see also the crate docs)
+//!
+//! A kernel is a SIMT program run by `grid` blocks of `block` threads, written as **block-level
+//! statements** ([`BlockStmt`]): *phases* of per-thread code, *barriers* between them, and
+//! *uniform loops* (same trip count in every thread) that may contain phases and barriers.
+//! Per-thread code ([`Stmt`]) has no barriers. Values cross a barrier only through memory:
+//! global buffers (kernel parameters), per-block **shared** buffers, or per-thread **private**
+//! buffers; `let` variables and mutable locals declared in a phase die at its end.
+//!
+//! That restriction is what gives barriers and shared memory a host meaning without a
+//! whole-function transformation: the host lowering runs each block as a sequence of phases and
+//! each phase as a loop over thread ids (as OpenCL-on-CPU implementations do), with shared buffers
+//! allocated once per block and private buffers as one slot per thread. The GPU lowering emits the
+//! phases back to back with `gpu.barrier` between them. Tiled matmul (shared tiles, accumulators
+//! in private buffers across k-steps) and flash attention (per-row running max/sum in private
+//! buffers, K/V tiles in shared memory) both fit this model.
+//!
+//! Value types ([`VTy`]) are f32, i32, i64, bool and index. Buffers have storage dtypes; f16 and
+//! bf16 are widened to f32 on load and rounded to nearest-even on store, so kernels compute in f32.
+//! Transcendentals (exp, log, sin, cos) are expanded by our own math library in the lowering,
+//! identically for both targets, so host and GPU results agree bit for bit.
+
+mod build;
+pub(crate) mod check;
+mod print;
+
+pub use build::{KernelBuilder, Scope};
+pub use check::check;
+pub use print::to_text;
+
+use mmada_ir::DType;
+use serde::{Deserialize, Serialize};
+
+/// Value types of KIR expressions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VTy {
+    /// 32-bit float.
+    F32,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer.
+    I64,
+    /// Boolean (i1).
+    Bool,
+    /// Machine index (64-bit), used for addressing and loop counters.
+    Index,
+}
+
+impl VTy {
+    /// The value type a buffer of `dtype` loads as.
+    pub fn of_storage(dtype: DType) -> VTy {
+        match dtype {
+            DType::F32 | DType::F16 | DType::BF16 => VTy::F32,
+            DType::I32 => VTy::I32,
+            DType::I64 => VTy::I64,
+            DType::Bool => VTy::Bool,
+        }
+    }
+
+    /// True for I32, I64 and Index.
+    pub fn is_int(self) -> bool {
+        matches!(self, VTy::I32 | VTy::I64 | VTy::Index)
+    }
+}
+
+/// A variable bound once (`let`) or a loop counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VarId(pub u32);
+
+/// A mutable scalar local to one phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LocalId(pub u32);
+
+/// A buffer a kernel reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BufRef {
+    /// Global memory: the `i`-th kernel parameter.
+    Param(u32),
+    /// Per-block shared memory.
+    Shared(u32),
+    /// Per-thread memory that lives across phases.
+    Private(u32),
+}
+
+/// How a kernel uses a parameter buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Access {
+    /// Only loads.
+    Read,
+    /// Only stores.
+    Write,
+    /// Loads and stores.
+    ReadWrite,
+}
+
+/// A global buffer parameter: `len` elements of `dtype`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ParamDecl {
+    /// Name for dumps.
+    pub name: String,
+    /// Storage dtype.
+    pub dtype: DType,
+    /// Number of elements.
+    pub len: u64,
+    /// Read, write or both.
+    pub access: Access,
+}
+
+/// A shared or private scratch buffer of `len` values of `ty`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScratchDecl {
+    /// Name for dumps.
+    pub name: String,
+    /// Element value type.
+    pub ty: VTy,
+    /// Number of elements (per block for shared, per thread for private).
+    pub len: u64,
+}
+
+/// Block-level statements: the same in every thread of a block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BlockStmt {
+    /// Per-thread code run by every thread of the block.
+    Phase(Vec<Stmt>),
+    /// All threads of the block wait here; memory written before is visible after.
+    Barrier,
+    /// A uniform loop (bounds may not depend on the thread id or per-thread state).
+    For {
+        /// Loop counter (index).
+        var: VarId,
+        /// First value.
+        start: Expr,
+        /// Exclusive bound.
+        end: Expr,
+        /// Positive step.
+        step: Expr,
+        /// Body.
+        body: Vec<BlockStmt>,
+    },
+}
+
+/// Per-thread statements.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Stmt {
+    /// Binds `var` to a value.
+    Let {
+        /// Variable.
+        var: VarId,
+        /// Value.
+        value: Expr,
+    },
+    /// Assigns a mutable local.
+    Set {
+        /// Local.
+        local: LocalId,
+        /// Value.
+        value: Expr,
+    },
+    /// Writes one element of a buffer (narrowing f32 to f16/bf16 storage by round-to-nearest-even).
+    Store {
+        /// Buffer.
+        buf: BufRef,
+        /// Element index (index type).
+        index: Expr,
+        /// Value (the buffer's value type).
+        value: Expr,
+    },
+    /// A per-thread loop.
+    For {
+        /// Loop counter (index).
+        var: VarId,
+        /// First value.
+        start: Expr,
+        /// Exclusive bound.
+        end: Expr,
+        /// Positive step.
+        step: Expr,
+        /// Body.
+        body: Vec<Stmt>,
+    },
+    /// Conditional.
+    If {
+        /// Condition (bool).
+        cond: Expr,
+        /// Taken when true.
+        then: Vec<Stmt>,
+        /// Taken when false.
+        otherwise: Vec<Stmt>,
+    },
+}
+
+/// Unary operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KUnary {
+    /// -x
+    Neg,
+    /// |x|
+    Abs,
+    /// √x (correctly rounded)
+    Sqrt,
+    /// ⌊x⌋
+    Floor,
+    /// logical not
+    Not,
+    /// e^x (our math library)
+    Exp,
+    /// ln x (our math library)
+    Log,
+    /// sin x (our math library)
+    Sin,
+    /// cos x (our math library)
+    Cos,
+}
+
+/// Binary operations (operands of one type; shifts and bit ops on integers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KBinary {
+    /// a + b
+    Add,
+    /// a - b
+    Sub,
+    /// a · b
+    Mul,
+    /// a / b (signed for i32/i64, unsigned for index)
+    Div,
+    /// remainder (signed for i32/i64, unsigned for index)
+    Rem,
+    /// NaN-propagating max (floats), signed max (ints)
+    Max,
+    /// NaN-propagating min (floats), signed min (ints)
+    Min,
+    /// bitwise / logical and
+    And,
+    /// bitwise / logical or
+    Or,
+    /// bitwise / logical xor
+    Xor,
+    /// shift left
+    Shl,
+    /// logical shift right
+    ShrU,
+    /// arithmetic shift right
+    ShrS,
+}
+
+/// Comparisons (ordered for floats: false when either side is NaN, except `Ne`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KCmp {
+    /// <
+    Lt,
+    /// <=
+    Le,
+    /// >
+    Gt,
+    /// >=
+    Ge,
+    /// ==
+    Eq,
+    /// !=
+    Ne,
+}
+
+/// A constant.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Const {
+    /// f32 value.
+    F32(f32),
+    /// i32 value.
+    I32(i32),
+    /// i64 value.
+    I64(i64),
+    /// bool value.
+    Bool(bool),
+    /// index value.
+    Index(u64),
+}
+
+/// Expressions (trees; share values with `Let`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    /// A constant.
+    Const(Const),
+    /// A `let` variable or loop counter.
+    Var(VarId),
+    /// Current value of a mutable local.
+    Local(LocalId),
+    /// Thread index within the block (index).
+    ThreadId,
+    /// Block index within the grid (index).
+    BlockId,
+    /// One element of a buffer, widened to the buffer's value type.
+    Load {
+        /// Buffer.
+        buf: BufRef,
+        /// Element index (index type).
+        index: Box<Expr>,
+    },
+    /// Unary operation.
+    Unary(KUnary, Box<Expr>),
+    /// Binary operation.
+    Binary(KBinary, Box<Expr>, Box<Expr>),
+    /// Comparison, giving bool.
+    Cmp(KCmp, Box<Expr>, Box<Expr>),
+    /// `c ? a : b` (both sides are evaluated; use `If` to guard memory accesses).
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Numeric conversion (float→int truncates toward zero and saturates; NaN → 0).
+    Cast(VTy, Box<Expr>),
+    /// Reinterprets f32 bits as i32 or back.
+    Bitcast(VTy, Box<Expr>),
+    /// Fused multiply-add a·b + c with one rounding (f32).
+    Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+}
+
+/// A complete kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kernel {
+    /// Symbol name (unique in an artifact).
+    pub name: String,
+    /// Global buffer parameters, in launch-argument order.
+    pub params: Vec<ParamDecl>,
+    /// Per-block shared buffers.
+    pub shared: Vec<ScratchDecl>,
+    /// Per-thread buffers that live across phases.
+    pub private: Vec<ScratchDecl>,
+    /// Type of each mutable local (indexed by [`LocalId`]).
+    pub locals: Vec<VTy>,
+    /// Type of each variable (indexed by [`VarId`]).
+    pub vars: Vec<VTy>,
+    /// Number of blocks.
+    pub grid: u64,
+    /// Threads per block.
+    pub block: u32,
+    /// Body.
+    pub body: Vec<BlockStmt>,
+}
+
+/// Expression constructors.
+impl Expr {
+    /// Index constant.
+    pub fn idx(v: u64) -> Expr {
+        Expr::Const(Const::Index(v))
+    }
+    /// f32 constant.
+    pub fn f32(v: f32) -> Expr {
+        Expr::Const(Const::F32(v))
+    }
+    /// i32 constant.
+    pub fn i32(v: i32) -> Expr {
+        Expr::Const(Const::I32(v))
+    }
+    /// i64 constant.
+    pub fn i64(v: i64) -> Expr {
+        Expr::Const(Const::I64(v))
+    }
+    /// bool constant.
+    pub fn bool(v: bool) -> Expr {
+        Expr::Const(Const::Bool(v))
+    }
+    /// Load `buf[index]`.
+    pub fn load(buf: BufRef, index: Expr) -> Expr {
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+        }
+    }
+    /// Binary op.
+    pub fn bin(op: KBinary, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+    /// Unary op.
+    pub fn un(op: KUnary, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+    /// Comparison.
+    pub fn cmp(op: KCmp, a: Expr, b: Expr) -> Expr {
+        Expr::Cmp(op, Box::new(a), Box::new(b))
+    }
+    /// `c ? a : b`.
+    pub fn select(c: Expr, a: Expr, b: Expr) -> Expr {
+        Expr::Select(Box::new(c), Box::new(a), Box::new(b))
+    }
+    /// Numeric conversion.
+    pub fn cast(to: VTy, a: Expr) -> Expr {
+        Expr::Cast(to, Box::new(a))
+    }
+    /// Bit reinterpretation.
+    pub fn bitcast(to: VTy, a: Expr) -> Expr {
+        Expr::Bitcast(to, Box::new(a))
+    }
+    /// a·b + c, one rounding.
+    pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
+        Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
+    }
+    /// self + o
+    pub fn add(self, o: Expr) -> Expr {
+        Expr::bin(KBinary::Add, self, o)
+    }
+    /// self - o
+    pub fn sub(self, o: Expr) -> Expr {
+        Expr::bin(KBinary::Sub, self, o)
+    }
+    /// self · o
+    pub fn mul(self, o: Expr) -> Expr {
+        Expr::bin(KBinary::Mul, self, o)
+    }
+    /// self / o
+    pub fn div(self, o: Expr) -> Expr {
+        Expr::bin(KBinary::Div, self, o)
+    }
+    /// self % o
+    pub fn rem(self, o: Expr) -> Expr {
+        Expr::bin(KBinary::Rem, self, o)
+    }
+    /// self < o
+    pub fn lt(self, o: Expr) -> Expr {
+        Expr::cmp(KCmp::Lt, self, o)
+    }
+    /// self == o
+    pub fn eq(self, o: Expr) -> Expr {
+        Expr::cmp(KCmp::Eq, self, o)
+    }
+    /// logical/bitwise and
+    pub fn and(self, o: Expr) -> Expr {
+        Expr::bin(KBinary::And, self, o)
+    }
+}

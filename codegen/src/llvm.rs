@@ -1,0 +1,122 @@
+//! LLVM through inkwell: parse the LLVM IR text MLIR produced, optimise it (`default<O3>`) and
+//! emit host object code (x86-64) or PTX (NVPTX).
+
+use crate::CodegenError;
+use inkwell::{
+    context::Context,
+    memory_buffer::MemoryBuffer,
+    module::Module,
+    passes::PassBuilderOptions,
+    targets::{
+        CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple,
+    },
+    OptimizationLevel,
+};
+use std::sync::Once;
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        Target::initialize_x86(&InitializationConfig::default());
+        Target::initialize_nvptx(&InitializationConfig::default());
+    });
+}
+
+/// The PTX ISA version we emit: 8.0 (CUDA 12.0), accepted by sm_80 and sm_90 and by every
+/// driver from CUDA 12.0 on (our GPUs run CUDA 13.0 drivers, which read up to PTX 9.0).
+pub const PTX_FEATURES: &str = "+ptx80";
+
+fn parse<'ctx>(ctx: &'ctx Context, ir: &str, name: &str) -> Result<Module<'ctx>, CodegenError> {
+    let buf = MemoryBuffer::create_from_memory_range_copy(ir.as_bytes(), name);
+    ctx.create_module_from_ir(buf)
+        .map_err(|e| CodegenError::Llvm(format!("parsing {name}: {e}")))
+}
+
+fn optimise(m: &Module, tm: &TargetMachine) -> Result<(), CodegenError> {
+    m.set_triple(&tm.get_triple());
+    m.set_data_layout(&tm.get_target_data().get_data_layout());
+    m.run_passes("default<O3>", tm, PassBuilderOptions::create())
+        .map_err(|e| CodegenError::Llvm(format!("optimisation: {e}")))
+}
+
+/// The CPU the host code is tuned for.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostCpu {
+    /// LLVM CPU name ("x86-64", "znver4", ...).
+    pub name: String,
+    /// LLVM feature string ("+avx2,+fma,...").
+    pub features: String,
+}
+
+impl HostCpu {
+    /// The CPU of this machine.
+    pub fn native() -> HostCpu {
+        init();
+        HostCpu {
+            name: TargetMachine::get_host_cpu_name().to_string(),
+            features: TargetMachine::get_host_cpu_features().to_string(),
+        }
+    }
+
+    /// Baseline x86-64 (runs on any x86-64 machine).
+    pub fn generic() -> HostCpu {
+        HostCpu {
+            name: "x86-64".into(),
+            features: String::new(),
+        }
+    }
+}
+
+/// Optimises host LLVM IR and emits a relocatable object file.
+pub fn host_object(ir: &str, cpu: &HostCpu) -> Result<(String, Vec<u8>), CodegenError> {
+    init();
+    let ctx = Context::create();
+    let m = parse(&ctx, ir, "host")?;
+    let triple = TargetMachine::get_default_triple();
+    let target = Target::from_triple(&triple)
+        .map_err(|e| CodegenError::Llvm(format!("host target: {e}")))?;
+    let tm = target
+        .create_target_machine(
+            &triple,
+            &cpu.name,
+            &cpu.features,
+            OptimizationLevel::Aggressive,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| CodegenError::Llvm(format!("no target machine for CPU {}", cpu.name)))?;
+    optimise(&m, &tm)?;
+    let optimised = m.print_to_string().to_string();
+    let obj = tm
+        .write_to_memory_buffer(&m, FileType::Object)
+        .map_err(|e| CodegenError::Llvm(format!("host object emission: {e}")))?;
+    Ok((optimised, obj.as_slice().to_vec()))
+}
+
+/// Optimises NVVM LLVM IR and emits PTX text for `sm_<arch>`.
+pub fn ptx(ir: &str, arch: u32) -> Result<(String, String), CodegenError> {
+    init();
+    let ctx = Context::create();
+    let m = parse(&ctx, ir, "gpu")?;
+    let triple = TargetTriple::create("nvptx64-nvidia-cuda");
+    let target = Target::from_triple(&triple)
+        .map_err(|e| CodegenError::Llvm(format!("NVPTX target: {e}")))?;
+    let tm = target
+        .create_target_machine(
+            &triple,
+            &format!("sm_{arch}"),
+            PTX_FEATURES,
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| CodegenError::Llvm(format!("no NVPTX target machine for sm_{arch}")))?;
+    optimise(&m, &tm)?;
+    let optimised = m.print_to_string().to_string();
+    let buf = tm
+        .write_to_memory_buffer(&m, FileType::Assembly)
+        .map_err(|e| CodegenError::Llvm(format!("PTX emission: {e}")))?;
+    let text = String::from_utf8(buf.as_slice().to_vec())
+        .map_err(|e| CodegenError::Llvm(format!("PTX is not UTF-8: {e}")))?;
+    Ok((optimised, text))
+}

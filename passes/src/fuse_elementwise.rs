@@ -1,0 +1,207 @@
+//! Elementwise fusion: a connected group of elementwise and view ops, optionally ending in one
+//! reduction, becomes one [`Op::Fused`] node (one kernel).
+//!
+//! Contract:
+//! - A node keeps its own buffer ("is materialised") when it is an input, a non-scalar constant,
+//!   a matmul or existing fused op, a reduction, a graph output, used by an op that cannot absorb
+//!   it (anything but elementwise/view ops and reductions), or shared by several users while
+//!   being expensive to recompute (more than [`FuseElementwise::max_duplicated_cost`] elementwise
+//!   ops). Everything else is inlined into each user's group (cheap ops are recomputed rather than
+//!   stored, as XLA does).
+//! - Each materialised elementwise/view node and each reduction roots a group: the root plus the
+//!   inlined nodes it reaches through operands. Groups of two or more nodes are replaced by one
+//!   fused node whose body is the group and whose operands are the materialised nodes it reads.
+//! - Semantics are unchanged: the fused body is exactly the original subgraph.
+
+use crate::{Pass, PassError};
+use mmada_ir::{BodyNode, FusedBody, Graph, Node, NodeId, Op, Operand};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The elementwise fusion pass.
+pub struct FuseElementwise {
+    /// A node with several users is recomputed in each user's kernel only while its inlined
+    /// cost (elementwise ops up to the nearest materialised nodes) is at most this.
+    pub max_duplicated_cost: usize,
+}
+
+impl Default for FuseElementwise {
+    fn default() -> Self {
+        FuseElementwise {
+            max_duplicated_cost: 16,
+        }
+    }
+}
+
+fn is_scalar_constant(n: &Node) -> bool {
+    matches!(n.op, Op::Constant { .. }) && n.shape.numel() == 1
+}
+
+/// Ops that can sit inside a fused group without being its root.
+fn is_inlinable(n: &Node) -> bool {
+    n.op.is_elementwise() || n.op.is_movement() || is_scalar_constant(n)
+}
+
+/// Ops whose operands can be inlined into their group.
+fn absorbs_operands(n: &Node) -> bool {
+    n.op.is_elementwise() || n.op.is_movement() || matches!(n.op, Op::Reduce { .. })
+}
+
+impl FuseElementwise {
+    fn materialised(&self, g: &Graph, order: &[NodeId]) -> HashSet<NodeId> {
+        let outputs: HashSet<NodeId> = g.outputs().iter().map(|(_, id)| *id).collect();
+        let mut mat = HashSet::new();
+        let mut cost: HashMap<NodeId, usize> = HashMap::new();
+        for &id in order {
+            let n = g.node(id);
+            if !is_inlinable(n) {
+                mat.insert(id);
+                cost.insert(id, 0);
+                continue;
+            }
+            let own = usize::from(n.op.is_elementwise());
+            let c = own
+                + g.operands(id)
+                    .iter()
+                    .filter(|o| !mat.contains(o))
+                    .map(|o| cost[o])
+                    .sum::<usize>();
+            cost.insert(id, c);
+            let users = g.users(id);
+            let blocked = users.iter().any(|(u, _)| !absorbs_operands(g.node(*u)));
+            let distinct: BTreeSet<NodeId> = users.iter().map(|(u, _)| *u).collect();
+            let shared_expensive = distinct.len() > 1 && c > self.max_duplicated_cost;
+            if outputs.contains(&id) || blocked || shared_expensive {
+                mat.insert(id);
+            }
+        }
+        mat
+    }
+}
+
+/// Builds the fused body of the group rooted at `root`; returns it with the fused node's
+/// operands, or `None` when the group has a single node (nothing to fuse).
+fn build_group(g: &Graph, root: NodeId, mat: &HashSet<NodeId>) -> Option<(FusedBody, Vec<NodeId>)> {
+    // Collect group members by DFS from the root through non-materialised operands.
+    let mut members: BTreeSet<NodeId> = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        if !members.insert(n) {
+            continue;
+        }
+        for o in g.operands(n) {
+            if !mat.contains(&o) && is_inlinable(g.node(o)) {
+                stack.push(o);
+            }
+        }
+    }
+    if members.len() < 2 {
+        return None;
+    }
+    // Order members topologically (post-order DFS from the root, operands in slot order), and
+    // number the external operands (arguments) in first-use order.
+    let mut order: Vec<NodeId> = Vec::new();
+    let mut visited = HashSet::new();
+    fn visit(
+        g: &Graph,
+        n: NodeId,
+        members: &BTreeSet<NodeId>,
+        visited: &mut HashSet<NodeId>,
+        order: &mut Vec<NodeId>,
+    ) {
+        if !visited.insert(n) {
+            return;
+        }
+        for o in g.operands(n) {
+            if members.contains(&o) {
+                visit(g, o, members, visited, order);
+            }
+        }
+        order.push(n);
+    }
+    visit(g, root, &members, &mut visited, &mut order);
+    let mut args: Vec<NodeId> = Vec::new();
+    let mut pos: HashMap<NodeId, usize> = HashMap::new();
+    let mut nodes = Vec::with_capacity(order.len());
+    for &n in &order {
+        let node = g.node(n);
+        let operands = g
+            .operands(n)
+            .into_iter()
+            .map(|o| {
+                if let Some(&j) = pos.get(&o) {
+                    Operand::Node(j)
+                } else {
+                    let a = args.iter().position(|&x| x == o).unwrap_or_else(|| {
+                        args.push(o);
+                        args.len() - 1
+                    });
+                    Operand::Arg(a)
+                }
+            })
+            .collect();
+        pos.insert(n, nodes.len());
+        nodes.push(BodyNode {
+            op: node.op.clone(),
+            dtype: node.dtype,
+            shape: node.shape.clone(),
+            operands,
+        });
+    }
+    let body = FusedBody {
+        num_args: args.len(),
+        args: args
+            .iter()
+            .map(|&a| (g.node(a).dtype, g.node(a).shape.clone()))
+            .collect(),
+        root: nodes.len() - 1,
+        nodes,
+    };
+    Some((body, args))
+}
+
+impl Pass for FuseElementwise {
+    fn name(&self) -> &'static str {
+        "fuse-elementwise"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<bool, PassError> {
+        let order = g.topo_order().map_err(|e| PassError::Failed {
+            pass: self.name().into(),
+            msg: e.to_string(),
+        })?;
+        let mat = self.materialised(g, &order);
+        let roots: Vec<NodeId> = order
+            .iter()
+            .copied()
+            .filter(|&id| {
+                let n = g.node(id);
+                mat.contains(&id)
+                    && (is_inlinable(n) || matches!(n.op, Op::Reduce { .. }))
+                    && !is_scalar_constant(n)
+            })
+            .collect();
+        let mut groups = Vec::new();
+        for &r in &roots {
+            if let Some(gr) = build_group(g, r, &mat) {
+                groups.push((r, gr));
+            }
+        }
+        let changed = !groups.is_empty();
+        for (root, (body, args)) in groups {
+            let old = g.node(root).clone();
+            let fused = g.add_unchecked(
+                Node {
+                    op: Op::Fused {
+                        body: Box::new(body),
+                    },
+                    dtype: old.dtype,
+                    shape: old.shape.clone(),
+                    label: old.label.clone(),
+                },
+                &args,
+            );
+            g.replace_all_uses(root, fused);
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,28 @@
+//! mmada-passes: graph → optimised graph.
+//!
+//! A [`Pass`] rewrites a [`mmada_ir::Graph`] in place and reports whether it changed anything.
+//! The [`PassManager`] runs a pipeline, verifies after each pass (always in debug builds, on
+//! request otherwise) and, when `MMADA_DUMP_DIR` is set, writes numbered dumps of the graph after
+//! each pass (`NN-after-<pass>.txt` and `.dot`).
+
+pub mod cse;
+pub mod dce;
+pub mod error;
+pub mod fuse_elementwise;
+pub mod manager;
+
+pub use cse::Cse;
+pub use dce::Dce;
+pub use error::PassError;
+pub use fuse_elementwise::FuseElementwise;
+pub use manager::{Pass, PassManager};
+
+/// The default optimisation pipeline: DCE, CSE, elementwise fusion, DCE.
+pub fn default_pipeline() -> PassManager {
+    let mut pm = PassManager::new();
+    pm.add(Dce);
+    pm.add(Cse);
+    pm.add(FuseElementwise::default());
+    pm.add(Dce);
+    pm
+}
