@@ -13,12 +13,16 @@
 //! A tile-level (Triton-like) language would need layout assignment to map tiles to threads;
 //! explicit SIMT with phases needs none and still has a straightforward host meaning.
 
+pub mod artifact;
 pub mod backend;
+pub mod compile;
 pub mod error;
+pub mod kernels;
 pub mod kir;
 pub mod link;
 pub mod llvm;
 pub mod mlir;
+pub mod plan;
 pub mod ptxas;
 
 pub use error::CodegenError;

@@ -1,1 +1,12 @@
-//! placeholder
+//! mmada-models: everything that builds IR graphs for users.
+//!
+//! - [`spec`]: graph specs in TOML (inputs, named intermediate expressions, outputs), the format
+//!   of `mmada compile SPEC` for custom graphs;
+//! - [`expr`]: the small expression language of specs (`softmax(x @ w + b, -1)`).
+
+pub mod error;
+pub mod expr;
+pub mod spec;
+
+pub use error::SpecError;
+pub use spec::{GraphSpec, InputSpec};

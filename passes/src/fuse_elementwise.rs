@@ -187,6 +187,10 @@ impl Pass for FuseElementwise {
             }
         }
         let changed = !groups.is_empty();
+        // Create every fused node first (their arguments name original nodes), then redirect
+        // all uses of each root, so fused nodes that read another group's root are redirected
+        // too.
+        let mut replacements = Vec::with_capacity(groups.len());
         for (root, (body, args)) in groups {
             let old = g.node(root).clone();
             let fused = g.add_unchecked(
@@ -200,6 +204,9 @@ impl Pass for FuseElementwise {
                 },
                 &args,
             );
+            replacements.push((root, fused));
+        }
+        for (root, fused) in replacements {
             g.replace_all_uses(root, fused);
         }
         Ok(changed)

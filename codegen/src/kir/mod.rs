@@ -212,6 +212,10 @@ pub enum KUnary {
     Sin,
     /// cos x (our math library)
     Cos,
+    /// Round an f32 to the nearest f16 value (nearest even), keeping it as f32.
+    RoundF16,
+    /// Round an f32 to the nearest bf16 value (nearest even), keeping it as f32.
+    RoundBF16,
 }
 
 /// Binary operations (operands of one type; shifts and bit ops on integers).

@@ -602,8 +602,36 @@ impl<'c, 'k> Emitter<'c, 'k> {
         }
     }
 
+    /// Calls an LLVM intrinsic by name (`llvm.call_intrinsic`). Used instead of the
+    /// `llvm.intr.*` ops, which the GPU conversion rewrites into libdevice calls.
+    pub(crate) fn intrinsic(
+        &self,
+        b: &Block<'c>,
+        name: &str,
+        args: &[V],
+        result: Type<'c>,
+    ) -> Result<V, CodegenError> {
+        let segs = Attribute::parse(self.c, &format!("array<i32: {}, 0>", args.len()))
+            .ok_or_else(|| CodegenError::Mlir("operandSegmentSizes".into()))?;
+        let bundles = Attribute::parse(self.c, "array<i32>")
+            .ok_or_else(|| CodegenError::Mlir("op_bundle_sizes".into()))?;
+        let intrin = melior::ir::attribute::StringAttribute::new(self.c, name).into();
+        self.op(
+            b,
+            "llvm.call_intrinsic",
+            args,
+            &[result],
+            &[
+                ("intrin", intrin),
+                ("operandSegmentSizes", segs),
+                ("op_bundle_sizes", bundles),
+            ],
+        )?
+        .ok_or_else(|| CodegenError::Mlir(format!("{name} has no result")))
+    }
+
     pub(crate) fn fma(&self, b: &Block<'c>, x: V, y: V, z: V) -> Result<V, CodegenError> {
-        self.op1(b, "llvm.intr.fma", &[x, y, z], Type::float32(self.c))
+        self.intrinsic(b, "llvm.fma.f32", &[x, y, z], Type::float32(self.c))
     }
 
     fn unary(&self, b: &Block<'c>, op: KUnary, x: V, ty: VTy) -> Result<V, CodegenError> {
@@ -614,15 +642,15 @@ impl<'c, 'k> Emitter<'c, 'k> {
                 let z = self.zero(b, ty)?;
                 self.bin(b, "arith.subi", z, x)
             }
-            (KUnary::Abs, VTy::F32) => self.op1(b, "llvm.intr.fabs", &[x], t),
+            (KUnary::Abs, VTy::F32) => self.intrinsic(b, "llvm.fabs.f32", &[x], t),
             (KUnary::Abs, _) => {
                 let z = self.zero(b, ty)?;
                 let n = self.bin(b, "arith.subi", z, x)?;
                 let neg = self.cmpi(b, CmpiPredicate::Slt, x, z)?;
                 self.select(b, neg, n, x)
             }
-            (KUnary::Sqrt, _) => self.op1(b, "llvm.intr.sqrt", &[x], t),
-            (KUnary::Floor, _) => self.op1(b, "llvm.intr.floor", &[x], t),
+            (KUnary::Sqrt, _) => self.intrinsic(b, "llvm.sqrt.f32", &[x], t),
+            (KUnary::Floor, _) => self.intrinsic(b, "llvm.floor.f32", &[x], t),
             (KUnary::Not, _) => {
                 let ones = match ty {
                     VTy::Bool => self.cst(b, Const::Bool(true))?,
@@ -635,6 +663,14 @@ impl<'c, 'k> Emitter<'c, 'k> {
             (KUnary::Log, _) => self.log(b, x),
             (KUnary::Sin, _) => self.sin_cos(b, x, false),
             (KUnary::Cos, _) => self.sin_cos(b, x, true),
+            (KUnary::RoundF16, _) => {
+                let h = self.f32_to_f16_bits(b, x)?;
+                self.f16_bits_to_f32(b, h)
+            }
+            (KUnary::RoundBF16, _) => {
+                let h = self.f32_to_bf16_bits(b, x)?;
+                self.bf16_bits_to_f32(b, h)
+            }
         }
     }
 
@@ -714,6 +750,44 @@ impl<'c, 'k> Emitter<'c, 'k> {
         }
     }
 
+    /// f32 → signed integer of `bits` bits, truncating toward zero, saturating at the integer
+    /// range, NaN → 0 (Rust `as` semantics; `fptosi` alone is undefined out of range).
+    pub(crate) fn fptosi_sat(&self, b: &Block<'c>, x: V, bits: u32) -> Result<V, CodegenError> {
+        let t = self.i(bits);
+        let (lo, hi) = if bits == 32 {
+            (-2_147_483_648.0f32, 2_147_483_520.0f32) // largest f32 below 2^31
+        } else {
+            (-9.223_372e18f32, 9.223_371_5e18f32) // f32 values just inside i64's range
+        };
+        let lov = self.f(b, lo)?;
+        let hiv = self.f(b, hi)?;
+        let c = self.bin(b, "arith.maximumf", x, lov)?;
+        let c = self.bin(b, "arith.minimumf", c, hiv)?;
+        let nan = self.cmpf(b, CmpfPredicate::Uno, x, x)?;
+        let zero = self.f(b, 0.0)?;
+        let c = self.select(b, nan, zero, c)?;
+        let i = self.cast(b, "arith.fptosi", c, t)?;
+        // Values at or above 2^31 (2^63) saturate to the maximum.
+        let top = self.f(
+            b,
+            if bits == 32 {
+                2_147_483_648.0
+            } else {
+                9.223_372e18
+            },
+        )?;
+        let over = self.cmpf(b, CmpfPredicate::Oge, x, top)?;
+        let max = self.cst(
+            b,
+            if bits == 32 {
+                Const::I32(i32::MAX)
+            } else {
+                Const::I64(i64::MAX)
+            },
+        )?;
+        self.select(b, over, max, i)
+    }
+
     /// Numeric conversion between value types.
     pub(crate) fn convert(
         &self,
@@ -728,9 +802,10 @@ impl<'c, 'k> Emitter<'c, 'k> {
         }
         let t = self.vty(to);
         match (from, to) {
-            (F32, I32 | I64) => self.op1(b, "llvm.intr.fptosi.sat", &[x], t),
+            (F32, I32) => self.fptosi_sat(b, x, 32),
+            (F32, I64) => self.fptosi_sat(b, x, 64),
             (F32, Index) => {
-                let i = self.op1(b, "llvm.intr.fptosi.sat", &[x], self.i(64))?;
+                let i = self.fptosi_sat(b, x, 64)?;
                 self.cast(b, "arith.index_cast", i, t)
             }
             (F32, Bool) => {

@@ -36,7 +36,7 @@ impl<'c> Emitter<'c, '_> {
         self.cast(b, "arith.bitcast", x, Type::float32(self.c))
     }
     fn floorf(&self, b: &Block<'c>, x: V) -> R {
-        self.op1(b, "llvm.intr.floor", &[x], Type::float32(self.c))
+        self.intrinsic(b, "llvm.floor.f32", &[x], Type::float32(self.c))
     }
 
     /// Horner evaluation c[0] + z·(c[1] + z·(c[2] + …)) with fma.
@@ -86,7 +86,8 @@ impl<'c> Emitter<'c, '_> {
                 1.0 / 5040.0,
             ],
         )?;
-        let k = self.op1(b, "llvm.intr.fptosi.sat", &[kf], self.i(32))?;
+        // kf is an integer in [-150, 128] here, so the plain conversion is exact.
+        let k = self.cast(b, "arith.fptosi", kf, self.i(32))?;
         let one = self.i32c(b, 1)?;
         let k1 = self.bin(b, "arith.shrsi", k, one)?;
         let k2 = self.bin(b, "arith.subi", k, k1)?;
@@ -208,7 +209,9 @@ impl<'c> Emitter<'c, '_> {
         let onef = self.f(b, 1.0)?;
         let cos_r = self.fma(b, z, pc, onef)?;
         // Quadrant q = k mod 4 (two's complement and-mask handles negative k).
-        let k = self.op1(b, "llvm.intr.fptosi.sat", &[kf], self.i(32))?;
+        // Only k mod 4 matters; saturation keeps the conversion defined for huge |x| (where
+        // the reduction is meaningless anyway) and NaN/inf inputs give NaN through r.
+        let k = self.fptosi_sat(b, kf, 32)?;
         let k = if cos {
             let one = self.i32c(b, 1)?;
             self.bin(b, "arith.addi", k, one)?

@@ -1,0 +1,441 @@
+//! Kernels for fused groups (and single elementwise, view and reduction nodes, which are
+//! treated as one-node groups): one thread per output element, or, when the root is a
+//! reduction, one thread per output (short reductions) or one block per output with a
+//! shared-memory tree (long reductions).
+//!
+//! Values are computed in f32 for float dtypes; every f16/bf16 intermediate is rounded to its
+//! storage type exactly where the interpreter rounds it, so fused and unfused programs agree.
+
+use super::index::{add, linearize, mul, next_pow2, unravel};
+use crate::kir::{
+    Access, BlockStmt, BufRef, Expr, KBinary, KCmp, KUnary, Kernel, KernelBuilder, Scope, VTy,
+};
+use crate::CodegenError;
+use mmada_ir::{
+    BinaryOp, CompareOp, DType, FusedBody, Literal, Op, Operand, ReduceOp, Shape, UnaryOp,
+};
+use std::collections::HashMap;
+
+/// Reductions at most this long run one thread per output.
+const SERIAL_REDUCE_MAX: usize = 64;
+/// Threads per block for elementwise kernels.
+const BLOCK: u64 = 256;
+
+fn unsupported(msg: String) -> CodegenError {
+    CodegenError::Unsupported {
+        node: "fused body".into(),
+        msg,
+    }
+}
+
+/// Value type of a storage dtype.
+pub fn vty(d: DType) -> VTy {
+    VTy::of_storage(d)
+}
+
+/// Rounds an f32 value to the precision of a 16-bit float storage dtype.
+pub fn round_to(d: DType, e: Expr) -> Expr {
+    match d {
+        DType::F16 => Expr::un(KUnary::RoundF16, e),
+        DType::BF16 => Expr::un(KUnary::RoundBF16, e),
+        _ => e,
+    }
+}
+
+fn const_expr(d: DType, v: &Literal, i: usize) -> Expr {
+    match d {
+        DType::F32 | DType::F16 | DType::BF16 => round_to(d, Expr::f32(v.get_f64(i) as f32)),
+        DType::I32 => Expr::i32(v.get_i64(i) as i32),
+        DType::I64 => Expr::i64(v.get_i64(i)),
+        DType::Bool => Expr::bool(v.get_f64(i) != 0.0),
+    }
+}
+
+/// Evaluates body nodes at multi-indices, binding each value once per index in one scope.
+struct BodyEval<'b> {
+    body: &'b FusedBody,
+    args: &'b [BufRef],
+    memo: HashMap<String, Expr>,
+}
+
+impl<'b> BodyEval<'b> {
+    fn new(body: &'b FusedBody, args: &'b [BufRef]) -> BodyEval<'b> {
+        BodyEval {
+            body,
+            args,
+            memo: HashMap::new(),
+        }
+    }
+
+    fn shape_of(&self, o: Operand) -> &Shape {
+        match o {
+            Operand::Arg(a) => &self.body.args[a].1,
+            Operand::Node(j) => &self.body.nodes[j].shape,
+        }
+    }
+
+    fn dtype_of(&self, o: Operand) -> DType {
+        match o {
+            Operand::Arg(a) => self.body.args[a].0,
+            Operand::Node(j) => self.body.nodes[j].dtype,
+        }
+    }
+
+    fn value(&mut self, s: &mut Scope, o: Operand, idx: &[Expr]) -> Result<Expr, CodegenError> {
+        let key = format!("{o:?}@{idx:?}");
+        if let Some(e) = self.memo.get(&key) {
+            return Ok(e.clone());
+        }
+        let e = match o {
+            Operand::Arg(a) => {
+                let lin = linearize(idx, &self.body.args[a].1);
+                s.let_(Expr::load(self.args[a], lin))
+            }
+            Operand::Node(j) => {
+                let e = self.node(s, j, idx)?;
+                s.let_(e)
+            }
+        };
+        self.memo.insert(key, e.clone());
+        Ok(e)
+    }
+
+    fn node(&mut self, s: &mut Scope, j: usize, idx: &[Expr]) -> Result<Expr, CodegenError> {
+        let body = self.body;
+        let n = &body.nodes[j];
+        let ops = &n.operands;
+        let dt = n.dtype;
+        Ok(match &n.op {
+            Op::Constant { value } => {
+                if value.len() != 1 {
+                    return Err(unsupported(
+                        "non-scalar constant inside a fused body".into(),
+                    ));
+                }
+                const_expr(dt, value, 0)
+            }
+            Op::Unary { op } => {
+                let x = self.value(s, ops[0], idx)?;
+                round_to(dt, unary(*op, x, vty(dt)))
+            }
+            Op::Binary { op } => {
+                let a = self.value(s, ops[0], idx)?;
+                let b = self.value(s, ops[1], idx)?;
+                round_to(dt, binary(*op, a, b, vty(dt)))
+            }
+            Op::Compare { op } => {
+                let a = self.value(s, ops[0], idx)?;
+                let b = self.value(s, ops[1], idx)?;
+                Expr::cmp(cmp(*op), a, b)
+            }
+            Op::Where => {
+                let c = self.value(s, ops[0], idx)?;
+                let a = self.value(s, ops[1], idx)?;
+                let b = self.value(s, ops[2], idx)?;
+                Expr::select(c, a, b)
+            }
+            Op::Cast { to } => {
+                let from = self.dtype_of(ops[0]);
+                let x = self.value(s, ops[0], idx)?;
+                if from == *to {
+                    x
+                } else if vty(from) == vty(*to) {
+                    round_to(*to, x)
+                } else {
+                    round_to(*to, Expr::cast(vty(*to), x))
+                }
+            }
+            Op::Reshape { .. } => {
+                let lin = linearize(idx, &n.shape);
+                let in_shape = self.shape_of(ops[0]).clone();
+                let in_idx = unravel(lin, &in_shape);
+                self.value(s, ops[0], &in_idx)?
+            }
+            Op::Permute { perm } => {
+                let mut in_idx = vec![Expr::idx(0); perm.len()];
+                for (d, &p) in perm.iter().enumerate() {
+                    in_idx[p] = idx[d].clone();
+                }
+                self.value(s, ops[0], &in_idx)?
+            }
+            Op::Broadcast { shape } => {
+                let in_shape = self.shape_of(ops[0]).clone();
+                let off = shape.rank() - in_shape.rank();
+                let in_idx: Vec<Expr> = (0..in_shape.rank())
+                    .map(|d| {
+                        if in_shape.0[d] == 1 {
+                            Expr::idx(0)
+                        } else {
+                            idx[d + off].clone()
+                        }
+                    })
+                    .collect();
+                self.value(s, ops[0], &in_idx)?
+            }
+            Op::Reduce { .. } => {
+                return Err(unsupported(
+                    "a reduction that is not the root of its group".into(),
+                ))
+            }
+            Op::MatMul | Op::Input { .. } | Op::Fused { .. } => {
+                return Err(unsupported(format!("{} inside a fused body", n.op.name())))
+            }
+        })
+    }
+}
+
+fn unary(op: UnaryOp, x: Expr, t: VTy) -> Expr {
+    match op {
+        UnaryOp::Neg => Expr::un(KUnary::Neg, x),
+        UnaryOp::Abs => Expr::un(KUnary::Abs, x),
+        UnaryOp::Exp => Expr::un(KUnary::Exp, x),
+        UnaryOp::Log => Expr::un(KUnary::Log, x),
+        UnaryOp::Sin => Expr::un(KUnary::Sin, x),
+        UnaryOp::Cos => Expr::un(KUnary::Cos, x),
+        UnaryOp::Sqrt => Expr::un(KUnary::Sqrt, x),
+        UnaryOp::Rsqrt => Expr::f32(1.0).div(Expr::un(KUnary::Sqrt, x)),
+        UnaryOp::Recip => Expr::f32(1.0).div(x),
+        UnaryOp::Floor => Expr::un(KUnary::Floor, x),
+        UnaryOp::Sigmoid => {
+            Expr::f32(1.0).div(Expr::f32(1.0).add(Expr::un(KUnary::Exp, Expr::un(KUnary::Neg, x))))
+        }
+        UnaryOp::Not => {
+            let _ = t;
+            Expr::un(KUnary::Not, x)
+        }
+    }
+}
+
+fn binary(op: BinaryOp, a: Expr, b: Expr, t: VTy) -> Expr {
+    let k = match op {
+        BinaryOp::Add => KBinary::Add,
+        BinaryOp::Sub => KBinary::Sub,
+        BinaryOp::Mul => KBinary::Mul,
+        BinaryOp::Div => KBinary::Div,
+        BinaryOp::Max => KBinary::Max,
+        BinaryOp::Min => KBinary::Min,
+        BinaryOp::And => KBinary::And,
+        BinaryOp::Or => KBinary::Or,
+    };
+    if op == BinaryOp::Div && t != VTy::F32 {
+        // Integer division by zero is undefined in hardware; the kernel yields 0 (the
+        // interpreter reports an error instead).
+        let zero = match t {
+            VTy::I32 => Expr::i32(0),
+            _ => Expr::i64(0),
+        };
+        let one = match t {
+            VTy::I32 => Expr::i32(1),
+            _ => Expr::i64(1),
+        };
+        let is_zero = Expr::cmp(KCmp::Eq, b.clone(), zero.clone());
+        let safe = Expr::select(is_zero.clone(), one, b);
+        return Expr::select(is_zero, zero, Expr::bin(k, a, safe));
+    }
+    Expr::bin(k, a, b)
+}
+
+fn cmp(op: CompareOp) -> KCmp {
+    match op {
+        CompareOp::Lt => KCmp::Lt,
+        CompareOp::Le => KCmp::Le,
+        CompareOp::Gt => KCmp::Gt,
+        CompareOp::Ge => KCmp::Ge,
+        CompareOp::Eq => KCmp::Eq,
+        CompareOp::Ne => KCmp::Ne,
+    }
+}
+
+fn declare_args(kb: &mut KernelBuilder, body: &FusedBody) -> Vec<BufRef> {
+    body.args
+        .iter()
+        .enumerate()
+        .map(|(i, (d, s))| kb.param(&format!("arg{i}"), *d, s.numel() as u64, Access::Read))
+        .collect()
+}
+
+/// One thread per output element.
+pub fn elementwise_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+    let out_shape = body.shape();
+    let n = out_shape.numel() as u64;
+    let block = if n >= BLOCK {
+        BLOCK
+    } else {
+        next_pow2(n).max(32)
+    };
+    let grid = n.div_ceil(block);
+    let mut kb = KernelBuilder::new(name, grid, block as u32);
+    let args = declare_args(&mut kb, body);
+    let out = kb.param("out", body.dtype(), n, Access::Write);
+    let dt = body.dtype();
+    let mut err = None;
+    let phase = kb.phase(|s| {
+        let lin = s.let_(add(mul(Expr::BlockId, Expr::idx(block)), Expr::ThreadId));
+        s.if_(
+            lin.clone().lt(Expr::idx(n)),
+            |s| {
+                let idx: Vec<Expr> = unravel(lin.clone(), &out_shape)
+                    .into_iter()
+                    .map(|e| s.let_(e))
+                    .collect();
+                let mut ev = BodyEval::new(body, &args);
+                match ev.value(s, Operand::Node(body.root), &idx) {
+                    Ok(v) => s.store(out, lin.clone(), v),
+                    Err(e) => err = Some(e),
+                }
+            },
+            |_| {},
+        );
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let _ = dt;
+    Ok(kb.finish(vec![phase]))
+}
+
+fn reduce_init(op: ReduceOp, t: VTy) -> Expr {
+    match (op, t) {
+        (ReduceOp::Sum, VTy::F32) => Expr::f32(0.0),
+        (ReduceOp::Sum, VTy::I32) => Expr::i32(0),
+        (ReduceOp::Sum, _) => Expr::i64(0),
+        (ReduceOp::Max, VTy::F32) => Expr::f32(f32::NEG_INFINITY),
+        (ReduceOp::Max, VTy::I32) => Expr::i32(i32::MIN),
+        (ReduceOp::Max, _) => Expr::i64(i64::MIN),
+        (ReduceOp::Min, VTy::F32) => Expr::f32(f32::INFINITY),
+        (ReduceOp::Min, VTy::I32) => Expr::i32(i32::MAX),
+        (ReduceOp::Min, _) => Expr::i64(i64::MAX),
+    }
+}
+
+fn reduce_combine(op: ReduceOp, a: Expr, b: Expr) -> Expr {
+    match op {
+        ReduceOp::Sum => Expr::bin(KBinary::Add, a, b),
+        ReduceOp::Max => Expr::bin(KBinary::Max, a, b),
+        ReduceOp::Min => Expr::bin(KBinary::Min, a, b),
+    }
+}
+
+/// The reduction rooted at the body's root.
+pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+    let root = &body.nodes[body.root];
+    let Op::Reduce { op, axes, .. } = &root.op else {
+        return Err(unsupported("reduce_kernel on a non-reduction".into()));
+    };
+    let (op, axes) = (*op, axes.clone());
+    let src = root.operands[0];
+    let in_shape = match src {
+        Operand::Arg(a) => body.args[a].1.clone(),
+        Operand::Node(j) => body.nodes[j].shape.clone(),
+    };
+    let kept = Shape(
+        in_shape
+            .dims()
+            .iter()
+            .enumerate()
+            .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
+            .collect(),
+    );
+    let red = Shape(axes.iter().map(|&a| in_shape.0[a]).collect());
+    let r_len = red.numel() as u64;
+    let n_out = root.shape.numel() as u64;
+    let dt = root.dtype;
+    let t = vty(dt);
+    let input_index = |o: &Expr, r: &Expr| -> Vec<Expr> {
+        let kidx = unravel(o.clone(), &kept);
+        let ridx = unravel(r.clone(), &red);
+        (0..in_shape.rank())
+            .map(|d| match axes.iter().position(|&a| a == d) {
+                Some(k) => ridx[k].clone(),
+                None => kidx[d].clone(),
+            })
+            .collect()
+    };
+    let mut err = None;
+    if r_len as usize <= SERIAL_REDUCE_MAX {
+        let block = if n_out >= BLOCK {
+            BLOCK
+        } else {
+            next_pow2(n_out).max(32)
+        };
+        let mut kb = KernelBuilder::new(name, n_out.div_ceil(block), block as u32);
+        let args = declare_args(&mut kb, body);
+        let out = kb.param("out", dt, n_out, Access::Write);
+        let phase = kb.phase(|s| {
+            let o = s.let_(add(mul(Expr::BlockId, Expr::idx(block)), Expr::ThreadId));
+            s.if_(
+                o.clone().lt(Expr::idx(n_out)),
+                |s| {
+                    let acc = s.local(reduce_init(op, t));
+                    s.for_(Expr::idx(0), Expr::idx(r_len), Expr::idx(1), |s, r| {
+                        let idx = input_index(&o, &r);
+                        let mut ev = BodyEval::new(body, &args);
+                        match ev.value(s, src, &idx) {
+                            Ok(v) => s.set(acc, reduce_combine(op, Expr::Local(acc), v)),
+                            Err(e) => err = Some(e),
+                        }
+                    });
+                    s.store(out, o.clone(), round_to(dt, Expr::Local(acc)));
+                },
+                |_| {},
+            );
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        return Ok(kb.finish(vec![phase]));
+    }
+    let block = next_pow2(r_len).clamp(32, BLOCK);
+    let mut kb = KernelBuilder::new(name, n_out, block as u32);
+    let args = declare_args(&mut kb, body);
+    let out = kb.param("out", dt, n_out, Access::Write);
+    let partial = kb.shared("partial", t, block);
+    let mut stmts: Vec<BlockStmt> = vec![kb.phase(|s| {
+        let acc = s.local(reduce_init(op, t));
+        s.for_(
+            Expr::ThreadId,
+            Expr::idx(r_len),
+            Expr::idx(block),
+            |s, r| {
+                let idx = input_index(&Expr::BlockId, &r);
+                let mut ev = BodyEval::new(body, &args);
+                match ev.value(s, src, &idx) {
+                    Ok(v) => s.set(acc, reduce_combine(op, Expr::Local(acc), v)),
+                    Err(e) => err = Some(e),
+                }
+            },
+        );
+        s.store(partial, Expr::ThreadId, Expr::Local(acc));
+    })];
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let mut stride = block / 2;
+    while stride > 0 {
+        stmts.push(BlockStmt::Barrier);
+        stmts.push(kb.phase(|s| {
+            s.if_(
+                Expr::ThreadId.lt(Expr::idx(stride)),
+                |s| {
+                    let a = Expr::load(partial, Expr::ThreadId);
+                    let b = Expr::load(partial, add(Expr::ThreadId, Expr::idx(stride)));
+                    s.store(partial, Expr::ThreadId, reduce_combine(op, a, b));
+                },
+                |_| {},
+            );
+        }));
+        stride /= 2;
+    }
+    stmts.push(BlockStmt::Barrier);
+    stmts.push(kb.phase(|s| {
+        s.if_(
+            Expr::ThreadId.eq(Expr::idx(0)),
+            |s| {
+                let v = Expr::load(partial, Expr::idx(0));
+                s.store(out, Expr::BlockId, round_to(dt, v));
+            },
+            |_| {},
+        );
+    }));
+    Ok(kb.finish(stmts))
+}

@@ -1,0 +1,134 @@
+//! Batched matrix product `[B, M, K] × [B, K, N]`: 16×16 output tiles per block, one output per
+//! thread, A and B tiles staged through shared memory, the accumulator in a private buffer
+//! across the k-loop's barriers; f32 accumulation with fma.
+//!
+//! This is the correctness baseline; tuned variants (register tiling, tensor cores) come with
+//! autotuning.
+
+use super::fused::round_to;
+use super::index::{add, mul};
+use crate::kir::{Access, BlockStmt, Expr, Kernel, KernelBuilder, VTy};
+use mmada_ir::DType;
+
+const T: u64 = 16;
+
+/// Shapes of one matmul.
+#[derive(Clone, Copy, Debug)]
+pub struct MatMulShape {
+    /// Batch count (product of leading dims).
+    pub batch: u64,
+    /// Rows of A and C.
+    pub m: u64,
+    /// Contraction length.
+    pub k: u64,
+    /// Columns of B and C.
+    pub n: u64,
+}
+
+/// The tiled matmul kernel for operands of `dtype` (result also `dtype`).
+pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
+    let (tm, tn) = (s.m.div_ceil(T), s.n.div_ceil(T));
+    let grid = s.batch * tm * tn;
+    let mut kb = KernelBuilder::new(name, grid.max(1), (T * T) as u32);
+    let a = kb.param("a", dtype, s.batch * s.m * s.k, Access::Read);
+    let b = kb.param("b", dtype, s.batch * s.k * s.n, Access::Read);
+    let c = kb.param("c", dtype, s.batch * s.m * s.n, Access::Write);
+    let a_tile = kb.shared("a_tile", VTy::F32, T * T);
+    let b_tile = kb.shared("b_tile", VTy::F32, T * T);
+    let acc = kb.private("acc", VTy::F32, 1);
+
+    // Per-thread coordinates, recomputed in each phase (phase-local values do not survive
+    // barriers).
+    let coords = |s_: &mut crate::kir::Scope| {
+        let bid = Expr::BlockId;
+        let batch = s_.let_(bid.clone().div(Expr::idx(tm * tn)));
+        let t = s_.let_(bid.rem(Expr::idx(tm * tn)));
+        let row0 = mul(t.clone().div(Expr::idx(tn)), Expr::idx(T));
+        let col0 = mul(t.rem(Expr::idx(tn)), Expr::idx(T));
+        let ty = s_.let_(Expr::ThreadId.div(Expr::idx(T)));
+        let tx = s_.let_(Expr::ThreadId.rem(Expr::idx(T)));
+        let row = s_.let_(add(row0, ty.clone()));
+        let col = s_.let_(add(col0, tx.clone()));
+        (batch, ty, tx, row, col)
+    };
+
+    let mut body = vec![kb.phase(|s_| s_.store(acc, Expr::idx(0), Expr::f32(0.0)))];
+    let k_tiles = s.k.div_ceil(T);
+    let (m, k, n) = (s.m, s.k, s.n);
+    let kloop = kb.block_for(Expr::idx(0), Expr::idx(k_tiles), Expr::idx(1), |kb, kt| {
+        let kt2 = kt.clone();
+        vec![
+            kb.phase(|s_| {
+                let (batch, ty, tx, row, col) = coords(s_);
+                let tile_idx = s_.let_(add(mul(ty.clone(), Expr::idx(T)), tx.clone()));
+                let ak = s_.let_(add(mul(kt.clone(), Expr::idx(T)), tx.clone()));
+                let a_ok = row
+                    .clone()
+                    .lt(Expr::idx(m))
+                    .and(ak.clone().lt(Expr::idx(k)));
+                let a_at = add(
+                    mul(batch.clone(), Expr::idx(m * k)),
+                    add(mul(row.clone(), Expr::idx(k)), ak),
+                );
+                let ti = tile_idx.clone();
+                s_.if_(
+                    a_ok,
+                    |s_| s_.store(a_tile, ti.clone(), Expr::load(a, a_at)),
+                    |s_| s_.store(a_tile, ti.clone(), Expr::f32(0.0)),
+                );
+                let bk = s_.let_(add(mul(kt.clone(), Expr::idx(T)), ty));
+                let b_ok = bk
+                    .clone()
+                    .lt(Expr::idx(k))
+                    .and(col.clone().lt(Expr::idx(n)));
+                let b_at = add(
+                    mul(batch, Expr::idx(k * n)),
+                    add(mul(bk, Expr::idx(n)), col),
+                );
+                s_.if_(
+                    b_ok,
+                    |s_| s_.store(b_tile, tile_idx.clone(), Expr::load(b, b_at)),
+                    |s_| s_.store(b_tile, tile_idx.clone(), Expr::f32(0.0)),
+                );
+            }),
+            BlockStmt::Barrier,
+            kb.phase(|s_| {
+                let _ = &kt2;
+                let ty = s_.let_(Expr::ThreadId.div(Expr::idx(T)));
+                let tx = s_.let_(Expr::ThreadId.rem(Expr::idx(T)));
+                let sum = s_.local(Expr::load(acc, Expr::idx(0)));
+                for kk in 0..T {
+                    let av = Expr::load(a_tile, add(mul(ty.clone(), Expr::idx(T)), Expr::idx(kk)));
+                    let bv = Expr::load(b_tile, add(mul(Expr::idx(kk), Expr::idx(T)), tx.clone()));
+                    s_.set(sum, Expr::fma(av, bv, Expr::Local(sum)));
+                }
+                s_.store(acc, Expr::idx(0), Expr::Local(sum));
+            }),
+            BlockStmt::Barrier,
+        ]
+    });
+    body.push(kloop);
+    body.push(kb.phase(|s_| {
+        let (batch, _ty, _tx, row, col) = coords(s_);
+        let ok = row
+            .clone()
+            .lt(Expr::idx(m))
+            .and(col.clone().lt(Expr::idx(n)));
+        let at = add(
+            mul(batch, Expr::idx(m * n)),
+            add(mul(row, Expr::idx(n)), col),
+        );
+        s_.if_(
+            ok,
+            |s_| {
+                s_.store(
+                    c,
+                    at.clone(),
+                    round_to(dtype, Expr::load(acc, Expr::idx(0))),
+                )
+            },
+            |_| {},
+        );
+    }));
+    kb.finish(body)
+}

@@ -1,0 +1,78 @@
+//! Kernel templates: graph nodes → KIR kernels.
+//!
+//! - [`fused`]: fused groups and single elementwise / view / reduction nodes;
+//! - [`matmul`]: batched matrix products.
+
+pub mod fused;
+pub mod index;
+pub mod matmul;
+
+use crate::kir::Kernel;
+use crate::CodegenError;
+use mmada_ir::{BodyNode, FusedBody, Graph, NodeId, Op, Operand};
+
+/// Wraps one node in a one-node fused body whose arguments are its operands.
+pub fn single_node_body(g: &Graph, id: NodeId) -> FusedBody {
+    let n = g.node(id);
+    let operands = g.operands(id);
+    FusedBody {
+        num_args: operands.len(),
+        args: operands
+            .iter()
+            .map(|&o| (g.node(o).dtype, g.node(o).shape.clone()))
+            .collect(),
+        nodes: vec![BodyNode {
+            op: n.op.clone(),
+            dtype: n.dtype,
+            shape: n.shape.clone(),
+            operands: (0..operands.len()).map(Operand::Arg).collect(),
+        }],
+        root: 0,
+    }
+}
+
+/// The kernel computing node `id`, whose operands are the kernel's first parameters (in slot
+/// order) and whose result is the last parameter. `None` for nodes that need no kernel.
+pub fn kernel_for_node(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kernel>, CodegenError> {
+    let n = g.node(id);
+    let unsupported = |msg: &str| CodegenError::Unsupported {
+        node: g.describe(id),
+        msg: msg.to_string(),
+    };
+    let body = match &n.op {
+        Op::Input { .. } | Op::Constant { .. } => return Ok(None),
+        Op::MatMul => {
+            let operands = g.operands(id);
+            let (sa, sb) = (&g.node(operands[0]).shape, &g.node(operands[1]).shape);
+            let r = sa.rank();
+            let shape = matmul::MatMulShape {
+                batch: sa.0[..r - 2].iter().product::<usize>() as u64,
+                m: sa.0[r - 2] as u64,
+                k: sa.0[r - 1] as u64,
+                n: sb.0[r - 1] as u64,
+            };
+            return Ok(Some(matmul::matmul_kernel(name, shape, n.dtype)));
+        }
+        Op::Fused { body } => (**body).clone(),
+        Op::Unary { .. }
+        | Op::Binary { .. }
+        | Op::Compare { .. }
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Reduce { .. }
+        | Op::Reshape { .. }
+        | Op::Permute { .. }
+        | Op::Broadcast { .. } => single_node_body(g, id),
+    };
+    let root_is_reduce = matches!(body.nodes[body.root].op, Op::Reduce { .. });
+    let k = if root_is_reduce {
+        fused::reduce_kernel(name, &body)
+    } else {
+        fused::elementwise_kernel(name, &body)
+    }
+    .map_err(|e| match e {
+        CodegenError::Unsupported { msg, .. } => unsupported(&msg),
+        other => other,
+    })?;
+    Ok(Some(k))
+}

@@ -1,0 +1,93 @@
+//! An artifact opened for execution: its plan, constants and input checks, shared by all
+//! executors.
+
+use crate::RuntimeError;
+use indexmap::IndexMap;
+use mmada_codegen::artifact::Artifact;
+use mmada_codegen::plan::{BufferKind, Plan};
+use mmada_ir::Tensor;
+
+/// What every executor needs from an artifact.
+pub struct Executable {
+    /// The artifact.
+    pub artifact: Artifact,
+    /// Its plan.
+    pub plan: Plan,
+    /// Constant blob.
+    pub constants: Vec<u8>,
+}
+
+impl Executable {
+    /// Opens an artifact (already validated by [`Artifact::read`]).
+    pub fn new(artifact: Artifact) -> Result<Executable, RuntimeError> {
+        let plan: Plan = serde_json::from_slice(artifact.section("plan.json")?)
+            .map_err(|e| RuntimeError::Missing(format!("artifact plan is malformed: {e}")))?;
+        let constants = artifact.section("constants.bin")?.to_vec();
+        for (i, b) in plan.buffers.iter().enumerate() {
+            if let BufferKind::Constant { offset, bytes } = &b.kind {
+                let end = offset.saturating_add(*bytes);
+                if end > constants.len() as u64 || *bytes != b.len * b.dtype.size_bytes() as u64 {
+                    return Err(RuntimeError::Missing(format!(
+                        "artifact plan: constant buffer {i} is out of range"
+                    )));
+                }
+            }
+        }
+        for l in &plan.launches {
+            if let Some(&a) = l.args.iter().find(|&&a| a >= plan.buffers.len()) {
+                return Err(RuntimeError::Missing(format!(
+                    "artifact plan: launch of {} uses buffer {a}, which does not exist",
+                    l.kernel
+                )));
+            }
+        }
+        Ok(Executable {
+            artifact,
+            plan,
+            constants,
+        })
+    }
+
+    /// Checks that `inputs` are exactly the graph's inputs with the right dtypes and shapes.
+    pub fn check_inputs(&self, inputs: &IndexMap<String, Tensor>) -> Result<(), RuntimeError> {
+        for name in inputs.keys() {
+            if !self.plan.inputs.iter().any(|b| &b.name == name) {
+                let known: Vec<&str> = self.plan.inputs.iter().map(|b| b.name.as_str()).collect();
+                return Err(RuntimeError::Input {
+                    name: name.clone(),
+                    msg: format!("the graph has no such input (inputs: {})", known.join(", ")),
+                });
+            }
+        }
+        for b in &self.plan.inputs {
+            let t = inputs.get(&b.name).ok_or_else(|| RuntimeError::Input {
+                name: b.name.clone(),
+                msg: format!("missing (expected {}{})", b.dtype, b.shape),
+            })?;
+            if t.dtype() != b.dtype || t.shape() != &b.shape {
+                return Err(RuntimeError::Input {
+                    name: b.name.clone(),
+                    msg: format!(
+                        "expected {}{}, got {}{}",
+                        b.dtype,
+                        b.shape,
+                        t.dtype(),
+                        t.shape()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a compiled graph.
+pub trait Executor {
+    /// "cpu" or "cuda".
+    fn target(&self) -> &'static str;
+    /// Runs the graph on named inputs and returns named outputs.
+    fn run(
+        &mut self,
+        inputs: &IndexMap<String, Tensor>,
+    ) -> Result<IndexMap<String, Tensor>, RuntimeError>;
+}

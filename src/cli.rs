@@ -1,0 +1,456 @@
+//! Subcommands. Each one parses its arguments, calls into the library crates and prints.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indexmap::IndexMap;
+use mmada_codegen::artifact::Artifact;
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_codegen::llvm::HostCpu;
+use mmada_ir::{interp, max_rel_error, serialize, DType, Tensor};
+use mmada_models::GraphSpec;
+use mmada_runtime::{tensor_io, Target};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use thiserror::Error;
+
+/// The example compiled by `mmada demo` (also in examples/softmax_linear.toml).
+const EMBEDDED_EXAMPLE: &str = include_str!("../examples/softmax_linear.toml");
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Spec(#[from] mmada_models::SpecError),
+    #[error(transparent)]
+    Codegen(#[from] mmada_codegen::CodegenError),
+    #[error(transparent)]
+    Runtime(#[from] mmada_runtime::RuntimeError),
+    #[error(transparent)]
+    Ir(#[from] mmada_ir::IrError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Parser)]
+#[command(
+    name = "mmada",
+    version,
+    about = "Compiler and runtime for MMaDA-style masked-diffusion models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RunTarget {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile a graph spec (TOML) into an artifact.
+    Compile {
+        /// The spec file.
+        spec: PathBuf,
+        /// Output artifact.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Targets: cpu and/or sm_80, sm_90 (comma separated).
+        #[arg(long, default_value = "cpu,sm_80,sm_90", value_delimiter = ',')]
+        targets: Vec<String>,
+        /// Host CPU to tune for: native or generic.
+        #[arg(long, default_value = "native")]
+        host_cpu: String,
+        /// Write every compiler stage here.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+        /// Do not assemble the PTX with ptxas even when it is available.
+        #[arg(long)]
+        no_ptxas: bool,
+    },
+    /// Run an artifact on inputs from a safetensors file.
+    Run {
+        /// The artifact.
+        artifact: PathBuf,
+        /// Inputs (safetensors, one tensor per graph input).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the outputs (safetensors).
+        #[arg(long)]
+        output: PathBuf,
+        /// cpu or cuda (default: cuda when a device is present, else cpu).
+        #[arg(long)]
+        target: Option<RunTarget>,
+        /// Run the reference interpreter on the source graph instead.
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Write random inputs for an artifact (uniform in [-1, 1) for floats).
+    Inputs {
+        /// The artifact.
+        artifact: PathBuf,
+        /// Output safetensors file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Show what an artifact contains.
+    Inspect {
+        /// The artifact.
+        artifact: PathBuf,
+    },
+    /// Compile the embedded example, run it compiled and on the reference interpreter, and
+    /// compare.
+    Demo {
+        /// cpu or cuda (default: cuda when a device is present, else cpu).
+        #[arg(long)]
+        target: Option<RunTarget>,
+        /// Random seed for the inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn target_of(t: Option<RunTarget>) -> Target {
+    match t {
+        Some(RunTarget::Cpu) => Target::Cpu,
+        Some(RunTarget::Cuda) => Target::Cuda,
+        None => Target::default_for_machine(),
+    }
+}
+
+fn backend_options(
+    targets: &[String],
+    host_cpu: &str,
+    dump: Option<PathBuf>,
+) -> Result<BackendOptions, CliError> {
+    let mut host = None;
+    let mut archs = Vec::new();
+    for t in targets {
+        let t = t.trim();
+        if t == "cpu" {
+            host = Some(match host_cpu {
+                "native" => HostCpu::native(),
+                "generic" => HostCpu::generic(),
+                other => {
+                    return Err(CliError::Usage(format!(
+                        "--host-cpu must be native or generic, got '{other}'"
+                    )))
+                }
+            });
+        } else if let Some(n) = t.strip_prefix("sm_").and_then(|n| n.parse::<u32>().ok()) {
+            if !(70..=120).contains(&n) {
+                return Err(CliError::Usage(format!("unsupported GPU target '{t}'")));
+            }
+            archs.push(n);
+        } else {
+            return Err(CliError::Usage(format!(
+                "unknown target '{t}' (use cpu, sm_80, sm_90)"
+            )));
+        }
+    }
+    Ok(BackendOptions {
+        host,
+        gpu_archs: archs,
+        dump_dir: dump
+            .or_else(|| std::env::var_os("MMADA_DUMP_DIR").map(PathBuf::from))
+            .map(|d| d.join("kernels")),
+    })
+}
+
+/// Random inputs for the given bindings, deterministic in `seed`.
+pub fn random_inputs(
+    bindings: &[(String, DType, Vec<usize>)],
+    seed: u64,
+) -> Result<IndexMap<String, Tensor>, CliError> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = IndexMap::new();
+    for (name, dt, shape) in bindings {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f64> = (0..n)
+            .map(|_| match dt {
+                DType::Bool => rng.random_range(0..2) as f64,
+                DType::I32 | DType::I64 => rng.random_range(0..10) as f64,
+                _ => rng.random_range(-1.0..1.0),
+            })
+            .collect();
+        out.insert(name.clone(), Tensor::from_f64(*dt, shape.clone(), &vals)?);
+    }
+    Ok(out)
+}
+
+fn artifact_inputs(art: &Artifact) -> Result<Vec<(String, DType, Vec<usize>)>, CliError> {
+    let g = serialize::from_json(art.section_str("graph.source.json")?)?;
+    Ok(g.inputs()
+        .into_iter()
+        .map(|id| {
+            let n = g.node(id);
+            let name = match &n.op {
+                mmada_ir::Op::Input { name, .. } => name.clone(),
+                _ => String::new(),
+            };
+            (name, n.dtype, n.shape.0.clone())
+        })
+        .collect())
+}
+
+fn reference(
+    art: &Artifact,
+    inputs: &IndexMap<String, Tensor>,
+) -> Result<IndexMap<String, Tensor>, CliError> {
+    let g = serialize::from_json(art.section_str("graph.source.json")?)?;
+    Ok(interp::interpret(&g, inputs)?)
+}
+
+fn compile_spec_text(
+    text: &str,
+    path: &str,
+    opts: BackendOptions,
+    ptx: PtxCheck,
+) -> Result<Artifact, CliError> {
+    let spec = GraphSpec::parse(text, path)?;
+    let g = spec.build(path)?;
+    Ok(compile(
+        &g,
+        &CompileOptions {
+            name: spec.name.clone(),
+            backend: opts,
+            ptx_check: ptx,
+        },
+    )?)
+}
+
+fn cmd_compile(
+    spec: &Path,
+    output: &Path,
+    targets: &[String],
+    host_cpu: &str,
+    dump: Option<PathBuf>,
+    no_ptxas: bool,
+) -> Result<(), CliError> {
+    let opts = backend_options(targets, host_cpu, dump)?;
+    let text = std::fs::read_to_string(spec).map_err(|e| mmada_models::SpecError::Io {
+        path: spec.display().to_string(),
+        source: e,
+    })?;
+    let t0 = Instant::now();
+    let check = if no_ptxas {
+        PtxCheck::Skip
+    } else {
+        PtxCheck::Auto
+    };
+    let art = compile_spec_text(&text, &spec.display().to_string(), opts, check)?;
+    art.write(output)?;
+    let m = &art.manifest;
+    let checked = m.kernels.iter().any(|k| !k.ptxas.is_empty());
+    println!(
+        "compiled {} -> {} in {:.2}s: {} kernels, host code: {}, PTX: {}{}",
+        m.name,
+        output.display(),
+        t0.elapsed().as_secs_f64(),
+        m.kernels.len(),
+        if m.host_cpu.is_some() { "yes" } else { "no" },
+        if m.gpu_archs.is_empty() {
+            "none".to_string()
+        } else {
+            m.gpu_archs
+                .iter()
+                .map(|a| format!("sm_{a}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        if checked { " (checked with ptxas)" } else { "" },
+    );
+    Ok(())
+}
+
+fn cmd_run(
+    artifact: &Path,
+    input: &Path,
+    output: &Path,
+    target: Option<RunTarget>,
+    reference_only: bool,
+) -> Result<(), CliError> {
+    let art = Artifact::read(artifact)?;
+    let inputs = tensor_io::read_safetensors(input)?;
+    let t0 = Instant::now();
+    let (outputs, how) = if reference_only {
+        (
+            reference(&art, &inputs)?,
+            "reference interpreter".to_string(),
+        )
+    } else {
+        let target = target_of(target);
+        let mut exe = mmada_runtime::open_artifact(art, target)?;
+        let o = exe.run(&inputs)?;
+        (o, exe.target().to_string())
+    };
+    tensor_io::write_safetensors(output, &outputs)?;
+    println!(
+        "ran {} on {how} in {:.1} ms; wrote {} ({})",
+        artifact.display(),
+        t0.elapsed().as_secs_f64() * 1e3,
+        output.display(),
+        outputs
+            .iter()
+            .map(|(n, t)| format!("{n}: {}{}", t.dtype(), t.shape()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn cmd_inputs(artifact: &Path, output: &Path, seed: u64) -> Result<(), CliError> {
+    let art = Artifact::read(artifact)?;
+    let ins = random_inputs(&artifact_inputs(&art)?, seed)?;
+    tensor_io::write_safetensors(output, &ins)?;
+    println!("wrote {} random inputs to {}", ins.len(), output.display());
+    Ok(())
+}
+
+fn cmd_inspect(artifact: &Path) -> Result<(), CliError> {
+    let art = Artifact::read(artifact)?;
+    let m = &art.manifest;
+    println!("artifact {} ({})", artifact.display(), m.name);
+    println!(
+        "  mmada {}, LLVM {}, PTX features {}",
+        m.mmada_version, m.llvm_version, m.ptx_features
+    );
+    println!(
+        "  host code: {}",
+        m.host_cpu
+            .as_ref()
+            .map_or("none".into(), |c| c.name.clone())
+    );
+    println!("  GPU targets: {:?}", m.gpu_archs);
+    println!("  graph sha256: {}", m.graph_sha256);
+    println!("  kernels:");
+    for k in &m.kernels {
+        let ptx: Vec<String> = k
+            .ptxas
+            .iter()
+            .map(|(a, i)| {
+                format!(
+                    "sm_{a}: {} regs, {} B spill, {} B smem",
+                    i.registers,
+                    i.spill_stores + i.spill_loads,
+                    i.shared_bytes
+                )
+            })
+            .collect();
+        println!(
+            "    {} grid={} block={} {}",
+            k.name,
+            k.grid,
+            k.block,
+            ptx.join("; ")
+        );
+    }
+    println!("  sections:");
+    for s in &m.sections {
+        println!(
+            "    {:<20} {:>10} bytes  sha256 {}",
+            s.name,
+            s.len,
+            &s.sha256[..16]
+        );
+    }
+    Ok(())
+}
+
+fn cmd_demo(target: Option<RunTarget>, seed: u64) -> Result<(), CliError> {
+    let target = target_of(target);
+    println!(
+        "mmada demo: the embedded example (examples/softmax_linear.toml): y = softmax(x @ w + b)"
+    );
+    let t0 = Instant::now();
+    let opts = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![80, 90],
+        ..BackendOptions::default()
+    };
+    let art = compile_spec_text(
+        EMBEDDED_EXAMPLE,
+        "<embedded>/softmax_linear.toml",
+        opts,
+        PtxCheck::Auto,
+    )?;
+    let compile_s = t0.elapsed().as_secs_f64();
+    let ptx_checked = art.manifest.kernels.iter().all(|k| !k.ptxas.is_empty());
+    let inputs = random_inputs(&artifact_inputs(&art)?, seed)?;
+    let t1 = Instant::now();
+    let expected = reference(&art, &inputs)?;
+    let ref_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let mut exe = mmada_runtime::open_artifact(art.clone(), target)?;
+    exe.run(&inputs)?; // warm-up
+    let t2 = Instant::now();
+    let got = exe.run(&inputs)?;
+    let run_ms = t2.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "  compiled {} kernels in {compile_s:.2}s (PTX for sm_80, sm_90{})",
+        art.manifest.kernels.len(),
+        if ptx_checked {
+            ", assembled by ptxas"
+        } else {
+            "; ptxas not found, not assembled"
+        }
+    );
+    println!(
+        "  {:<8} {:<14} {:>12} {:>16}",
+        "output", "shape", "time (ms)", "max rel. error"
+    );
+    for (name, e) in &expected {
+        let a = &got[name];
+        let err = max_rel_error(a, e, 1e-6);
+        println!(
+            "  {:<8} {:<14} {:>12.3} {:>16.2e}   ({} vs reference, {ref_ms:.3} ms)",
+            name,
+            format!("{}", e.shape()),
+            run_ms,
+            err,
+            exe.target()
+        );
+        if err > 1e-5 {
+            return Err(CliError::Usage(format!(
+                "output {name} differs from the reference by {err:.2e}"
+            )));
+        }
+    }
+    println!(
+        "  ok: compiled {} output matches the reference interpreter",
+        exe.target()
+    );
+    Ok(())
+}
+
+pub fn main() -> Result<(), CliError> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Compile {
+            spec,
+            output,
+            targets,
+            host_cpu,
+            dump,
+            no_ptxas,
+        } => cmd_compile(&spec, &output, &targets, &host_cpu, dump, no_ptxas),
+        Cmd::Run {
+            artifact,
+            input,
+            output,
+            target,
+            reference,
+        } => cmd_run(&artifact, &input, &output, target, reference),
+        Cmd::Inputs {
+            artifact,
+            output,
+            seed,
+        } => cmd_inputs(&artifact, &output, seed),
+        Cmd::Inspect { artifact } => cmd_inspect(&artifact),
+        Cmd::Demo { target, seed } => cmd_demo(target, seed),
+    }
+}
