@@ -10,7 +10,7 @@
 //! (after the passes), `plan.json`, `constants.bin`, `kernels.kir.json`, `host.so` (when built),
 //! `ptx.sm_XX` (one per GPU target).
 
-use crate::llvm::HostCpu;
+use crate::host_cpu::HostCpu;
 use crate::ptxas::PtxasKernelInfo;
 use crate::CodegenError;
 use indexmap::IndexMap;

@@ -12,17 +12,30 @@
 //! keeps the running max/sum/output rows in private buffers and K/V tiles in shared buffers.
 //! A tile-level (Triton-like) language would need layout assignment to map tiles to threads;
 //! explicit SIMT with phases needs none and still has a straightforward host meaning.
+//!
+//! # Features
+//!
+//! `compiler` (default) builds everything that needs MLIR and LLVM: [`mlir`], [`llvm`],
+//! [`backend`], [`compile`]. Without it, the crate still reads and validates artifacts and plans
+//! (what the runtime needs), so a runner can be built with no LLVM at all.
 
 pub mod artifact;
+#[cfg(feature = "compiler")]
 pub mod backend;
+#[cfg(feature = "compiler")]
 pub mod compile;
 pub mod error;
+pub mod host_cpu;
 pub mod kernels;
 pub mod kir;
+#[cfg(feature = "compiler")]
 pub mod link;
+#[cfg(feature = "compiler")]
 pub mod llvm;
+#[cfg(feature = "compiler")]
 pub mod mlir;
 pub mod plan;
 pub mod ptxas;
 
 pub use error::CodegenError;
+pub use host_cpu::HostCpu;

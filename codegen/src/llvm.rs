@@ -39,31 +39,14 @@ fn optimise(m: &Module, tm: &TargetMachine) -> Result<(), CodegenError> {
         .map_err(|e| CodegenError::Llvm(format!("optimisation: {e}")))
 }
 
-/// The CPU the host code is tuned for.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HostCpu {
-    /// LLVM CPU name ("x86-64", "znver4", ...).
-    pub name: String,
-    /// LLVM feature string ("+avx2,+fma,...").
-    pub features: String,
-}
+pub use crate::host_cpu::HostCpu;
 
-impl HostCpu {
-    /// The CPU of this machine.
-    pub fn native() -> HostCpu {
-        init();
-        HostCpu {
-            name: TargetMachine::get_host_cpu_name().to_string(),
-            features: TargetMachine::get_host_cpu_features().to_string(),
-        }
-    }
-
-    /// Baseline x86-64 (runs on any x86-64 machine).
-    pub fn generic() -> HostCpu {
-        HostCpu {
-            name: "x86-64".into(),
-            features: String::new(),
-        }
+/// The CPU of this machine, as LLVM names it.
+pub fn native_cpu() -> HostCpu {
+    init();
+    HostCpu {
+        name: TargetMachine::get_host_cpu_name().to_string(),
+        features: TargetMachine::get_host_cpu_features().to_string(),
     }
 }
 

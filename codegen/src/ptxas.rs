@@ -1,7 +1,8 @@
 //! Checking PTX with `ptxas` (from the PyPI wheel `nvidia-cuda-nvcc`), which needs no GPU.
 //!
-//! The binary is found through `$MMADA_PTXAS`, then `ptxas` on `PATH`. Its `-v` report gives
-//! registers, spills and shared memory per kernel.
+//! The binary is found through `$MMADA_PTXAS`, then `ptxas` on `PATH`, then the
+//! `.venv-cuda/bin/ptxas` link that `scripts/setup.sh` makes. Its `-v` report gives registers,
+//! spills and shared memory per kernel.
 
 use crate::CodegenError;
 use serde::{Deserialize, Serialize};
@@ -23,15 +24,24 @@ pub struct PtxasKernelInfo {
     pub shared_bytes: u32,
 }
 
-/// Locates ptxas: `$MMADA_PTXAS`, else `ptxas` on `PATH`.
+/// Locates ptxas: `$MMADA_PTXAS`; else `ptxas` on `PATH`; else `.venv-cuda/bin/ptxas` in the
+/// current directory or one of its ancestors (where `scripts/setup.sh` links it).
 pub fn find_ptxas() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MMADA_PTXAS") {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("ptxas"))
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(p) = std::env::split_paths(&path)
+            .map(|d| d.join("ptxas"))
+            .find(|p| p.is_file())
+        {
+            return Some(p);
+        }
+    }
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors()
+        .map(|d| d.join(".venv-cuda/bin/ptxas"))
         .find(|p| p.is_file())
 }
 

@@ -1,0 +1,126 @@
+//! `mmada-run`: runs a compiled artifact with nothing but the runtime (no MLIR, no LLVM), and
+//! optionally checks the outputs against expected values and times the runs.
+//!
+//! ```text
+//! mmada-run ARTIFACT --input in.safetensors [--output out.safetensors] [--target cpu|cuda]
+//!           [--expect ref.safetensors --tol 1e-5] [--repeat N]
+//! ```
+
+use clap::Parser;
+use mmada_codegen::artifact::Artifact;
+use mmada_ir::max_rel_error;
+use mmada_runtime::{tensor_io, CpuExecutor, CudaExecutor, Executable, Executor};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "mmada-run", about = "Run an mmada artifact (runtime only)")]
+struct Args {
+    /// The artifact.
+    artifact: PathBuf,
+    /// Inputs (safetensors).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the outputs.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// cpu or cuda (default: cuda when present).
+    #[arg(long)]
+    target: Option<String>,
+    /// Expected outputs to compare with.
+    #[arg(long)]
+    expect: Option<PathBuf>,
+    /// Largest accepted relative error against --expect.
+    #[arg(long, default_value_t = 1e-5)]
+    tol: f64,
+    /// Timed repetitions (median reported) after one warm-up.
+    #[arg(long, default_value_t = 0)]
+    repeat: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn run() -> Result<bool, String> {
+    let a = Args::parse();
+    let art = Artifact::read(&a.artifact).map_err(|e| e.to_string())?;
+    let name = art.manifest.name.clone();
+    let exe = Executable::new(art).map_err(|e| e.to_string())?;
+    let inputs = tensor_io::read_safetensors(&a.input).map_err(|e| e.to_string())?;
+    let target = match a.target.as_deref() {
+        Some("cpu") => "cpu",
+        Some("cuda") => "cuda",
+        None if mmada_runtime::cuda_available() => "cuda",
+        None => "cpu",
+        Some(t) => return Err(format!("unknown target '{t}' (cpu or cuda)")),
+    };
+    let (outputs, device, launch_ms, run_ms) = if target == "cuda" {
+        let mut ex = CudaExecutor::new(exe, 0).map_err(|e| e.to_string())?;
+        let (dev, arch) = ex.device();
+        let out = ex.run(&inputs).map_err(|e| e.to_string())?;
+        let mut launch = Vec::new();
+        let mut whole = Vec::new();
+        for _ in 0..a.repeat {
+            let t = Instant::now();
+            ex.launch_all().map_err(|e| e.to_string())?;
+            ex.synchronize().map_err(|e| e.to_string())?;
+            launch.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            ex.run(&inputs).map_err(|e| e.to_string())?;
+            whole.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let lm = (!launch.is_empty()).then(|| median(launch));
+        let rm = (!whole.is_empty()).then(|| median(whole));
+        (out, format!("{dev} (sm_{arch} PTX)"), lm, rm)
+    } else {
+        let mut ex = CpuExecutor::new(exe).map_err(|e| e.to_string())?;
+        let out = ex.run(&inputs).map_err(|e| e.to_string())?;
+        let mut whole = Vec::new();
+        for _ in 0..a.repeat {
+            let t = Instant::now();
+            ex.run(&inputs).map_err(|e| e.to_string())?;
+            whole.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let rm = (!whole.is_empty()).then(|| median(whole));
+        (out, "host".to_string(), None, rm)
+    };
+    if let Some(p) = &a.output {
+        tensor_io::write_safetensors(p, &outputs).map_err(|e| e.to_string())?;
+    }
+    let mut ok = true;
+    let mut worst = None;
+    if let Some(p) = &a.expect {
+        let want = tensor_io::read_safetensors(p).map_err(|e| e.to_string())?;
+        let mut w: f64 = 0.0;
+        for (n, t) in &want {
+            let got = outputs
+                .get(n)
+                .ok_or_else(|| format!("expected output '{n}' was not produced"))?;
+            w = w.max(max_rel_error(got, t, 1e-30));
+        }
+        ok = w <= a.tol;
+        worst = Some(w);
+    }
+    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+    println!(
+        "RESULT name={name} target={target} device=\"{device}\" launch_ms={} run_ms={} max_rel_err={} ok={ok}",
+        fmt(launch_ms),
+        fmt(run_ms),
+        worst.map_or("-".to_string(), |w| format!("{w:.3e}")),
+    );
+    Ok(ok)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

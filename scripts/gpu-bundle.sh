@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds what scripts/gpu-check.sh runs on a GPU machine that has no Rust/LLVM toolchain:
+# the runtime-only runner (no LLVM inside), compiled artifacts (PTX for sm_80/sm_90, checked by
+# ptxas), random inputs, and the reference interpreter's outputs. Everything lands in
+# .gpu-bundle/ (git-ignored; well under the 64 MiB a device call carries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=.gpu-bundle
+rm -rf "$B"
+mkdir -p "$B/specs"
+cargo build --release --bin mmada
+cargo build --release -p mmada-runtime --bin mmada-run
+cp target/release/mmada-run "$B/"
+strip "$B/mmada-run" 2>/dev/null || true
+M=target/release/mmada
+
+cat > "$B/specs/linear_softmax_1k.toml" <<'TOML'
+name = "linear_softmax_1k"
+description = "softmax(x @ w + b): 1024x1024 @ 1024x512"
+[inputs]
+x = { dtype = "f32", shape = [1024, 1024] }
+w = { dtype = "f32", shape = [1024, 512] }
+b = { dtype = "f32", shape = [512] }
+[outputs]
+y = "softmax(x @ w + b, -1)"
+TOML
+cat > "$B/specs/row_softmax_2k.toml" <<'TOML'
+name = "row_softmax_2k"
+description = "softmax over rows of a 1024x2048 matrix (bandwidth bound)"
+[inputs]
+x = { dtype = "f32", shape = [1024, 2048] }
+[outputs]
+y = "softmax(x * 3.0, -1)"
+TOML
+
+# name spec tolerance flops bytes
+add_case() {
+  local name=$1 spec=$2 tol=$3 flops=$4 bytes=$5
+  "$M" compile "$spec" -o "$B/$name.mmada" --targets sm_80,sm_90
+  "$M" inputs "$B/$name.mmada" -o "$B/$name.in.safetensors" --seed 1
+  "$M" run "$B/$name.mmada" --input "$B/$name.in.safetensors" --output "$B/$name.ref.safetensors" --reference
+  echo "$name $tol $flops $bytes" >> "$B/cases.txt"
+}
+add_case softmax_linear examples/softmax_linear.toml 1e-5 $((2*37*53*29)) $((4*(37*53+53*29+29+37*29)))
+add_case linear_softmax_1k "$B/specs/linear_softmax_1k.toml" 1e-4 $((2*1024*1024*512)) $((4*(1024*1024+1024*512+512+1024*512)))
+add_case row_softmax_2k "$B/specs/row_softmax_2k.toml" 1e-5 0 $((4*2*1024*2048))
+du -sh "$B"

@@ -1,0 +1,171 @@
+//! The CLI as a user runs it: compile then run gives the interpreter's numbers; bad artifacts,
+//! inputs and paths give one-line errors, never panics.
+
+use indexmap::IndexMap;
+use mmada_ir::{max_rel_error, Tensor};
+use mmada_runtime::tensor_io::{read_safetensors, write_safetensors};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn mmada(args: &[&str], dir: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mmada"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MMADA_DUMP_DIR")
+        .output()
+        .expect("spawn mmada");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/softmax_linear.toml"))
+}
+
+/// Asserts a failed run printed exactly one `error:` line mentioning `needle`, and no panic.
+fn assert_one_line_error(res: (bool, String, String), needle: &str) {
+    let (ok, _out, err) = res;
+    assert!(!ok, "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "'{needle}' not in: {err}");
+}
+
+fn compiled(dir: &Path) -> PathBuf {
+    let art = dir.join("s.mmada");
+    let (ok, out, err) = mmada(
+        &["compile", example().to_str().unwrap(), "-o", "s.mmada", "--no-ptxas"],
+        dir,
+    );
+    assert!(ok, "compile failed: {out}{err}");
+    art
+}
+
+#[test]
+fn compile_then_run_gives_the_interpreter_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    compiled(d);
+    let (ok, _, err) = mmada(&["inputs", "s.mmada", "-o", "in.safetensors", "--seed", "3"], d);
+    assert!(ok, "{err}");
+    let (ok, _, err) = mmada(
+        &["run", "s.mmada", "--input", "in.safetensors", "--output", "out.safetensors", "--target", "cpu"],
+        d,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = mmada(
+        &["run", "s.mmada", "--input", "in.safetensors", "--output", "ref.safetensors", "--reference"],
+        d,
+    );
+    assert!(ok, "{err}");
+    let got = read_safetensors(&d.join("out.safetensors")).unwrap();
+    let want = read_safetensors(&d.join("ref.safetensors")).unwrap();
+    let e = max_rel_error(&got["y"], &want["y"], 1e-30);
+    assert!(e <= 1e-5, "CLI run differs from the reference by {e:e}");
+    assert_eq!(got["y"].shape().0, vec![37, 29]);
+}
+
+#[test]
+fn truncated_and_altered_artifacts_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let art = compiled(d);
+    mmada(&["inputs", "s.mmada", "-o", "in.safetensors"], d);
+    let bytes = std::fs::read(&art).unwrap();
+    std::fs::write(d.join("trunc.mmada"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(
+        mmada(&["run", "trunc.mmada", "--input", "in.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        "truncated or was altered",
+    );
+    let mut altered = bytes.clone();
+    let mid = altered.len() / 2;
+    altered[mid] ^= 0x40;
+    std::fs::write(d.join("alt.mmada"), &altered).unwrap();
+    assert_one_line_error(
+        mmada(&["run", "alt.mmada", "--input", "in.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        "truncated or was altered",
+    );
+    std::fs::write(d.join("junk.mmada"), b"hello").unwrap();
+    assert_one_line_error(
+        mmada(&["inspect", "junk.mmada"], d),
+        "not an mmada artifact",
+    );
+}
+
+#[test]
+fn wrong_input_name_and_shape_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    compiled(d);
+    let mut ins: IndexMap<String, Tensor> = IndexMap::new();
+    ins.insert("x".into(), Tensor::from_f32([37, 53], vec![0.0; 37 * 53]).unwrap());
+    ins.insert("w".into(), Tensor::from_f32([53, 29], vec![0.0; 53 * 29]).unwrap());
+    ins.insert("bias".into(), Tensor::from_f32([29], vec![0.0; 29]).unwrap());
+    write_safetensors(&d.join("badname.safetensors"), &ins).unwrap();
+    for target in ["cpu", "reference"] {
+        let mut args = vec!["run", "s.mmada", "--input", "badname.safetensors", "--output", "o.safetensors"];
+        if target == "reference" {
+            args.push("--reference");
+        } else {
+            args.extend(["--target", "cpu"]);
+        }
+        assert_one_line_error(mmada(&args, d), "'bias'");
+    }
+    ins.shift_remove("bias");
+    ins.insert("b".into(), Tensor::from_f32([30], vec![0.0; 30]).unwrap());
+    write_safetensors(&d.join("badshape.safetensors"), &ins).unwrap();
+    assert_one_line_error(
+        mmada(&["run", "s.mmada", "--input", "badshape.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        "input 'b': expected f32[29], got f32[30]",
+    );
+    ins.shift_remove("b");
+    write_safetensors(&d.join("missing.safetensors"), &ins).unwrap();
+    assert_one_line_error(
+        mmada(&["run", "s.mmada", "--input", "missing.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        "input 'b': missing",
+    );
+}
+
+#[test]
+fn missing_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_one_line_error(
+        mmada(&["run", "nope.mmada", "--input", "in.safetensors", "--output", "o.safetensors"], d),
+        "nope.mmada",
+    );
+    assert_one_line_error(mmada(&["compile", "nope.toml", "-o", "x.mmada"], d), "nope.toml");
+    compiled(d);
+    assert_one_line_error(
+        mmada(&["run", "s.mmada", "--input", "nope.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        "nope.safetensors",
+    );
+    std::fs::write(d.join("bad.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
+    assert_one_line_error(
+        mmada(&["run", "s.mmada", "--input", "bad.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        "bad.safetensors",
+    );
+}
+
+#[test]
+fn bad_specs_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("bad.toml"),
+        "name = \"x\"\n[inputs]\nx = { dtype = \"f33\", shape = [2] }\n[outputs]\ny = \"exp(x)\"\n",
+    )
+    .unwrap();
+    assert_one_line_error(mmada(&["compile", "bad.toml", "-o", "x.mmada"], d), "inputs.x.dtype");
+    std::fs::write(
+        d.join("bad2.toml"),
+        "name = \"x\"\n[inputs]\nx = { dtype = \"f32\", shape = [2, 3] }\n[outputs]\ny = \"x @ x\"\n",
+    )
+    .unwrap();
+    assert_one_line_error(mmada(&["compile", "bad2.toml", "-o", "x.mmada"], d), "contraction dims differ");
+}

@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use indexmap::IndexMap;
+use mmada_codegen::artifact::Artifact;
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_codegen::llvm::HostCpu;
+use mmada_ir::{interp, max_rel_error, DType, Graph, Op, Tensor};
+use rand::{Rng, SeedableRng};
+
+/// Compiles with host code for this CPU and PTX for sm_80/sm_90 (ptxas not run).
+pub fn compile_all(g: &Graph) -> Artifact {
+    compile(
+        g,
+        &CompileOptions {
+            name: "test".into(),
+            backend: BackendOptions {
+                host: Some(HostCpu::native()),
+                gpu_archs: vec![80, 90],
+                dump_dir: None,
+            },
+            ptx_check: PtxCheck::Skip,
+        },
+    )
+    .expect("compile")
+}
+
+/// Random inputs for every graph input: floats uniform in [lo, hi), ints in [0, 10), bools.
+pub fn random_inputs(g: &Graph, seed: u64, lo: f64, hi: f64) -> IndexMap<String, Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = IndexMap::new();
+    for id in g.inputs() {
+        let n = g.node(id);
+        let Op::Input { name, .. } = &n.op else { unreachable!() };
+        let vals: Vec<f64> = (0..n.shape.numel())
+            .map(|_| match n.dtype {
+                DType::Bool => rng.random_range(0..2) as f64,
+                DType::I32 | DType::I64 => rng.random_range(0..10) as f64,
+                _ => rng.random_range(lo..hi),
+            })
+            .collect();
+        out.insert(name.clone(), Tensor::from_f64(n.dtype, n.shape.clone(), &vals).unwrap());
+    }
+    out
+}
+
+/// Runs the artifact on the CPU and the graph on the interpreter for each seed; returns the
+/// worst relative error (with `floor` as the denominator floor) over all outputs and seeds.
+pub fn worst_error_cpu(g: &Graph, art: &Artifact, seeds: &[u64], lo: f64, hi: f64, floor: f64) -> f64 {
+    let mut exe = mmada_runtime::open_artifact(art.clone(), mmada_runtime::Target::Cpu).expect("open");
+    let mut worst: f64 = 0.0;
+    for &s in seeds {
+        let ins = random_inputs(g, s, lo, hi);
+        let want = interp::interpret(g, &ins).expect("interpret");
+        let got = exe.run(&ins).expect("run");
+        for (name, w) in &want {
+            let e = max_rel_error(&got[name], w, floor);
+            if e > worst {
+                eprintln!("seed {s} output {name}: max rel error {e:.3e}");
+            }
+            worst = worst.max(e);
+        }
+    }
+    worst
+}

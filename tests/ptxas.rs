@@ -1,0 +1,44 @@
+//! The generated PTX must assemble with ptxas for sm_80 and sm_90, without spills.
+//!
+//! ptxas comes from the PyPI wheel `nvidia-cuda-nvcc` (scripts/setup.sh installs it and CI sets
+//! `MMADA_PTXAS`). Without it this test is skipped loudly, unless `MMADA_REQUIRE_PTXAS=1`, as in
+//! CI, where a missing ptxas fails the test.
+
+mod common;
+
+use mmada_codegen::ptxas::{assemble, find_ptxas};
+use mmada_models::GraphSpec;
+
+#[test]
+fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
+    let Some(ptxas) = find_ptxas() else {
+        if std::env::var("MMADA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
+            panic!("ptxas not found but MMADA_REQUIRE_PTXAS=1 (set MMADA_PTXAS or run scripts/setup.sh)");
+        }
+        eprintln!("\n*** SKIPPED: ptxas not found; set MMADA_PTXAS or run scripts/setup.sh ***\n");
+        return;
+    };
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/softmax_linear.toml");
+    let spec = GraphSpec::read(std::path::Path::new(path)).unwrap();
+    let g = spec.build(path).unwrap();
+    let art = common::compile_all(&g);
+    eprintln!("{:<28} {:>6} {:>6} {:>8} {:>8}", "kernel", "arch", "regs", "spill B", "smem B");
+    for arch in [80u32, 90] {
+        let ptx = art.section_str(&format!("ptx.sm_{arch}")).unwrap();
+        assert!(ptx.contains(&format!(".target sm_{arch}")));
+        let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.len(), art.manifest.kernels.len(), "one report per kernel");
+        for k in &report {
+            eprintln!(
+                "{:<28} {:>6} {:>6} {:>8} {:>8}",
+                k.name,
+                format!("sm_{arch}"),
+                k.registers,
+                k.spill_stores + k.spill_loads,
+                k.shared_bytes
+            );
+            assert_eq!(k.spill_stores + k.spill_loads, 0, "{} spills on sm_{arch}", k.name);
+            assert!(k.registers > 0);
+        }
+    }
+}
