@@ -22,7 +22,10 @@ fn mmada(args: &[&str], dir: &Path) -> (bool, String, String) {
 }
 
 fn example() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/softmax_linear.toml"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/softmax_linear.toml"
+    ))
 }
 
 /// Asserts a failed run printed exactly one `error:` line mentioning `needle`, and no panic.
@@ -39,7 +42,13 @@ fn assert_one_line_error(res: (bool, String, String), needle: &str) {
 fn compiled(dir: &Path) -> PathBuf {
     let art = dir.join("s.mmada");
     let (ok, out, err) = mmada(
-        &["compile", example().to_str().unwrap(), "-o", "s.mmada", "--no-ptxas"],
+        &[
+            "compile",
+            example().to_str().unwrap(),
+            "-o",
+            "s.mmada",
+            "--no-ptxas",
+        ],
         dir,
     );
     assert!(ok, "compile failed: {out}{err}");
@@ -51,15 +60,35 @@ fn compile_then_run_gives_the_interpreter_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     compiled(d);
-    let (ok, _, err) = mmada(&["inputs", "s.mmada", "-o", "in.safetensors", "--seed", "3"], d);
-    assert!(ok, "{err}");
     let (ok, _, err) = mmada(
-        &["run", "s.mmada", "--input", "in.safetensors", "--output", "out.safetensors", "--target", "cpu"],
+        &["inputs", "s.mmada", "-o", "in.safetensors", "--seed", "3"],
         d,
     );
     assert!(ok, "{err}");
     let (ok, _, err) = mmada(
-        &["run", "s.mmada", "--input", "in.safetensors", "--output", "ref.safetensors", "--reference"],
+        &[
+            "run",
+            "s.mmada",
+            "--input",
+            "in.safetensors",
+            "--output",
+            "out.safetensors",
+            "--target",
+            "cpu",
+        ],
+        d,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = mmada(
+        &[
+            "run",
+            "s.mmada",
+            "--input",
+            "in.safetensors",
+            "--output",
+            "ref.safetensors",
+            "--reference",
+        ],
         d,
     );
     assert!(ok, "{err}");
@@ -79,7 +108,19 @@ fn truncated_and_altered_artifacts_are_rejected() {
     let bytes = std::fs::read(&art).unwrap();
     std::fs::write(d.join("trunc.mmada"), &bytes[..bytes.len() / 2]).unwrap();
     assert_one_line_error(
-        mmada(&["run", "trunc.mmada", "--input", "in.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        mmada(
+            &[
+                "run",
+                "trunc.mmada",
+                "--input",
+                "in.safetensors",
+                "--output",
+                "o.safetensors",
+                "--target",
+                "cpu",
+            ],
+            d,
+        ),
         "truncated or was altered",
     );
     let mut altered = bytes.clone();
@@ -87,7 +128,19 @@ fn truncated_and_altered_artifacts_are_rejected() {
     altered[mid] ^= 0x40;
     std::fs::write(d.join("alt.mmada"), &altered).unwrap();
     assert_one_line_error(
-        mmada(&["run", "alt.mmada", "--input", "in.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        mmada(
+            &[
+                "run",
+                "alt.mmada",
+                "--input",
+                "in.safetensors",
+                "--output",
+                "o.safetensors",
+                "--target",
+                "cpu",
+            ],
+            d,
+        ),
         "truncated or was altered",
     );
     std::fs::write(d.join("junk.mmada"), b"hello").unwrap();
@@ -103,12 +156,28 @@ fn wrong_input_name_and_shape_are_rejected() {
     let d = dir.path();
     compiled(d);
     let mut ins: IndexMap<String, Tensor> = IndexMap::new();
-    ins.insert("x".into(), Tensor::from_f32([37, 53], vec![0.0; 37 * 53]).unwrap());
-    ins.insert("w".into(), Tensor::from_f32([53, 29], vec![0.0; 53 * 29]).unwrap());
-    ins.insert("bias".into(), Tensor::from_f32([29], vec![0.0; 29]).unwrap());
+    ins.insert(
+        "x".into(),
+        Tensor::from_f32([37, 53], vec![0.0; 37 * 53]).unwrap(),
+    );
+    ins.insert(
+        "w".into(),
+        Tensor::from_f32([53, 29], vec![0.0; 53 * 29]).unwrap(),
+    );
+    ins.insert(
+        "bias".into(),
+        Tensor::from_f32([29], vec![0.0; 29]).unwrap(),
+    );
     write_safetensors(&d.join("badname.safetensors"), &ins).unwrap();
     for target in ["cpu", "reference"] {
-        let mut args = vec!["run", "s.mmada", "--input", "badname.safetensors", "--output", "o.safetensors"];
+        let mut args = vec![
+            "run",
+            "s.mmada",
+            "--input",
+            "badname.safetensors",
+            "--output",
+            "o.safetensors",
+        ];
         if target == "reference" {
             args.push("--reference");
         } else {
@@ -120,13 +189,37 @@ fn wrong_input_name_and_shape_are_rejected() {
     ins.insert("b".into(), Tensor::from_f32([30], vec![0.0; 30]).unwrap());
     write_safetensors(&d.join("badshape.safetensors"), &ins).unwrap();
     assert_one_line_error(
-        mmada(&["run", "s.mmada", "--input", "badshape.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        mmada(
+            &[
+                "run",
+                "s.mmada",
+                "--input",
+                "badshape.safetensors",
+                "--output",
+                "o.safetensors",
+                "--target",
+                "cpu",
+            ],
+            d,
+        ),
         "input 'b': expected f32[29], got f32[30]",
     );
     ins.shift_remove("b");
     write_safetensors(&d.join("missing.safetensors"), &ins).unwrap();
     assert_one_line_error(
-        mmada(&["run", "s.mmada", "--input", "missing.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        mmada(
+            &[
+                "run",
+                "s.mmada",
+                "--input",
+                "missing.safetensors",
+                "--output",
+                "o.safetensors",
+                "--target",
+                "cpu",
+            ],
+            d,
+        ),
         "input 'b': missing",
     );
 }
@@ -136,18 +229,59 @@ fn missing_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert_one_line_error(
-        mmada(&["run", "nope.mmada", "--input", "in.safetensors", "--output", "o.safetensors"], d),
+        mmada(
+            &[
+                "run",
+                "nope.mmada",
+                "--input",
+                "in.safetensors",
+                "--output",
+                "o.safetensors",
+            ],
+            d,
+        ),
         "nope.mmada",
     );
-    assert_one_line_error(mmada(&["compile", "nope.toml", "-o", "x.mmada"], d), "nope.toml");
+    assert_one_line_error(
+        mmada(&["compile", "nope.toml", "-o", "x.mmada"], d),
+        "nope.toml",
+    );
     compiled(d);
     assert_one_line_error(
-        mmada(&["run", "s.mmada", "--input", "nope.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        mmada(
+            &[
+                "run",
+                "s.mmada",
+                "--input",
+                "nope.safetensors",
+                "--output",
+                "o.safetensors",
+                "--target",
+                "cpu",
+            ],
+            d,
+        ),
         "nope.safetensors",
     );
-    std::fs::write(d.join("bad.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
+    std::fs::write(
+        d.join("bad.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}",
+    )
+    .unwrap();
     assert_one_line_error(
-        mmada(&["run", "s.mmada", "--input", "bad.safetensors", "--output", "o.safetensors", "--target", "cpu"], d),
+        mmada(
+            &[
+                "run",
+                "s.mmada",
+                "--input",
+                "bad.safetensors",
+                "--output",
+                "o.safetensors",
+                "--target",
+                "cpu",
+            ],
+            d,
+        ),
         "bad.safetensors",
     );
 }
@@ -161,11 +295,17 @@ fn bad_specs_name_the_field() {
         "name = \"x\"\n[inputs]\nx = { dtype = \"f33\", shape = [2] }\n[outputs]\ny = \"exp(x)\"\n",
     )
     .unwrap();
-    assert_one_line_error(mmada(&["compile", "bad.toml", "-o", "x.mmada"], d), "inputs.x.dtype");
+    assert_one_line_error(
+        mmada(&["compile", "bad.toml", "-o", "x.mmada"], d),
+        "inputs.x.dtype",
+    );
     std::fs::write(
         d.join("bad2.toml"),
         "name = \"x\"\n[inputs]\nx = { dtype = \"f32\", shape = [2, 3] }\n[outputs]\ny = \"x @ x\"\n",
     )
     .unwrap();
-    assert_one_line_error(mmada(&["compile", "bad2.toml", "-o", "x.mmada"], d), "contraction dims differ");
+    assert_one_line_error(
+        mmada(&["compile", "bad2.toml", "-o", "x.mmada"], d),
+        "contraction dims differ",
+    );
 }

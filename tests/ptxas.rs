@@ -22,12 +22,19 @@ fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
     let spec = GraphSpec::read(std::path::Path::new(path)).unwrap();
     let g = spec.build(path).unwrap();
     let art = common::compile_all(&g);
-    eprintln!("{:<28} {:>6} {:>6} {:>8} {:>8}", "kernel", "arch", "regs", "spill B", "smem B");
+    eprintln!(
+        "{:<28} {:>6} {:>6} {:>8} {:>8}",
+        "kernel", "arch", "regs", "spill B", "smem B"
+    );
     for arch in [80u32, 90] {
         let ptx = art.section_str(&format!("ptx.sm_{arch}")).unwrap();
         assert!(ptx.contains(&format!(".target sm_{arch}")));
         let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(report.len(), art.manifest.kernels.len(), "one report per kernel");
+        assert_eq!(
+            report.len(),
+            art.manifest.kernels.len(),
+            "one report per kernel"
+        );
         for k in &report {
             eprintln!(
                 "{:<28} {:>6} {:>6} {:>8} {:>8}",
@@ -37,7 +44,12 @@ fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
                 k.spill_stores + k.spill_loads,
                 k.shared_bytes
             );
-            assert_eq!(k.spill_stores + k.spill_loads, 0, "{} spills on sm_{arch}", k.name);
+            assert_eq!(
+                k.spill_stores + k.spill_loads,
+                0,
+                "{} spills on sm_{arch}",
+                k.name
+            );
             assert!(k.registers > 0);
         }
     }

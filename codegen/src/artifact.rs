@@ -172,7 +172,7 @@ impl Artifact {
         let area = &body[HEADER + mlen..];
         let mut sections = IndexMap::new();
         for s in &manifest.sections {
-            let end = s.offset.checked_add(s.len).unwrap_or(u64::MAX);
+            let end = s.offset.saturating_add(s.len);
             if end > area.len() as u64 {
                 return Err(bad(
                     path,

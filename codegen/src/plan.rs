@@ -152,7 +152,7 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
                 };
                 let bytes = t.to_le_bytes();
                 // Keep every constant 8-byte aligned in the blob.
-                while constants.len() % 8 != 0 {
+                while !constants.len().is_multiple_of(8) {
                     constants.push(0);
                 }
                 let offset = constants.len() as u64;

@@ -19,8 +19,8 @@ fn row_sum_kernel(rows: u64, cols: u64, threads: u32) -> mmada_codegen::kir::Ker
             Expr::idx(cols),
             Expr::idx(threads as u64),
             |s, j| {
-                let v = Expr::load(x, Expr::BlockId.mul(Expr::idx(cols)).add(j));
-                s.set(acc, Expr::Local(acc).add(v));
+                let v = Expr::load(x, Expr::BlockId * Expr::idx(cols) + j);
+                s.set(acc, Expr::Local(acc) + v);
             },
         );
         s.store(sm, Expr::ThreadId, Expr::Local(acc));
@@ -33,7 +33,7 @@ fn row_sum_kernel(rows: u64, cols: u64, threads: u32) -> mmada_codegen::kir::Ker
                 Expr::ThreadId.lt(Expr::idx(stride)),
                 |s| {
                     let a = Expr::load(sm, Expr::ThreadId);
-                    let b = Expr::load(sm, Expr::ThreadId.add(Expr::idx(stride)));
+                    let b = Expr::load(sm, Expr::ThreadId + Expr::idx(stride));
                     s.store(sm, Expr::ThreadId, Expr::bin(KBinary::Add, a, b));
                 },
                 |_| {},

@@ -108,29 +108,28 @@ impl fmt::Display for Shape {
 /// The shape two shapes broadcast to under NumPy rules (align trailing dims; 1 stretches).
 pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
     let r = a.rank().max(b.rank());
-    let mut out = vec![0; r];
-    for i in 0..r {
-        let da = if i < r - a.rank() {
+    // Dim `i` of the result, counting from the left of the longer shape.
+    let dim = |s: &Shape, i: usize| {
+        let pad = r - s.rank();
+        if i < pad {
             1
         } else {
-            a.0[i - (r - a.rank())]
-        };
-        let db = if i < r - b.rank() {
-            1
-        } else {
-            b.0[i - (r - b.rank())]
-        };
-        out[i] = if da == db {
-            da
-        } else if da == 1 {
-            db
-        } else if db == 1 {
-            da
-        } else {
-            return None;
-        };
-    }
-    Some(Shape(out))
+            s.0[i - pad]
+        }
+    };
+    (0..r)
+        .map(|i| {
+            let (da, db) = (dim(a, i), dim(b, i));
+            if da == db || db == 1 {
+                Some(da)
+            } else if da == 1 {
+                Some(db)
+            } else {
+                None
+            }
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(Shape)
 }
 
 /// True when `from` can be broadcast to `to`: `from` is right-aligned against `to` and each of its

@@ -32,7 +32,9 @@ pub fn random_inputs(g: &Graph, seed: u64, lo: f64, hi: f64) -> IndexMap<String,
     let mut out = IndexMap::new();
     for id in g.inputs() {
         let n = g.node(id);
-        let Op::Input { name, .. } = &n.op else { unreachable!() };
+        let Op::Input { name, .. } = &n.op else {
+            unreachable!()
+        };
         let vals: Vec<f64> = (0..n.shape.numel())
             .map(|_| match n.dtype {
                 DType::Bool => rng.random_range(0..2) as f64,
@@ -40,15 +42,26 @@ pub fn random_inputs(g: &Graph, seed: u64, lo: f64, hi: f64) -> IndexMap<String,
                 _ => rng.random_range(lo..hi),
             })
             .collect();
-        out.insert(name.clone(), Tensor::from_f64(n.dtype, n.shape.clone(), &vals).unwrap());
+        out.insert(
+            name.clone(),
+            Tensor::from_f64(n.dtype, n.shape.clone(), &vals).unwrap(),
+        );
     }
     out
 }
 
 /// Runs the artifact on the CPU and the graph on the interpreter for each seed; returns the
 /// worst relative error (with `floor` as the denominator floor) over all outputs and seeds.
-pub fn worst_error_cpu(g: &Graph, art: &Artifact, seeds: &[u64], lo: f64, hi: f64, floor: f64) -> f64 {
-    let mut exe = mmada_runtime::open_artifact(art.clone(), mmada_runtime::Target::Cpu).expect("open");
+pub fn worst_error_cpu(
+    g: &Graph,
+    art: &Artifact,
+    seeds: &[u64],
+    lo: f64,
+    hi: f64,
+    floor: f64,
+) -> f64 {
+    let mut exe =
+        mmada_runtime::open_artifact(art.clone(), mmada_runtime::Target::Cpu).expect("open");
     let mut worst: f64 = 0.0;
     for &s in seeds {
         let ins = random_inputs(g, s, lo, hi);

@@ -193,11 +193,11 @@ fn unary(op: UnaryOp, x: Expr, t: VTy) -> Expr {
         UnaryOp::Sin => Expr::un(KUnary::Sin, x),
         UnaryOp::Cos => Expr::un(KUnary::Cos, x),
         UnaryOp::Sqrt => Expr::un(KUnary::Sqrt, x),
-        UnaryOp::Rsqrt => Expr::f32(1.0).div(Expr::un(KUnary::Sqrt, x)),
-        UnaryOp::Recip => Expr::f32(1.0).div(x),
+        UnaryOp::Rsqrt => Expr::f32(1.0) / Expr::un(KUnary::Sqrt, x),
+        UnaryOp::Recip => Expr::f32(1.0) / x,
         UnaryOp::Floor => Expr::un(KUnary::Floor, x),
         UnaryOp::Sigmoid => {
-            Expr::f32(1.0).div(Expr::f32(1.0).add(Expr::un(KUnary::Exp, Expr::un(KUnary::Neg, x))))
+            Expr::f32(1.0) / (Expr::f32(1.0) + Expr::un(KUnary::Exp, Expr::un(KUnary::Neg, x)))
         }
         UnaryOp::Not => {
             let _ = t;

@@ -41,12 +41,12 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
     // barriers).
     let coords = |s_: &mut crate::kir::Scope| {
         let bid = Expr::BlockId;
-        let batch = s_.let_(bid.clone().div(Expr::idx(tm * tn)));
-        let t = s_.let_(bid.rem(Expr::idx(tm * tn)));
-        let row0 = mul(t.clone().div(Expr::idx(tn)), Expr::idx(T));
-        let col0 = mul(t.rem(Expr::idx(tn)), Expr::idx(T));
-        let ty = s_.let_(Expr::ThreadId.div(Expr::idx(T)));
-        let tx = s_.let_(Expr::ThreadId.rem(Expr::idx(T)));
+        let batch = s_.let_(bid.clone() / Expr::idx(tm * tn));
+        let t = s_.let_(bid % Expr::idx(tm * tn));
+        let row0 = mul(t.clone() / Expr::idx(tn), Expr::idx(T));
+        let col0 = mul(t % Expr::idx(tn), Expr::idx(T));
+        let ty = s_.let_(Expr::ThreadId / Expr::idx(T));
+        let tx = s_.let_(Expr::ThreadId % Expr::idx(T));
         let row = s_.let_(add(row0, ty.clone()));
         let col = s_.let_(add(col0, tx.clone()));
         (batch, ty, tx, row, col)
@@ -94,8 +94,8 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
             BlockStmt::Barrier,
             kb.phase(|s_| {
                 let _ = &kt2;
-                let ty = s_.let_(Expr::ThreadId.div(Expr::idx(T)));
-                let tx = s_.let_(Expr::ThreadId.rem(Expr::idx(T)));
+                let ty = s_.let_(Expr::ThreadId / Expr::idx(T));
+                let tx = s_.let_(Expr::ThreadId % Expr::idx(T));
                 let sum = s_.local(Expr::load(acc, Expr::idx(0)));
                 for kk in 0..T {
                     let av = Expr::load(a_tile, add(mul(ty.clone(), Expr::idx(T)), Expr::idx(kk)));

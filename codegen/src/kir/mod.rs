@@ -397,26 +397,6 @@ impl Expr {
     pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
         Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
     }
-    /// self + o
-    pub fn add(self, o: Expr) -> Expr {
-        Expr::bin(KBinary::Add, self, o)
-    }
-    /// self - o
-    pub fn sub(self, o: Expr) -> Expr {
-        Expr::bin(KBinary::Sub, self, o)
-    }
-    /// self · o
-    pub fn mul(self, o: Expr) -> Expr {
-        Expr::bin(KBinary::Mul, self, o)
-    }
-    /// self / o
-    pub fn div(self, o: Expr) -> Expr {
-        Expr::bin(KBinary::Div, self, o)
-    }
-    /// self % o
-    pub fn rem(self, o: Expr) -> Expr {
-        Expr::bin(KBinary::Rem, self, o)
-    }
     /// self < o
     pub fn lt(self, o: Expr) -> Expr {
         Expr::cmp(KCmp::Lt, self, o)
@@ -430,3 +410,19 @@ impl Expr {
         Expr::bin(KBinary::And, self, o)
     }
 }
+
+macro_rules! expr_op {
+    ($tr:ident, $m:ident, $op:ident) => {
+        impl std::ops::$tr for Expr {
+            type Output = Expr;
+            fn $m(self, o: Expr) -> Expr {
+                Expr::bin(KBinary::$op, self, o)
+            }
+        }
+    };
+}
+expr_op!(Add, add, Add);
+expr_op!(Sub, sub, Sub);
+expr_op!(Mul, mul, Mul);
+expr_op!(Div, div, Div);
+expr_op!(Rem, rem, Rem);

@@ -19,6 +19,17 @@ use melior::ir::{Block, Type};
 
 type R = Result<V, CodegenError>;
 
+/// ln 2 split so that `k · LN2_HI` is exact for |k| < 2^8: high part (exact in f32) …
+pub const LN2_HI: f32 = f32::from_bits(0x3f31_7200); // 0.693145751953125
+/// … and the rest, rounded to f32.
+pub const LN2_LO: f32 = f32::from_bits(0x35bf_be8e); // 1.4286068e-6
+/// π/2 in three parts for Cody–Waite reduction: 1.5703125 (exact) …
+pub const PIO2_1: f32 = f32::from_bits(0x3fc9_0000);
+/// … 4.837512969970703125e-4 (exact) …
+pub const PIO2_2: f32 = f32::from_bits(0x39fd_a000);
+/// … and the rest, rounded to f32 (7.5497901e-8).
+pub const PIO2_3: f32 = f32::from_bits(0x33a2_2169);
+
 impl<'c> Emitter<'c, '_> {
     fn mulf(&self, b: &Block<'c>, x: V, y: V) -> R {
         self.bin(b, "arith.mulf", x, y)
@@ -68,8 +79,8 @@ impl<'c> Emitter<'c, '_> {
         let half = self.f(b, 0.5)?;
         let t = self.fma(b, xc, log2e, half)?;
         let kf = self.floorf(b, t)?;
-        let ln2_hi = self.f(b, -0.693_145_751_953_125)?;
-        let ln2_lo = self.f(b, -1.428_606_765_330_187e-6)?;
+        let ln2_hi = self.f(b, -LN2_HI)?;
+        let ln2_lo = self.f(b, -LN2_LO)?;
         let r = self.fma(b, kf, ln2_hi, xc)?;
         let r = self.fma(b, kf, ln2_lo, r)?;
         let p = self.horner(
@@ -150,8 +161,8 @@ impl<'c> Emitter<'c, '_> {
         let s2 = self.addf(b, s, s)?;
         let lm = self.fma(b, s2, poly, s2)?;
         let ef = self.cast(b, "arith.sitofp", e, Type::float32(self.c))?;
-        let ln2_hi = self.f(b, 0.693_145_751_953_125)?;
-        let ln2_lo = self.f(b, 1.428_606_765_330_187e-6)?;
+        let ln2_hi = self.f(b, LN2_HI)?;
+        let ln2_lo = self.f(b, LN2_LO)?;
         let t = self.fma(b, ef, ln2_lo, lm)?;
         let r = self.fma(b, ef, ln2_hi, t)?;
         // Special values: +inf → +inf, 0 → -inf, negative → NaN, NaN → NaN.
@@ -173,9 +184,9 @@ impl<'c> Emitter<'c, '_> {
         let half = self.f(b, 0.5)?;
         let t = self.fma(b, x, two_over_pi, half)?;
         let kf = self.floorf(b, t)?;
-        let c1 = self.f(b, -1.570_312_5)?;
-        let c2 = self.f(b, -4.837_512_969_970_703e-4)?;
-        let c3 = self.f(b, -7.549_789_954_891_882e-8)?;
+        let c1 = self.f(b, -PIO2_1)?;
+        let c2 = self.f(b, -PIO2_2)?;
+        let c3 = self.f(b, -PIO2_3)?;
         let r = self.fma(b, kf, c1, x)?;
         let r = self.fma(b, kf, c2, r)?;
         let r = self.fma(b, kf, c3, r)?;

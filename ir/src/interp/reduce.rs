@@ -40,6 +40,7 @@ pub(super) fn reduce(
     ];
     let ints = dt.is_int();
     let ivals = if ints { x.to_i64_vec() } else { Vec::new() };
+    #[allow(clippy::needless_range_loop)] // `lin` is also unravelled into a multi-index
     for lin in 0..x.numel() {
         let mut idx = s.unravel(lin);
         for &a in axes {
@@ -47,7 +48,7 @@ pub(super) fn reduce(
         }
         let o = kept.linear(&idx);
         if ints {
-            let v = ivals[lin];
+            let v = ivals.get(lin).copied().unwrap_or(0);
             iacc[o] = match op {
                 ReduceOp::Sum => iacc[o].wrapping_add(v),
                 ReduceOp::Max => iacc[o].max(v),
