@@ -117,9 +117,19 @@ fn binary_and_compare_ops() {
     check(&g, 0.0, 1.0, 1e-30);
 }
 
+/// Every dtype codegen compiles (f64 is interpreter-only).
+const COMPILED: [DType; 6] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::I32,
+    DType::I64,
+    DType::Bool,
+];
+
 #[test]
 fn casts_between_all_dtypes() {
-    for from in DType::ALL {
+    for from in COMPILED {
         let mut g = Graph::new();
         let x = g.input("x", from, [4, 37]).unwrap();
         let x = if from.is_float() {
@@ -128,7 +138,7 @@ fn casts_between_all_dtypes() {
         } else {
             x
         };
-        for to in DType::ALL {
+        for to in COMPILED {
             if to == from {
                 continue;
             }

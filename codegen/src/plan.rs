@@ -123,6 +123,14 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
     let mut buf_of: HashMap<NodeId, usize> = HashMap::new();
     for id in g.topo_order()? {
         let n = g.node(id);
+        if n.dtype == DType::F64 {
+            return Err(CodegenError::Unsupported {
+                node: g.describe(id),
+                msg: "f64 tensors are for the reference interpreter (gradient checks); compile \
+                      in f32, bf16 or f16"
+                    .into(),
+            });
+        }
         let new_buffer = |plan: &mut Plan, kind: BufferKind| {
             plan.buffers.push(BufferDesc {
                 dtype: n.dtype,

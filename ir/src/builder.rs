@@ -6,7 +6,8 @@
 use crate::error::{IrError, Result};
 use crate::shape::broadcast_shapes;
 use crate::{
-    BinaryOp, CompareOp, DType, Graph, Literal, NodeId, Op, ReduceOp, Role, Shape, UnaryOp,
+    BinaryOp, CompareOp, ConvGeom, DType, Graph, Literal, Node, NodeId, Op, ReduceOp, RngDist,
+    Role, Shape, UnaryOp,
 };
 
 impl Graph {
@@ -223,5 +224,142 @@ impl Graph {
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(r - 1, r - 2);
         self.permute(x, &perm)
+    }
+
+    fn axis_of(&self, x: NodeId, axis: i64, op: &str) -> Result<usize> {
+        let shape = &self.try_node(x)?.shape;
+        shape.axis(axis).ok_or_else(|| IrError::BadOperands {
+            op: op.into(),
+            msg: format!("axis {axis} out of range for shape {shape}"),
+            operands: String::new(),
+        })
+    }
+
+    /// 0, 1, 2, … along `axis` of a tensor of `shape`.
+    pub fn iota(&mut self, dtype: DType, shape: impl Into<Shape>, axis: usize) -> Result<NodeId> {
+        let shape = shape.into();
+        let op = Op::Iota { axis };
+        op.check_self_typed(dtype, &shape, &[])?;
+        Ok(self.add_unchecked(
+            Node {
+                op,
+                dtype,
+                shape,
+                label: None,
+            },
+            &[],
+        ))
+    }
+
+    /// Random f32 numbers of `shape` from (seed, offset), both i64 scalars (see [`Op::Rng`]).
+    pub fn rng(
+        &mut self,
+        dist: RngDist,
+        stream: u32,
+        seed: NodeId,
+        offset: NodeId,
+        shape: impl Into<Shape>,
+    ) -> Result<NodeId> {
+        let shape = shape.into();
+        let op = Op::Rng { dist, stream };
+        let types = [
+            (self.try_node(seed)?.dtype, &self.try_node(seed)?.shape),
+            (self.try_node(offset)?.dtype, &self.try_node(offset)?.shape),
+        ];
+        op.check_self_typed(DType::F32, &shape, &types)?;
+        Ok(self.add_unchecked(
+            Node {
+                op,
+                dtype: DType::F32,
+                shape,
+                label: None,
+            },
+            &[seed, offset],
+        ))
+    }
+
+    /// The window `[start, end)` along one axis (other axes whole).
+    pub fn slice_axis(&mut self, x: NodeId, axis: i64, start: usize, end: usize) -> Result<NodeId> {
+        let a = self.axis_of(x, axis, "slice")?;
+        let dims = self.try_node(x)?.shape.0.clone();
+        let mut s = vec![0; dims.len()];
+        let mut e = dims;
+        s[a] = start;
+        e[a] = end;
+        self.add(Op::Slice { start: s, end: e }, &[x])
+    }
+
+    /// Constant padding `lo`/`hi` per dim.
+    pub fn pad(&mut self, x: NodeId, lo: &[usize], hi: &[usize], value: f64) -> Result<NodeId> {
+        self.add(
+            Op::Pad {
+                lo: lo.to_vec(),
+                hi: hi.to_vec(),
+                value,
+            },
+            &[x],
+        )
+    }
+
+    /// Concatenation along `axis`.
+    pub fn concat(&mut self, xs: &[NodeId], axis: i64) -> Result<NodeId> {
+        let first = *xs.first().ok_or_else(|| IrError::BadOperands {
+            op: "concat".into(),
+            msg: "nothing to concatenate".into(),
+            operands: String::new(),
+        })?;
+        let a = self.axis_of(first, axis, "concat")?;
+        self.add(
+            Op::Concat {
+                axis: a,
+                count: xs.len(),
+            },
+            xs,
+        )
+    }
+
+    /// Take along `axis` (see [`Op::Gather`]).
+    pub fn gather(&mut self, x: NodeId, idx: NodeId, axis: i64) -> Result<NodeId> {
+        let a = self.axis_of(x, axis, "gather")?;
+        self.add(Op::Gather { axis: a }, &[x, idx])
+    }
+
+    /// Scatter-add along `axis` (see [`Op::ScatterAdd`]).
+    pub fn scatter_add(
+        &mut self,
+        base: NodeId,
+        idx: NodeId,
+        src: NodeId,
+        axis: i64,
+    ) -> Result<NodeId> {
+        let a = self.axis_of(base, axis, "scatter_add")?;
+        self.add(Op::ScatterAdd { axis: a }, &[base, idx, src])
+    }
+
+    /// Indices of the `k` largest along `axis` (see [`Op::TopK`]).
+    pub fn topk(&mut self, x: NodeId, k: usize, axis: i64) -> Result<NodeId> {
+        let a = self.axis_of(x, axis, "topk")?;
+        self.add(Op::TopK { k, axis: a }, &[x])
+    }
+
+    /// Index of the largest value along `axis` (first of equal maxima), keeping the axis as 1.
+    pub fn argmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
+        self.topk(x, 1, axis)
+    }
+
+    /// Inclusive cumulative sum along `axis`.
+    pub fn cumsum(&mut self, x: NodeId, axis: i64, reverse: bool) -> Result<NodeId> {
+        let a = self.axis_of(x, axis, "cumsum")?;
+        self.add(Op::CumSum { axis: a, reverse }, &[x])
+    }
+
+    /// 2-D convolution (see [`Op::Conv2d`]).
+    pub fn conv2d(&mut self, x: NodeId, w: NodeId, geom: ConvGeom) -> Result<NodeId> {
+        self.add(Op::Conv2d { geom }, &[x, w])
+    }
+
+    /// Shorthand for a scalar i64 constant.
+    pub fn scalar_i64(&mut self, v: i64) -> Result<NodeId> {
+        self.add_constant(DType::I64, Shape::scalar(), Literal::Int(vec![v]))
     }
 }

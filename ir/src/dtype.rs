@@ -1,8 +1,9 @@
 //! Element types of tensors.
 //!
-//! Every tensor in the IR has one storage [`DType`]. Arithmetic on floating-point storage types is
-//! defined in f32 (values are widened on load and rounded to nearest-even on store); integers are
-//! exact; `Bool` is stored as one byte (0 or 1).
+//! Every tensor in the IR has one storage [`DType`]. Arithmetic on f32/f16/bf16 storage is
+//! defined in f32 (values are widened on load and rounded to nearest-even on store); f64 is
+//! computed in f64 (interpreter only, for gradient checks); integers are exact; `Bool` is stored
+//! as one byte (0 or 1).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -11,6 +12,9 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
+    /// IEEE binary64. Interpreter-only: used for finite-difference gradient checks; codegen
+    /// rejects it.
+    F64,
     /// IEEE binary32.
     F32,
     /// IEEE binary16.
@@ -27,7 +31,8 @@ pub enum DType {
 
 impl DType {
     /// All dtypes, in a stable order.
-    pub const ALL: [DType; 6] = [
+    pub const ALL: [DType; 7] = [
+        DType::F64,
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -39,6 +44,7 @@ impl DType {
     /// Bytes per element in memory.
     pub fn size_bytes(self) -> usize {
         match self {
+            DType::F64 => 8,
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
@@ -48,7 +54,7 @@ impl DType {
 
     /// True for f32, f16 and bf16.
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
     }
 
     /// True for i32 and i64.
@@ -59,6 +65,7 @@ impl DType {
     /// The lower-case name used in specs, dumps and safetensors mapping ("f32", "bf16", ...).
     pub fn name(self) -> &'static str {
         match self {
+            DType::F64 => "f64",
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
@@ -71,6 +78,7 @@ impl DType {
     /// Parses a dtype name as written by [`DType::name`] (also accepts "float32", "int64", ...).
     pub fn parse(s: &str) -> Option<DType> {
         Some(match s.to_ascii_lowercase().as_str() {
+            "f64" | "float64" | "double" => DType::F64,
             "f32" | "float32" | "float" => DType::F32,
             "f16" | "float16" | "half" => DType::F16,
             "bf16" | "bfloat16" => DType::BF16,

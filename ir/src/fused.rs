@@ -112,6 +112,11 @@ impl FusedBody {
                 }
                 continue;
             }
+            if n.op.is_self_typed() {
+                n.op.check_self_typed(n.dtype, &n.shape, &types)
+                    .map_err(|e| format!("body node {i}: {e}"))?;
+                continue;
+            }
             let (dt, s) =
                 n.op.infer(&types)
                     .map_err(|e| format!("body node {i}: {e}"))?;

@@ -6,6 +6,7 @@
 //! - [`verify()`]: the verifier; [`interp::interpret`]: the reference interpreter (the oracle).
 //! - [`serialize`]: versioned JSON encoding; [`display`]: text and Graphviz dumps.
 
+pub mod autodiff;
 pub mod builder;
 pub mod display;
 pub mod dtype;
@@ -13,7 +14,10 @@ pub mod error;
 pub mod fused;
 pub mod graph;
 pub mod interp;
+pub mod mathlib;
+pub mod nn;
 pub mod op;
+pub mod philox;
 pub mod serialize;
 pub mod shape;
 pub mod tensor;
@@ -23,7 +27,7 @@ pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use fused::{BodyNode, FusedBody, Operand};
 pub use graph::{Graph, Node, NodeId};
-pub use op::{BinaryOp, CompareOp, Literal, Op, ReduceOp, Role, UnaryOp};
+pub use op::{BinaryOp, CompareOp, ConvGeom, Literal, Op, ReduceOp, RngDist, Role, UnaryOp};
 pub use shape::Shape;
 pub use tensor::{max_rel_error, Data, Tensor};
 pub use verify::verify;

@@ -158,6 +158,8 @@ pub enum BinaryOp {
     Max,
     /// min(a, b) (NaN-propagating for floats)
     Min,
+    /// Remainder of truncated division (integers only; sign of the dividend, like Rust `%`).
+    Rem,
     /// logical and (bool only)
     And,
     /// logical or (bool only)
@@ -166,13 +168,14 @@ pub enum BinaryOp {
 
 impl BinaryOp {
     /// All binary ops.
-    pub const ALL: [BinaryOp; 8] = [
+    pub const ALL: [BinaryOp; 9] = [
         BinaryOp::Add,
         BinaryOp::Sub,
         BinaryOp::Mul,
         BinaryOp::Div,
         BinaryOp::Max,
         BinaryOp::Min,
+        BinaryOp::Rem,
         BinaryOp::And,
         BinaryOp::Or,
     ];
@@ -186,6 +189,7 @@ impl BinaryOp {
             BinaryOp::Div => "div",
             BinaryOp::Max => "max",
             BinaryOp::Min => "min",
+            BinaryOp::Rem => "rem",
             BinaryOp::And => "and",
             BinaryOp::Or => "or",
         }
@@ -195,6 +199,7 @@ impl BinaryOp {
     pub fn accepts(self, dt: DType) -> bool {
         match self {
             BinaryOp::And | BinaryOp::Or => dt == DType::Bool,
+            BinaryOp::Rem => dt.is_int(),
             _ => dt.is_float() || dt.is_int(),
         }
     }
@@ -265,6 +270,44 @@ impl ReduceOp {
     }
 }
 
+/// Distribution of an [`Op::Rng`] node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RngDist {
+    /// Uniform on [0, 1): the top 24 bits of the first Philox word, times 2^-24.
+    Uniform,
+    /// Standard normal by Box–Muller from the first two Philox words.
+    Normal,
+    /// Standard Gumbel, −ln(−ln u) with u in (0, 1).
+    Gumbel,
+}
+
+/// Convolution geometry shared by [`Op::Conv2d`] and its gradient ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConvGeom {
+    /// Stride (height, width).
+    pub stride: [usize; 2],
+    /// Zero padding (top, bottom, left, right); asymmetric padding is allowed.
+    pub padding: [usize; 4],
+    /// Channel groups (input and output channels must be divisible by it).
+    pub groups: usize,
+}
+
+impl ConvGeom {
+    /// Output height and width for an input of `h`×`w` and a `kh`×`kw` kernel, if positive.
+    pub fn output_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
+        let ph = h + self.padding[0] + self.padding[1];
+        let pw = w + self.padding[2] + self.padding[3];
+        if ph < kh || pw < kw || self.stride[0] == 0 || self.stride[1] == 0 {
+            return None;
+        }
+        Some((
+            (ph - kh) / self.stride[0] + 1,
+            (pw - kw) / self.stride[1] + 1,
+        ))
+    }
+}
+
 /// One IR operation. Operand count and meaning are given per variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -330,6 +373,96 @@ pub enum Op {
         /// Target shape.
         shape: Shape,
     },
+    /// 0, 1, 2, … along `axis`, in the node's dtype and shape (0 operands).
+    Iota {
+        /// The axis whose index is the value.
+        axis: usize,
+    },
+    /// Counter-based random numbers, f32 (2 operands: i64 scalars `seed` and `offset`).
+    /// Element `i` (row-major) is derived from Philox4x32-10 with key = (seed low word, seed
+    /// high word) and counter = (low word of offset + i, high word of offset + i, `stream`, 0),
+    /// so the same (seed, offset) gives the same bits on every target.
+    Rng {
+        /// Distribution.
+        dist: RngDist,
+        /// Third counter word, to separate independent streams drawn with one seed and offset.
+        stream: u32,
+    },
+    /// The window `[start, end)` of each dim (1 operand).
+    Slice {
+        /// First index per dim.
+        start: Vec<usize>,
+        /// Exclusive end per dim.
+        end: Vec<usize>,
+    },
+    /// Constant padding (1 operand): `lo[d]` elements before and `hi[d]` after each dim.
+    Pad {
+        /// Padding before, per dim.
+        lo: Vec<usize>,
+        /// Padding after, per dim.
+        hi: Vec<usize>,
+        /// Fill value.
+        value: f64,
+    },
+    /// Concatenation along `axis` (`count` operands of one dtype, equal other dims).
+    Concat {
+        /// Axis.
+        axis: usize,
+        /// Number of operands.
+        count: usize,
+    },
+    /// Take along an axis (2 operands: `x`, integer `idx`): result has idx's shape and
+    /// `out[p] = x[p with p[axis] = idx[p]]`; other dims of idx and x must be equal.
+    /// An index outside `[0, x.shape[axis])` is an error in the interpreter and is clamped by
+    /// compiled kernels.
+    Gather {
+        /// Axis.
+        axis: usize,
+    },
+    /// Scatter-add along an axis (3 operands: `base`, integer `idx`, `src` of idx's shape):
+    /// `out = base; out[p with p[axis] = idx[p]] += src[p]` for every position p of src, in
+    /// row-major order of p (deterministic).
+    ScatterAdd {
+        /// Axis.
+        axis: usize,
+    },
+    /// Indices (i64) of the `k` largest values along `axis`, in descending order of value; NaN
+    /// counts as largest and ties go to the lower index (1 operand).
+    TopK {
+        /// How many.
+        k: usize,
+        /// Axis.
+        axis: usize,
+    },
+    /// Inclusive cumulative sum along `axis` (1 operand); `reverse` sums from the end.
+    CumSum {
+        /// Axis.
+        axis: usize,
+        /// Sum from the last element backwards.
+        reverse: bool,
+    },
+    /// 2-D convolution (cross-correlation, as in PyTorch) of `x` [N, C, H, W] with `w`
+    /// [O, C/groups, KH, KW] (2 operands of one float dtype) → [N, O, OH, OW].
+    Conv2d {
+        /// Stride, padding, groups.
+        geom: ConvGeom,
+    },
+    /// Gradient of [`Op::Conv2d`] with respect to its input (2 operands: `g` [N, O, OH, OW],
+    /// `w`) → [N, C, H, W] with H, W given.
+    Conv2dInputGrad {
+        /// The forward convolution's geometry.
+        geom: ConvGeom,
+        /// Input height and width of the forward convolution.
+        input_hw: [usize; 2],
+    },
+    /// Gradient of [`Op::Conv2d`] with respect to its weight (2 operands: `x`, `g`) →
+    /// [O, C/groups, KH, KW] with KH, KW given.
+    Conv2dWeightGrad {
+        /// The forward convolution's geometry.
+        geom: ConvGeom,
+        /// Kernel height and width.
+        kernel_hw: [usize; 2],
+    },
     /// A fused group of ops created by a pass. Operands are the body's arguments in order.
     /// Semantics are exactly those of the body (see [`FusedBody`]).
     Fused {
@@ -354,6 +487,18 @@ impl Op {
             Op::Reshape { .. } => "reshape".into(),
             Op::Permute { .. } => "permute".into(),
             Op::Broadcast { .. } => "broadcast".into(),
+            Op::Iota { .. } => "iota".into(),
+            Op::Rng { dist, .. } => format!("rng_{}", format!("{dist:?}").to_lowercase()),
+            Op::Slice { .. } => "slice".into(),
+            Op::Pad { .. } => "pad".into(),
+            Op::Concat { .. } => "concat".into(),
+            Op::Gather { .. } => "gather".into(),
+            Op::ScatterAdd { .. } => "scatter_add".into(),
+            Op::TopK { .. } => "topk".into(),
+            Op::CumSum { .. } => "cumsum".into(),
+            Op::Conv2d { .. } => "conv2d".into(),
+            Op::Conv2dInputGrad { .. } => "conv2d_input_grad".into(),
+            Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad".into(),
             Op::Fused { .. } => "fused".into(),
         }
     }
@@ -361,15 +506,27 @@ impl Op {
     /// Number of operands the op takes.
     pub fn arity(&self) -> usize {
         match self {
-            Op::Input { .. } | Op::Constant { .. } => 0,
+            Op::Input { .. } | Op::Constant { .. } | Op::Iota { .. } => 0,
             Op::Unary { .. }
             | Op::Cast { .. }
             | Op::Reduce { .. }
             | Op::Reshape { .. }
             | Op::Permute { .. }
-            | Op::Broadcast { .. } => 1,
-            Op::Binary { .. } | Op::Compare { .. } | Op::MatMul => 2,
-            Op::Where => 3,
+            | Op::Broadcast { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::TopK { .. }
+            | Op::CumSum { .. } => 1,
+            Op::Binary { .. }
+            | Op::Compare { .. }
+            | Op::MatMul
+            | Op::Rng { .. }
+            | Op::Gather { .. }
+            | Op::Conv2d { .. }
+            | Op::Conv2dInputGrad { .. }
+            | Op::Conv2dWeightGrad { .. } => 2,
+            Op::Where | Op::ScatterAdd { .. } => 3,
+            Op::Concat { count, .. } => *count,
             Op::Fused { body } => body.num_args,
         }
     }
@@ -391,6 +548,78 @@ impl Op {
         )
     }
 
+    /// True for ops whose every output element is a function of the output index and of
+    /// operand elements at computable indices (elementwise, views, slices, padding,
+    /// concatenation, gathers, iota, random numbers): these can be inlined into fused kernels.
+    pub fn is_index_map(&self) -> bool {
+        self.is_elementwise()
+            || self.is_movement()
+            || matches!(
+                self,
+                Op::Iota { .. }
+                    | Op::Rng { .. }
+                    | Op::Slice { .. }
+                    | Op::Pad { .. }
+                    | Op::Concat { .. }
+                    | Op::Gather { .. }
+            )
+    }
+
+    /// True for ops whose result type is carried by the node rather than inferred from operands:
+    /// inputs, constants, iota and random numbers.
+    pub fn is_self_typed(&self) -> bool {
+        matches!(
+            self,
+            Op::Input { .. } | Op::Constant { .. } | Op::Iota { .. } | Op::Rng { .. }
+        )
+    }
+
+    /// Checks a self-typed op (iota, rng) against the node's declared type and its operands.
+    pub fn check_self_typed(
+        &self,
+        dtype: DType,
+        shape: &Shape,
+        operands: &[(DType, &Shape)],
+    ) -> Result<()> {
+        let bad = |msg: String| IrError::BadOperands {
+            op: self.name(),
+            msg,
+            operands: render_operands(operands),
+        };
+        if operands.len() != self.arity() {
+            return Err(bad(format!(
+                "expects {} operands, got {}",
+                self.arity(),
+                operands.len()
+            )));
+        }
+        match self {
+            Op::Iota { axis } => {
+                if *axis >= shape.rank() {
+                    return Err(bad(format!("axis {axis} out of range for {shape}")));
+                }
+                if dtype == DType::Bool {
+                    return Err(bad("iota of bool".into()));
+                }
+                Ok(())
+            }
+            Op::Rng { .. } => {
+                for (i, (d, s)) in operands.iter().enumerate() {
+                    if *d != DType::I64 || s.numel() != 1 {
+                        return Err(bad(format!(
+                            "operand {i} (seed, offset) must be an i64 scalar"
+                        )));
+                    }
+                }
+                if dtype != DType::F32 {
+                    return Err(bad(format!("random numbers are f32, not {dtype}")));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Infers the output dtype and shape from the operands' dtypes and shapes, or explains why
     /// the operands are invalid. `Input` and `Constant` take their type from the node itself and
     /// are handled by the caller.
@@ -408,8 +637,8 @@ impl Op {
             )));
         }
         match self {
-            Op::Input { .. } | Op::Constant { .. } => {
-                Err(bad("inputs and constants carry their own type".into()))
+            Op::Input { .. } | Op::Constant { .. } | Op::Iota { .. } => {
+                Err(bad("inputs, constants and iota carry their own type".into()))
             }
             Op::Unary { op } => {
                 let (dt, s) = operands[0];
@@ -545,10 +774,189 @@ impl Op {
                 }
                 Ok((dt, shape.clone()))
             }
+            Op::Rng { .. } => Err(bad("rng carries its own shape; use Graph::rng".into())),
+            Op::Slice { start, end } => {
+                let (dt, s) = operands[0];
+                if start.len() != s.rank() || end.len() != s.rank() {
+                    return Err(bad("start/end must have one entry per dim".into()));
+                }
+                let mut dims = Vec::with_capacity(s.rank());
+                for d in 0..s.rank() {
+                    if start[d] > end[d] || end[d] > s.0[d] {
+                        return Err(bad(format!(
+                            "window {}..{} out of range for dim {d} of extent {}",
+                            start[d], end[d], s.0[d]
+                        )));
+                    }
+                    dims.push(end[d] - start[d]);
+                }
+                Ok((dt, Shape(dims)))
+            }
+            Op::Pad { lo, hi, .. } => {
+                let (dt, s) = operands[0];
+                if lo.len() != s.rank() || hi.len() != s.rank() {
+                    return Err(bad("lo/hi must have one entry per dim".into()));
+                }
+                Ok((
+                    dt,
+                    Shape((0..s.rank()).map(|d| lo[d] + s.0[d] + hi[d]).collect()),
+                ))
+            }
+            Op::Concat { axis, count } => {
+                if *count == 0 {
+                    return Err(bad("nothing to concatenate".into()));
+                }
+                let (dt, s0) = operands[0];
+                if *axis >= s0.rank() {
+                    return Err(bad(format!("axis {axis} out of range")));
+                }
+                let mut dims = s0.0.clone();
+                dims[*axis] = 0;
+                for (d, s) in operands {
+                    if *d != dt || s.rank() != s0.rank() {
+                        return Err(bad("operands must share dtype and rank".into()));
+                    }
+                    for k in 0..s.rank() {
+                        if k != *axis && s.0[k] != s0.0[k] {
+                            return Err(bad(format!("dim {k} differs between operands")));
+                        }
+                    }
+                    dims[*axis] += s.0[*axis];
+                }
+                Ok((dt, Shape(dims)))
+            }
+            Op::Gather { axis } => {
+                let ((dx, sx), (di, si)) = (operands[0], operands[1]);
+                if !di.is_int() {
+                    return Err(bad(format!("indices must be integers, got {di}")));
+                }
+                if sx.rank() != si.rank() || *axis >= sx.rank() {
+                    return Err(bad("x and idx must have equal rank > axis".into()));
+                }
+                for k in 0..sx.rank() {
+                    if k != *axis && sx.0[k] != si.0[k] {
+                        return Err(bad(format!("dim {k} of idx must equal x's")));
+                    }
+                }
+                Ok((dx, si.clone()))
+            }
+            Op::ScatterAdd { axis } => {
+                let ((db, sb), (di, si), (ds, ss)) = (operands[0], operands[1], operands[2]);
+                if !di.is_int() {
+                    return Err(bad(format!("indices must be integers, got {di}")));
+                }
+                if db != ds || db == DType::Bool {
+                    return Err(bad("base and src must share a numeric dtype".into()));
+                }
+                if si != ss || sb.rank() != si.rank() || *axis >= sb.rank() {
+                    return Err(bad("idx and src must have one shape, of base's rank".into()));
+                }
+                for k in 0..sb.rank() {
+                    if k != *axis && sb.0[k] != si.0[k] {
+                        return Err(bad(format!("dim {k} of idx must equal base's")));
+                    }
+                }
+                Ok((db, sb.clone()))
+            }
+            Op::TopK { k, axis } => {
+                let (dt, s) = operands[0];
+                if *axis >= s.rank() || *k == 0 || *k > s.0[*axis] {
+                    return Err(bad(format!("k = {k} along axis {axis} of {s}")));
+                }
+                if dt == DType::Bool {
+                    return Err(bad("topk of bool".into()));
+                }
+                let mut dims = s.0.clone();
+                dims[*axis] = *k;
+                Ok((DType::I64, Shape(dims)))
+            }
+            Op::CumSum { axis, .. } => {
+                let (dt, s) = operands[0];
+                if *axis >= s.rank() || dt == DType::Bool {
+                    return Err(bad(format!("cumsum along axis {axis} of {dt}{s}")));
+                }
+                Ok((dt, s.clone()))
+            }
+            Op::Conv2d { geom } => {
+                let ((dx, sx), (dw, sw)) = (operands[0], operands[1]);
+                conv_check(geom, dx, sx, dw, sw).map_err(bad)?;
+                let (oh, ow) = geom
+                    .output_hw(sx.0[2], sx.0[3], sw.0[2], sw.0[3])
+                    .ok_or_else(|| bad("kernel larger than the padded input".into()))?;
+                Ok((dx, Shape(vec![sx.0[0], sw.0[0], oh, ow])))
+            }
+            Op::Conv2dInputGrad { geom, input_hw } => {
+                let ((dg, sg), (dw, sw)) = (operands[0], operands[1]);
+                if dg != dw || !dg.is_float() || sg.rank() != 4 || sw.rank() != 4 {
+                    return Err(bad("g and w must be 4-d of one float dtype".into()));
+                }
+                let c = sw.0[1] * geom.groups;
+                let x = Shape(vec![sg.0[0], c, input_hw[0], input_hw[1]]);
+                conv_check(geom, dg, &x, dw, sw).map_err(bad)?;
+                let hw = geom.output_hw(input_hw[0], input_hw[1], sw.0[2], sw.0[3]);
+                if hw != Some((sg.0[2], sg.0[3])) || sg.0[1] != sw.0[0] {
+                    return Err(bad("g does not match the convolution's output".into()));
+                }
+                Ok((dg, x))
+            }
+            Op::Conv2dWeightGrad { geom, kernel_hw } => {
+                let ((dx, sx), (dg, sg)) = (operands[0], operands[1]);
+                if dx != dg || !dx.is_float() || sx.rank() != 4 || sg.rank() != 4 {
+                    return Err(bad("x and g must be 4-d of one float dtype".into()));
+                }
+                if geom.groups == 0 || sx.0[1] % geom.groups != 0 {
+                    return Err(bad("channels not divisible by groups".into()));
+                }
+                let w = Shape(vec![
+                    sg.0[1],
+                    sx.0[1] / geom.groups,
+                    kernel_hw[0],
+                    kernel_hw[1],
+                ]);
+                conv_check(geom, dx, sx, dg, &w).map_err(bad)?;
+                let hw = geom.output_hw(sx.0[2], sx.0[3], kernel_hw[0], kernel_hw[1]);
+                if hw != Some((sg.0[2], sg.0[3])) || sg.0[0] != sx.0[0] {
+                    return Err(bad("g does not match the convolution's output".into()));
+                }
+                Ok((dx, w))
+            }
             Op::Fused { body } => {
                 body.check_args(operands).map_err(bad)?;
                 Ok((body.dtype(), body.shape()))
             }
         }
     }
+}
+
+/// Checks the operands of a convolution: x [N, C, H, W], w [O, C/groups, KH, KW].
+fn conv_check(
+    geom: &ConvGeom,
+    dx: DType,
+    sx: &Shape,
+    dw: DType,
+    sw: &Shape,
+) -> std::result::Result<(), String> {
+    if dx != dw || !dx.is_float() {
+        return Err("x and w must share one float dtype".into());
+    }
+    if sx.rank() != 4 || sw.rank() != 4 {
+        return Err("x must be [N, C, H, W] and w [O, C/groups, KH, KW]".into());
+    }
+    let g = geom.groups;
+    if g == 0 || sx.0[1] % g != 0 || sw.0[0] % g != 0 {
+        return Err(format!(
+            "channels ({} in, {} out) not divisible by groups {g}",
+            sx.0[1], sw.0[0]
+        ));
+    }
+    if sw.0[1] != sx.0[1] / g {
+        return Err(format!(
+            "w has {} input channels per group, x has {} / {g}",
+            sw.0[1], sx.0[1]
+        ));
+    }
+    if geom.stride[0] == 0 || geom.stride[1] == 0 {
+        return Err("stride must be positive".into());
+    }
+    Ok(())
 }

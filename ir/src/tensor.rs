@@ -7,6 +7,8 @@ use half::{bf16, f16};
 /// Dense row-major element storage, one variant per [`DType`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Data {
+    /// f64 values.
+    F64(Vec<f64>),
     /// f32 values.
     F32(Vec<f32>),
     /// f16 values.
@@ -25,6 +27,7 @@ impl Data {
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
+            Data::F64(v) => v.len(),
             Data::F32(v) => v.len(),
             Data::F16(v) => v.len(),
             Data::BF16(v) => v.len(),
@@ -42,6 +45,7 @@ impl Data {
     /// The dtype of this storage.
     pub fn dtype(&self) -> DType {
         match self {
+            Data::F64(_) => DType::F64,
             Data::F32(_) => DType::F32,
             Data::F16(_) => DType::F16,
             Data::BF16(_) => DType::BF16,
@@ -78,6 +82,11 @@ impl Tensor {
         Tensor::new(shape, Data::F32(v))
     }
 
+    /// An f64 tensor.
+    pub fn from_f64_vec(shape: impl Into<Shape>, v: Vec<f64>) -> Result<Tensor> {
+        Tensor::new(shape, Data::F64(v))
+    }
+
     /// An i64 tensor.
     pub fn from_i64(shape: impl Into<Shape>, v: Vec<i64>) -> Result<Tensor> {
         Tensor::new(shape, Data::I64(v))
@@ -87,6 +96,7 @@ impl Tensor {
     /// truncated toward zero; bool: nonzero).
     pub fn from_f64(dtype: DType, shape: impl Into<Shape>, values: &[f64]) -> Result<Tensor> {
         let data = match dtype {
+            DType::F64 => Data::F64(values.to_vec()),
             DType::F32 => Data::F32(values.iter().map(|&v| v as f32).collect()),
             DType::F16 => Data::F16(values.iter().map(|&v| f16::from_f32(v as f32)).collect()),
             DType::BF16 => Data::BF16(values.iter().map(|&v| bf16::from_f32(v as f32)).collect()),
@@ -102,6 +112,7 @@ impl Tensor {
         let shape = shape.into();
         let n = shape.numel();
         let data = match dtype {
+            DType::F64 => Data::F64(vec![0.0; n]),
             DType::F32 => Data::F32(vec![0.0; n]),
             DType::F16 => Data::F16(vec![f16::ZERO; n]),
             DType::BF16 => Data::BF16(vec![bf16::ZERO; n]),
@@ -148,6 +159,7 @@ impl Tensor {
     /// Element `i` widened to f64 (bool as 0/1).
     pub fn get_f64(&self, i: usize) -> f64 {
         match &self.data {
+            Data::F64(v) => v[i],
             Data::F32(v) => v[i] as f64,
             Data::F16(v) => v[i].to_f64(),
             Data::BF16(v) => v[i].to_f64(),
@@ -194,6 +206,9 @@ impl Tensor {
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.numel() * self.dtype().size_bytes());
         match &self.data {
+            Data::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Data::F32(v) => v
                 .iter()
                 .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
@@ -227,6 +242,11 @@ impl Tensor {
         }
         let chunks = bytes.chunks_exact(sz);
         let data = match dtype {
+            DType::F64 => Data::F64(
+                chunks
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
             DType::F32 => Data::F32(
                 chunks
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))

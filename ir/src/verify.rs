@@ -48,8 +48,10 @@ pub fn verify(g: &Graph) -> Result<()> {
                 }
                 let ok = matches!(
                     (value, n.dtype),
-                    (Literal::Float(_), DType::F32 | DType::F16 | DType::BF16)
-                        | (Literal::Int(_), DType::I32 | DType::I64)
+                    (
+                        Literal::Float(_),
+                        DType::F64 | DType::F32 | DType::F16 | DType::BF16
+                    ) | (Literal::Int(_), DType::I32 | DType::I64)
                         | (Literal::Bool(_), DType::Bool)
                 );
                 if !ok {
@@ -58,6 +60,14 @@ pub fn verify(g: &Graph) -> Result<()> {
                         n.dtype
                     )));
                 }
+            }
+            op if op.is_self_typed() => {
+                let types: Vec<_> = operands
+                    .iter()
+                    .map(|&o| (g.node(o).dtype, &g.node(o).shape))
+                    .collect();
+                op.check_self_typed(n.dtype, &n.shape, &types)
+                    .map_err(|e| fail(e.to_string()))?;
             }
             op => {
                 let types: Vec<_> = operands

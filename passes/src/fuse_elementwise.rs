@@ -1,5 +1,6 @@
-//! Elementwise fusion: a connected group of elementwise and view ops, optionally ending in one
-//! reduction, becomes one [`Op::Fused`] node (one kernel).
+//! Elementwise fusion: a connected group of elementwise and index-map ops (views, slices, pads,
+//! concatenations, gathers, iota, random numbers), optionally ending in one reduction, becomes
+//! one [`Op::Fused`] node (one kernel).
 //!
 //! Contract:
 //! - A node keeps its own buffer ("is materialised") when it is an input, a non-scalar constant,
@@ -36,14 +37,25 @@ fn is_scalar_constant(n: &Node) -> bool {
     matches!(n.op, Op::Constant { .. }) && n.shape.numel() == 1
 }
 
-/// Ops that can sit inside a fused group without being its root.
+/// Ops that can sit inside a fused group without being its root: index maps (elementwise,
+/// views, slices, pads, concatenations, gathers, iota, random numbers) and scalar constants.
 fn is_inlinable(n: &Node) -> bool {
-    n.op.is_elementwise() || n.op.is_movement() || is_scalar_constant(n)
+    n.op.is_index_map() || is_scalar_constant(n)
 }
 
 /// Ops whose operands can be inlined into their group.
 fn absorbs_operands(n: &Node) -> bool {
-    n.op.is_elementwise() || n.op.is_movement() || matches!(n.op, Op::Reduce { .. })
+    n.op.is_index_map() || matches!(n.op, Op::Reduce { .. })
+}
+
+/// Work of recomputing one element of a node (for the duplication limit).
+fn own_cost(op: &Op) -> usize {
+    match op {
+        Op::Rng { .. } => 20,
+        op if op.is_elementwise() => 1,
+        Op::Gather { .. } | Op::Concat { .. } | Op::Pad { .. } => 1,
+        _ => 0,
+    }
 }
 
 impl FuseElementwise {
@@ -58,7 +70,7 @@ impl FuseElementwise {
                 cost.insert(id, 0);
                 continue;
             }
-            let own = usize::from(n.op.is_elementwise());
+            let own = own_cost(&n.op);
             let c = own
                 + g.operands(id)
                     .iter()

@@ -17,6 +17,7 @@ fn file_err(path: &Path, msg: impl Into<String>) -> RuntimeError {
 /// Our dtype for a safetensors dtype.
 pub fn dtype_from_st(d: Dtype) -> Option<DType> {
     Some(match d {
+        Dtype::F64 => DType::F64,
         Dtype::F32 => DType::F32,
         Dtype::F16 => DType::F16,
         Dtype::BF16 => DType::BF16,
@@ -30,6 +31,7 @@ pub fn dtype_from_st(d: Dtype) -> Option<DType> {
 /// The safetensors dtype for ours.
 pub fn dtype_to_st(d: DType) -> Dtype {
     match d {
+        DType::F64 => Dtype::F64,
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::BF16 => Dtype::BF16,

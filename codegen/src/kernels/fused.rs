@@ -44,6 +44,7 @@ pub fn round_to(d: DType, e: Expr) -> Expr {
 
 fn const_expr(d: DType, v: &Literal, i: usize) -> Expr {
     match d {
+        DType::F64 => Expr::f32(v.get_f64(i) as f32),
         DType::F32 | DType::F16 | DType::BF16 => round_to(d, Expr::f32(v.get_f64(i) as f32)),
         DType::I32 => Expr::i32(v.get_i64(i) as i32),
         DType::I64 => Expr::i64(v.get_i64(i)),
@@ -172,12 +173,98 @@ impl<'b> BodyEval<'b> {
                     .collect();
                 self.value(s, ops[0], &in_idx)?
             }
+            Op::Iota { axis } => Expr::cast(vty(dt), idx[*axis].clone()),
+            Op::Rng { dist, stream } => {
+                let seed = self.value(s, ops[0], &[])?;
+                let offset = self.value(s, ops[1], &[])?;
+                let i = s.let_(linearize(idx, &n.shape));
+                super::rng::sample(s, *dist, seed, offset, *stream, i)
+            }
+            Op::Slice { start, .. } => {
+                let in_idx: Vec<Expr> = idx
+                    .iter()
+                    .zip(start)
+                    .map(|(e, &st)| add(e.clone(), Expr::idx(st as u64)))
+                    .collect();
+                self.value(s, ops[0], &in_idx)?
+            }
+            Op::Pad { lo, value, .. } => {
+                let in_shape = self.shape_of(ops[0]).clone();
+                let mut ok = Expr::bool(true);
+                let mut in_idx = Vec::with_capacity(idx.len());
+                for (d, e) in idx.iter().enumerate() {
+                    let (l, n_d) = (lo[d] as u64, in_shape.0[d] as u64);
+                    if l == 0 && in_shape.0[d] == n.shape.0[d] {
+                        in_idx.push(e.clone());
+                        continue;
+                    }
+                    let inside = Expr::cmp(KCmp::Ge, e.clone(), Expr::idx(l)).and(Expr::cmp(
+                        KCmp::Lt,
+                        e.clone(),
+                        Expr::idx(l + n_d),
+                    ));
+                    ok = ok.and(inside);
+                    let shifted = Expr::bin(KBinary::Max, e.clone(), Expr::idx(l)) - Expr::idx(l);
+                    in_idx.push(s.let_(Expr::bin(KBinary::Min, shifted, Expr::idx(n_d - 1))));
+                }
+                let ok = s.let_(ok);
+                let v = self.value(s, ops[0], &in_idx)?;
+                Expr::select(ok, v, const_expr(dt, &Literal::Float(vec![*value]), 0))
+            }
+            Op::Concat { axis, .. } => {
+                let a = *axis;
+                let mut bounds = Vec::with_capacity(ops.len());
+                let mut start = 0u64;
+                for &o in ops {
+                    let len = self.shape_of(o).0[a] as u64;
+                    bounds.push((start, len));
+                    start += len;
+                }
+                let mut vals = Vec::with_capacity(ops.len());
+                for (k, &o) in ops.iter().enumerate() {
+                    let (st, len) = bounds[k];
+                    let mut in_idx = idx.to_vec();
+                    let shifted =
+                        Expr::bin(KBinary::Max, idx[a].clone(), Expr::idx(st)) - Expr::idx(st);
+                    in_idx[a] = s.let_(Expr::bin(KBinary::Min, shifted, Expr::idx(len - 1)));
+                    vals.push(self.value(s, o, &in_idx)?);
+                }
+                let mut acc = vals.pop().unwrap_or(Expr::f32(0.0));
+                for k in (0..vals.len()).rev() {
+                    let (st, len) = bounds[k];
+                    let c = Expr::cmp(KCmp::Lt, idx[a].clone(), Expr::idx(st + len));
+                    acc = Expr::select(c, vals[k].clone(), acc);
+                }
+                acc
+            }
+            Op::Gather { axis } => {
+                let x_shape = self.shape_of(ops[0]).clone();
+                let extent = x_shape.0[*axis] as i64;
+                let iv = self.value(s, ops[1], idx)?;
+                let iv = Expr::cast(VTy::I64, iv);
+                let clamped = Expr::bin(
+                    KBinary::Max,
+                    Expr::bin(KBinary::Min, iv, Expr::i64(extent - 1)),
+                    Expr::i64(0),
+                );
+                let mut in_idx = idx.to_vec();
+                in_idx[*axis] = s.let_(Expr::cast(VTy::Index, clamped));
+                self.value(s, ops[0], &in_idx)?
+            }
             Op::Reduce { .. } => {
                 return Err(unsupported(
                     "a reduction that is not the root of its group".into(),
                 ))
             }
-            Op::MatMul | Op::Input { .. } | Op::Fused { .. } => {
+            Op::MatMul
+            | Op::Input { .. }
+            | Op::Fused { .. }
+            | Op::ScatterAdd { .. }
+            | Op::TopK { .. }
+            | Op::CumSum { .. }
+            | Op::Conv2d { .. }
+            | Op::Conv2dInputGrad { .. }
+            | Op::Conv2dWeightGrad { .. } => {
                 return Err(unsupported(format!("{} inside a fused body", n.op.name())))
             }
         })
@@ -214,12 +301,13 @@ fn binary(op: BinaryOp, a: Expr, b: Expr, t: VTy) -> Expr {
         BinaryOp::Div => KBinary::Div,
         BinaryOp::Max => KBinary::Max,
         BinaryOp::Min => KBinary::Min,
+        BinaryOp::Rem => KBinary::Rem,
         BinaryOp::And => KBinary::And,
         BinaryOp::Or => KBinary::Or,
     };
-    if op == BinaryOp::Div && t != VTy::F32 {
-        // Integer division by zero is undefined in hardware; the kernel yields 0 (the
-        // interpreter reports an error instead).
+    if matches!(op, BinaryOp::Div | BinaryOp::Rem) && t != VTy::F32 {
+        // Integer division or remainder by zero is undefined in hardware; the kernel yields 0
+        // (the interpreter reports an error instead).
         let zero = match t {
             VTy::I32 => Expr::i32(0),
             _ => Expr::i64(0),

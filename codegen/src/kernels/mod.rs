@@ -3,9 +3,14 @@
 //! - [`fused`]: fused groups and single elementwise / view / reduction nodes;
 //! - [`matmul`]: batched matrix products.
 
+pub mod conv;
 pub mod fused;
 pub mod index;
 pub mod matmul;
+pub mod rng;
+pub mod rows;
+pub mod scan;
+pub mod scatter;
 
 use crate::kir::Kernel;
 use crate::CodegenError;
@@ -39,10 +44,66 @@ pub fn kernel_for_node(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kerne
         node: g.describe(id),
         msg: msg.to_string(),
     };
+    let operands = g.operands(id);
+    let shape_of = |i: usize| g.node(operands[i]).shape.clone();
+    let dtype_of = |i: usize| g.node(operands[i]).dtype;
     let body = match &n.op {
         Op::Input { .. } | Op::Constant { .. } => return Ok(None),
+        Op::TopK { k, axis } => {
+            return Ok(Some(scan::topk_kernel(
+                name,
+                dtype_of(0),
+                &shape_of(0),
+                *axis,
+                *k,
+            )))
+        }
+        Op::CumSum { axis, reverse } => {
+            return Ok(Some(scan::cumsum_kernel(
+                name, n.dtype, &n.shape, *axis, *reverse,
+            )))
+        }
+        Op::ScatterAdd { axis } => {
+            return Ok(Some(scatter::scatter_add_kernel(
+                name,
+                n.dtype,
+                &n.shape,
+                dtype_of(1),
+                &shape_of(1),
+                *axis,
+            )))
+        }
+        Op::Conv2d { geom } => {
+            return Ok(Some(conv::conv2d_kernel(
+                name,
+                n.dtype,
+                &shape_of(0),
+                &shape_of(1),
+                &n.shape,
+                *geom,
+            )))
+        }
+        Op::Conv2dInputGrad { geom, .. } => {
+            return Ok(Some(conv::conv2d_input_grad_kernel(
+                name,
+                n.dtype,
+                &shape_of(0),
+                &shape_of(1),
+                &n.shape,
+                *geom,
+            )))
+        }
+        Op::Conv2dWeightGrad { geom, .. } => {
+            return Ok(Some(conv::conv2d_weight_grad_kernel(
+                name,
+                n.dtype,
+                &shape_of(0),
+                &shape_of(1),
+                &n.shape,
+                *geom,
+            )))
+        }
         Op::MatMul => {
-            let operands = g.operands(id);
             let (sa, sb) = (&g.node(operands[0]).shape, &g.node(operands[1]).shape);
             let r = sa.rank();
             let shape = matmul::MatMulShape {
@@ -62,7 +123,13 @@ pub fn kernel_for_node(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kerne
         | Op::Reduce { .. }
         | Op::Reshape { .. }
         | Op::Permute { .. }
-        | Op::Broadcast { .. } => single_node_body(g, id),
+        | Op::Broadcast { .. }
+        | Op::Iota { .. }
+        | Op::Rng { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Concat { .. }
+        | Op::Gather { .. } => single_node_body(g, id),
     };
     let root_is_reduce = matches!(body.nodes[body.root].op, Op::Reduce { .. });
     let k = if root_is_reduce {

@@ -49,10 +49,11 @@ pub enum VTy {
 }
 
 impl VTy {
-    /// The value type a buffer of `dtype` loads as.
+    /// The value type a buffer of `dtype` loads as (f64 buffers are narrowed to f32; the
+    /// planner rejects f64 graphs, which are interpreter-only).
     pub fn of_storage(dtype: DType) -> VTy {
         match dtype {
-            DType::F32 | DType::F16 | DType::BF16 => VTy::F32,
+            DType::F64 | DType::F32 | DType::F16 | DType::BF16 => VTy::F32,
             DType::I32 => VTy::I32,
             DType::I64 => VTy::I64,
             DType::Bool => VTy::Bool,

@@ -95,6 +95,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
 
     pub(crate) fn storage_ty(&self, d: DType) -> Type<'c> {
         match d {
+            DType::F64 => Type::float64(self.c),
             DType::F32 => Type::float32(self.c),
             DType::F16 | DType::BF16 => IntegerType::new(self.c, 16).into(),
             DType::I32 => IntegerType::new(self.c, 32).into(),
@@ -493,6 +494,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
                 let dt = self.k.params[p as usize].dtype;
                 let raw = self.op1(b, "memref.load", &[m, i], self.storage_ty(dt))?;
                 match dt {
+                    DType::F64 => self.cast(b, "arith.truncf", raw, Type::float32(self.c)),
                     DType::F16 => self.f16_bits_to_f32(b, raw),
                     DType::BF16 => self.bf16_bits_to_f32(b, raw),
                     DType::Bool => {
@@ -525,6 +527,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
         let (m, i) = self.locate(b, buf, i)?;
         let v = match buf {
             BufRef::Param(p) => match self.k.params[p as usize].dtype {
+                DType::F64 => self.cast(b, "arith.extf", v, Type::float64(self.c))?,
                 DType::F16 => self.f32_to_f16_bits(b, v)?,
                 DType::BF16 => self.f32_to_bf16_bits(b, v)?,
                 DType::Bool => self.cast(b, "arith.extui", v, self.i(8))?,

@@ -97,8 +97,8 @@ impl<'c> Emitter<'c, '_> {
                 1.0 / 5040.0,
             ],
         )?;
-        // kf is an integer in [-150, 128] here, so the plain conversion is exact.
-        let k = self.cast(b, "arith.fptosi", kf, self.i(32))?;
+        // kf is an integer in [-150, 128] (or NaN, which must not reach a plain fptosi).
+        let k = self.fptosi_sat(b, kf, 32)?;
         let one = self.i32c(b, 1)?;
         let k1 = self.bin(b, "arith.shrsi", k, one)?;
         let k2 = self.bin(b, "arith.subi", k, k1)?;

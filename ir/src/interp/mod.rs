@@ -5,7 +5,9 @@
 //! Integer arithmetic wraps at the storage width. The interpreter is the oracle every compiled
 //! kernel is tested against, so it favours obviousness over speed.
 
-mod elementwise;
+mod conv;
+pub mod elementwise;
+mod index_ops;
 mod matmul;
 mod movement;
 mod reduce;
@@ -90,6 +92,31 @@ pub fn eval_op(op: &Op, dtype: DType, shape: &Shape, operands: &[&Tensor]) -> Re
         Op::Reshape { shape } => operands[0].clone().reshaped(shape.clone()),
         Op::Permute { perm } => movement::permute(operands[0], perm, shape),
         Op::Broadcast { shape } => movement::broadcast(operands[0], shape),
+        Op::Iota { axis } => index_ops::iota(dtype, shape, *axis),
+        Op::Rng { dist, stream } => {
+            let seed = operands[0].to_i64_vec()[0];
+            let offset = operands[1].to_i64_vec()[0];
+            let v: Vec<f32> = (0..shape.numel() as u64)
+                .map(|i| crate::philox::sample(*dist, seed, offset, *stream, i))
+                .collect();
+            Tensor::from_f32(shape.clone(), v)
+        }
+        Op::Slice { start, .. } => index_ops::slice(operands[0], start, shape),
+        Op::Pad { lo, value, .. } => index_ops::pad(operands[0], lo, *value, shape),
+        Op::Concat { axis, .. } => index_ops::concat(operands, *axis, shape),
+        Op::Gather { axis } => index_ops::gather(operands[0], operands[1], *axis),
+        Op::ScatterAdd { axis } => {
+            index_ops::scatter_add(operands[0], operands[1], operands[2], *axis)
+        }
+        Op::TopK { k, axis } => index_ops::topk(operands[0], *k, *axis, shape),
+        Op::CumSum { axis, reverse } => index_ops::cumsum(operands[0], *axis, *reverse),
+        Op::Conv2d { geom } => conv::conv2d(operands[0], operands[1], geom, shape),
+        Op::Conv2dInputGrad { geom, .. } => {
+            conv::conv2d_input_grad(operands[0], operands[1], geom, shape)
+        }
+        Op::Conv2dWeightGrad { geom, .. } => {
+            conv::conv2d_weight_grad(operands[0], operands[1], geom, shape)
+        }
         Op::Fused { body } => eval_fused(body, operands),
     }
 }

@@ -5,9 +5,10 @@ use crate::{Data, Shape, Tensor};
 
 /// Gathers `src` elements into a new tensor of `out` shape, where `map` gives the source linear
 /// index of each output linear index.
-fn gather(src: &Tensor, out: &Shape, map: impl Fn(usize) -> usize) -> Result<Tensor> {
+pub(super) fn gather(src: &Tensor, out: &Shape, map: impl Fn(usize) -> usize) -> Result<Tensor> {
     let n = out.numel();
     let data = match src.data() {
+        Data::F64(v) => Data::F64((0..n).map(|i| v[map(i)]).collect()),
         Data::F32(v) => Data::F32((0..n).map(|i| v[map(i)]).collect()),
         Data::F16(v) => Data::F16((0..n).map(|i| v[map(i)]).collect()),
         Data::BF16(v) => Data::BF16((0..n).map(|i| v[map(i)]).collect()),

@@ -1,7 +1,7 @@
 //! Reduction semantics: f64 accumulation for floats (rounded once), wrapping i64 for integers,
 //! NaN-propagating max/min.
 
-use super::elementwise::{float_tensor, int_tensor};
+use super::elementwise::{float_tensor_f64, int_tensor};
 use super::eval_err;
 use crate::error::Result;
 use crate::{ReduceOp, Shape, Tensor};
@@ -69,7 +69,7 @@ pub(super) fn reduce(
     if ints {
         int_tensor(dt, out_shape, iacc)
     } else if dt.is_float() {
-        float_tensor(dt, out_shape, acc.into_iter().map(|v| v as f32).collect())
+        float_tensor_f64(dt, out_shape, acc)
     } else {
         Err(eval_err(format!("reduce_{} on {dt}", op.name())))
     }
