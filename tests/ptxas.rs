@@ -9,15 +9,42 @@ mod common;
 use mmada_codegen::ptxas::{assemble, find_ptxas};
 use mmada_models::GraphSpec;
 
-#[test]
-fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
-    let Some(ptxas) = find_ptxas() else {
+fn ptxas_or_skip() -> Option<std::path::PathBuf> {
+    let found = find_ptxas();
+    if found.is_none() {
         if std::env::var("MMADA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
             panic!("ptxas not found but MMADA_REQUIRE_PTXAS=1 (set MMADA_PTXAS or run scripts/setup.sh)");
         }
         eprintln!("\n*** SKIPPED: ptxas not found; set MMADA_PTXAS or run scripts/setup.sh ***\n");
-        return;
-    };
+    }
+    found
+}
+
+#[test]
+fn every_op_kind_assembles_for_sm80_and_sm90() {
+    let Some(ptxas) = ptxas_or_skip() else { return };
+    for dt in [mmada_ir::DType::F32, mmada_ir::DType::BF16] {
+        let g = common::all_ops_graph(dt);
+        let art = common::compile_all(&g);
+        for arch in [80u32, 90] {
+            let ptx = art.section_str(&format!("ptx.sm_{arch}")).unwrap();
+            let report =
+                assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{dt} sm_{arch}: {e}"));
+            assert_eq!(report.len(), art.manifest.kernels.len());
+            let regs = report.iter().map(|k| k.registers).max().unwrap_or(0);
+            let spills: u32 = report.iter().map(|k| k.spill_stores + k.spill_loads).sum();
+            eprintln!(
+                "all ops {dt} sm_{arch}: {} kernels, max {regs} registers, {spills} spill bytes",
+                report.len()
+            );
+            assert_eq!(spills, 0, "{dt} sm_{arch} spills");
+        }
+    }
+}
+
+#[test]
+fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
+    let Some(ptxas) = ptxas_or_skip() else { return };
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/softmax_linear.toml");
     let spec = GraphSpec::read(std::path::Path::new(path)).unwrap();
     let g = spec.build(path).unwrap();

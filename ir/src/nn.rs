@@ -99,7 +99,7 @@ impl Graph {
     pub fn rope(&mut self, x: NodeId, theta: f64) -> Result<NodeId> {
         let s = self.shape_of(x)?;
         let r = s.rank();
-        if r < 2 || s.0[r - 1] % 2 != 0 {
+        if r < 2 || !s.0[r - 1].is_multiple_of(2) {
             return Err(bad(
                 "rope",
                 format!("needs [..., T, even head dim], got {s}"),
@@ -201,7 +201,7 @@ impl Graph {
         eps: f64,
     ) -> Result<NodeId> {
         let s = self.shape_of(x)?;
-        if s.rank() != 4 || groups == 0 || s.0[1] % groups != 0 {
+        if s.rank() != 4 || groups == 0 || !s.0[1].is_multiple_of(groups) {
             return Err(bad("group_norm", format!("{s} with {groups} groups")));
         }
         let (n, c, h, w) = (s.0[0], s.0[1], s.0[2], s.0[3]);

@@ -904,7 +904,7 @@ impl Op {
                 if dx != dg || !dx.is_float() || sx.rank() != 4 || sg.rank() != 4 {
                     return Err(bad("x and g must be 4-d of one float dtype".into()));
                 }
-                if geom.groups == 0 || sx.0[1] % geom.groups != 0 {
+                if geom.groups == 0 || !sx.0[1].is_multiple_of(geom.groups) {
                     return Err(bad("channels not divisible by groups".into()));
                 }
                 let w = Shape(vec![
@@ -943,7 +943,7 @@ fn conv_check(
         return Err("x must be [N, C, H, W] and w [O, C/groups, KH, KW]".into());
     }
     let g = geom.groups;
-    if g == 0 || sx.0[1] % g != 0 || sw.0[0] % g != 0 {
+    if g == 0 || !sx.0[1].is_multiple_of(g) || !sw.0[0].is_multiple_of(g) {
         return Err(format!(
             "channels ({} in, {} out) not divisible by groups {g}",
             sx.0[1], sw.0[0]

@@ -1,0 +1,465 @@
+//! Finite-difference gradient checks in f64 for every differentiable op and for the composite
+//! blocks of the model (RMSNorm, RoPE + attention with a padding mask, SwiGLU, conv2d + group
+//! norm + swish, cross-entropy). Relative error ≤ 1e-6, where the relative error of a gradient
+//! entry is |fd − analytic| / max(|analytic|, 1e-3 · max|analytic| of that tensor): entries far
+//! smaller than the tensor's largest are judged against that scale, since a central difference
+//! with step h has absolute error ~ (h² |f'''| + ε|f|/h), not relative error.
+
+use indexmap::IndexMap;
+use mmada_ir::{
+    autodiff, interp::interpret, BinaryOp, ConvGeom, DType, Graph, NodeId, Op, ReduceOp, Shape,
+    Tensor, UnaryOp,
+};
+use rand::{Rng, SeedableRng};
+
+/// How an input is filled.
+#[derive(Clone)]
+enum Fill {
+    /// Uniform floats in [lo, hi): differentiated.
+    Float(f64, f64),
+    /// Fixed integers: not differentiated.
+    Int(Vec<i64>),
+    /// Fixed booleans: not differentiated.
+    Bool(Vec<bool>),
+}
+
+struct In {
+    name: &'static str,
+    shape: Vec<usize>,
+    fill: Fill,
+}
+
+fn inp(name: &'static str, shape: &[usize], lo: f64, hi: f64) -> In {
+    In {
+        name,
+        shape: shape.to_vec(),
+        fill: Fill::Float(lo, hi),
+    }
+}
+
+/// Checks d(Σ r ⊙ f(inputs))/d(float inputs) against central differences.
+fn check(what: &str, inputs: Vec<In>, f: impl Fn(&mut Graph, &[NodeId]) -> NodeId) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1234);
+    let mut g = Graph::new();
+    let mut ids = Vec::new();
+    let mut values: IndexMap<String, Tensor> = IndexMap::new();
+    let mut wrt = Vec::new();
+    for i in &inputs {
+        let n: usize = i.shape.iter().product();
+        let (dt, t) = match &i.fill {
+            Fill::Float(lo, hi) => {
+                let v: Vec<f64> = (0..n).map(|_| rng.random_range(*lo..*hi)).collect();
+                (
+                    DType::F64,
+                    Tensor::from_f64_vec(i.shape.clone(), v).unwrap(),
+                )
+            }
+            Fill::Int(v) => (
+                DType::I64,
+                Tensor::from_i64(i.shape.clone(), v.clone()).unwrap(),
+            ),
+            Fill::Bool(v) => {
+                let f: Vec<f64> = v.iter().map(|&b| b as u8 as f64).collect();
+                (
+                    DType::Bool,
+                    Tensor::from_f64(DType::Bool, i.shape.clone(), &f).unwrap(),
+                )
+            }
+        };
+        let id = g.param(i.name, dt, i.shape.clone()).unwrap();
+        if dt == DType::F64 {
+            wrt.push((i.name, id));
+        }
+        ids.push(id);
+        values.insert(i.name.to_string(), t);
+    }
+    let y = f(&mut g, &ids);
+    let ys = g.node(y).shape.clone();
+    let r: Vec<f64> = (0..ys.numel())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let r = g.constant_f64(DType::F64, ys.clone(), r).unwrap();
+    let yr = g.mul(y, r).unwrap();
+    let all: Vec<i64> = (0..ys.rank() as i64).collect();
+    let loss = if all.is_empty() {
+        yr
+    } else {
+        g.reduce(ReduceOp::Sum, yr, &all, false).unwrap()
+    };
+    g.set_output("loss", loss).unwrap();
+    let grads = autodiff::grad(&mut g, loss, &wrt.iter().map(|w| w.1).collect::<Vec<_>>()).unwrap();
+    for ((name, _), gid) in wrt.iter().zip(&grads) {
+        g.set_output(&format!("grad_{name}"), *gid).unwrap();
+    }
+    mmada_ir::verify(&g).unwrap();
+    let base = interpret(&g, &values).unwrap();
+    let loss_at = |vals: &IndexMap<String, Tensor>| interpret(&g, vals).unwrap()["loss"].get_f64(0);
+    let mut worst: f64 = 0.0;
+    for (name, _) in &wrt {
+        let an = base[&format!("grad_{name}")].to_f64_vec();
+        let scale = an.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let x = values[*name].to_f64_vec();
+        // Every entry for small tensors, an even sample for large ones.
+        let step = (x.len() / 48).max(1);
+        for k in (0..x.len()).step_by(step) {
+            let h = 1e-5 * x[k].abs().max(1.0);
+            let mut plus = values.clone();
+            let mut minus = values.clone();
+            let mut xp = x.clone();
+            xp[k] += h;
+            plus.insert(
+                name.to_string(),
+                Tensor::from_f64_vec(values[*name].shape().clone(), xp).unwrap(),
+            );
+            let mut xm = x.clone();
+            xm[k] -= h;
+            minus.insert(
+                name.to_string(),
+                Tensor::from_f64_vec(values[*name].shape().clone(), xm).unwrap(),
+            );
+            let fd = (loss_at(&plus) - loss_at(&minus)) / (2.0 * h);
+            let denom = an[k].abs().max(1e-3 * scale).max(1e-12);
+            let e = (fd - an[k]).abs() / denom;
+            assert!(
+                e <= 1e-6,
+                "{what}: d/d{name}[{k}] analytic {} vs finite difference {fd} (rel. error {e:e})",
+                an[k]
+            );
+            worst = worst.max(e);
+        }
+    }
+    eprintln!("{what}: worst relative error {worst:.2e}");
+}
+
+#[test]
+fn unary_ops() {
+    for op in UnaryOp::ALL {
+        let (lo, hi) = match op {
+            UnaryOp::Not => continue,
+            UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => (0.3, 3.0),
+            _ => (-2.0, 2.0),
+        };
+        check(op.name(), vec![inp("x", &[3, 7], lo, hi)], |g, x| {
+            g.unary(op, x[0]).unwrap()
+        });
+    }
+}
+
+#[test]
+fn binary_ops_and_where() {
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ] {
+        check(
+            op.name(),
+            vec![inp("a", &[4, 5], -2.0, 2.0), inp("b", &[4, 5], 0.5, 2.0)],
+            |g, x| g.binary(op, x[0], x[1]).unwrap(),
+        );
+    }
+    let c: Vec<bool> = (0..20).map(|i| i % 3 == 0).collect();
+    check(
+        "where",
+        vec![
+            In {
+                name: "c",
+                shape: vec![4, 5],
+                fill: Fill::Bool(c),
+            },
+            inp("a", &[4, 5], -1.0, 1.0),
+            inp("b", &[4, 5], -1.0, 1.0),
+        ],
+        |g, x| g.where_(x[0], x[1], x[2]).unwrap(),
+    );
+}
+
+#[test]
+fn reductions_and_views() {
+    for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
+        for (axes, keep) in [
+            (vec![1i64], false),
+            (vec![0, 2], true),
+            (vec![0, 1, 2], false),
+        ] {
+            check(
+                &format!("reduce_{} {axes:?}", op.name()),
+                vec![inp("x", &[3, 4, 5], -1.0, 1.0)],
+                |g, x| g.reduce(op, x[0], &axes, keep).unwrap(),
+            );
+        }
+    }
+    check(
+        "matmul",
+        vec![
+            inp("a", &[2, 3, 4], -1.0, 1.0),
+            inp("b", &[2, 4, 5], -1.0, 1.0),
+        ],
+        |g, x| g.matmul(x[0], x[1]).unwrap(),
+    );
+    check(
+        "reshape+permute",
+        vec![inp("x", &[2, 3, 4], -1.0, 1.0)],
+        |g, x| {
+            let r = g.reshape(x[0], [6, 4]).unwrap();
+            g.permute(r, &[1, 0]).unwrap()
+        },
+    );
+    check("broadcast", vec![inp("x", &[3, 1], -1.0, 1.0)], |g, x| {
+        g.broadcast_to(x[0], [2, 3, 4]).unwrap()
+    });
+    check("slice", vec![inp("x", &[4, 6], -1.0, 1.0)], |g, x| {
+        g.add(
+            Op::Slice {
+                start: vec![1, 2],
+                end: vec![3, 5],
+            },
+            &[x[0]],
+        )
+        .unwrap()
+    });
+    check("pad", vec![inp("x", &[2, 3], -1.0, 1.0)], |g, x| {
+        g.pad(x[0], &[1, 0], &[0, 2], 0.5).unwrap()
+    });
+    check(
+        "concat",
+        vec![
+            inp("a", &[2, 3], -1.0, 1.0),
+            inp("b", &[2, 1], -1.0, 1.0),
+            inp("c", &[2, 2], -1.0, 1.0),
+        ],
+        |g, x| g.concat(&[x[0], x[1], x[2]], -1).unwrap(),
+    );
+    for rev in [false, true] {
+        check("cumsum", vec![inp("x", &[3, 5], -1.0, 1.0)], |g, x| {
+            g.cumsum(x[0], 1, rev).unwrap()
+        });
+    }
+}
+
+#[test]
+fn gather_and_scatter() {
+    let idx = vec![2i64, 0, 1, 2, 2, 1, 0, 0];
+    check(
+        "gather",
+        vec![
+            inp("x", &[3, 4], -1.0, 1.0),
+            In {
+                name: "i",
+                shape: vec![2, 4],
+                fill: Fill::Int(idx.clone()),
+            },
+        ],
+        |g, x| g.gather(x[0], x[1], 0).unwrap(),
+    );
+    check(
+        "scatter_add",
+        vec![
+            inp("base", &[3, 4], -1.0, 1.0),
+            In {
+                name: "i",
+                shape: vec![2, 4],
+                fill: Fill::Int(idx),
+            },
+            inp("src", &[2, 4], -1.0, 1.0),
+        ],
+        |g, x| g.scatter_add(x[0], x[1], x[2], 0).unwrap(),
+    );
+}
+
+#[test]
+fn convolutions() {
+    for geom in [
+        ConvGeom {
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            groups: 1,
+        },
+        ConvGeom {
+            stride: [2, 2],
+            padding: [0, 1, 0, 1],
+            groups: 1,
+        }, // MAGVIT downsample
+        ConvGeom {
+            stride: [1, 2],
+            padding: [2, 0, 1, 1],
+            groups: 2,
+        },
+    ] {
+        check(
+            &format!("conv2d {geom:?}"),
+            vec![
+                inp("x", &[2, 4, 5, 6], -1.0, 1.0),
+                inp("w", &[6, 4 / geom.groups, 3, 3], -1.0, 1.0),
+            ],
+            |g, x| g.conv2d(x[0], x[1], geom).unwrap(),
+        );
+    }
+    // The gradient ops are differentiable too (double backward).
+    let geom = ConvGeom {
+        stride: [2, 1],
+        padding: [1, 0, 1, 1],
+        groups: 1,
+    };
+    check(
+        "conv2d_input_grad",
+        vec![
+            inp("g", &[1, 3, 2, 5], -1.0, 1.0),
+            inp("w", &[3, 2, 3, 3], -1.0, 1.0),
+        ],
+        |g, x| {
+            g.add(
+                Op::Conv2dInputGrad {
+                    geom,
+                    input_hw: [5, 5],
+                },
+                &[x[0], x[1]],
+            )
+            .unwrap()
+        },
+    );
+    check(
+        "conv2d_weight_grad",
+        vec![
+            inp("x", &[1, 2, 5, 5], -1.0, 1.0),
+            inp("g", &[1, 3, 2, 5], -1.0, 1.0),
+        ],
+        |g, x| {
+            g.add(
+                Op::Conv2dWeightGrad {
+                    geom,
+                    kernel_hw: [3, 3],
+                },
+                &[x[0], x[1]],
+            )
+            .unwrap()
+        },
+    );
+}
+
+#[test]
+fn composite_blocks() {
+    check(
+        "rms_norm",
+        vec![inp("x", &[3, 8], -1.0, 1.0), inp("w", &[8], 0.5, 1.5)],
+        |g, x| g.rms_norm(x[0], x[1], 1e-5).unwrap(),
+    );
+    check("softmax", vec![inp("x", &[3, 6], -2.0, 2.0)], |g, x| {
+        g.softmax(x[0], -1).unwrap()
+    });
+    check("log_softmax", vec![inp("x", &[3, 6], -2.0, 2.0)], |g, x| {
+        g.log_softmax(x[0], -1).unwrap()
+    });
+    let mask = vec![
+        true, true, true, false, true, true, false, false, true, true,
+    ];
+    check(
+        "rope+attention+padding mask",
+        vec![
+            inp("q", &[2, 2, 5, 4], -1.0, 1.0),
+            inp("k", &[2, 2, 5, 4], -1.0, 1.0),
+            inp("v", &[2, 2, 5, 4], -1.0, 1.0),
+            In {
+                name: "m",
+                shape: vec![2, 5],
+                fill: Fill::Bool(mask),
+            },
+        ],
+        |g, x| {
+            let q = g.rope(x[0], 500000.0).unwrap();
+            let k = g.rope(x[1], 500000.0).unwrap();
+            g.attention(q, k, x[2], Some(x[3]), 0.5).unwrap()
+        },
+    );
+    check(
+        "swiglu",
+        vec![
+            inp("x", &[2, 3, 4], -1.0, 1.0),
+            inp("wg", &[6, 4], -1.0, 1.0),
+            inp("wu", &[6, 4], -1.0, 1.0),
+            inp("wd", &[4, 6], -1.0, 1.0),
+        ],
+        |g, x| g.swiglu(x[0], x[1], x[2], x[3]).unwrap(),
+    );
+    check(
+        "conv2d+group_norm+swish",
+        vec![
+            inp("x", &[2, 4, 5, 5], -1.0, 1.0),
+            inp("w", &[4, 4, 3, 3], -0.5, 0.5),
+            inp("gamma", &[4], 0.5, 1.5),
+            inp("beta", &[4], -0.5, 0.5),
+        ],
+        |g, x| {
+            let geom = ConvGeom {
+                stride: [1, 1],
+                padding: [1, 1, 1, 1],
+                groups: 1,
+            };
+            let c = g.conv2d(x[0], x[1], geom).unwrap();
+            let n = g.group_norm(c, x[2], x[3], 2, 1e-6).unwrap();
+            g.silu(n).unwrap()
+        },
+    );
+    check(
+        "cross_entropy",
+        vec![
+            inp("logits", &[2, 3, 7], -3.0, 3.0),
+            In {
+                name: "y",
+                shape: vec![2, 3],
+                fill: Fill::Int(vec![0, 6, 3, 2, 2, 5]),
+            },
+        ],
+        |g, x| g.cross_entropy(x[0], x[1]).unwrap(),
+    );
+    check(
+        "embedding",
+        vec![
+            inp("table", &[5, 3], -1.0, 1.0),
+            In {
+                name: "ids",
+                shape: vec![2, 2],
+                fill: Fill::Int(vec![4, 0, 4, 2]),
+            },
+        ],
+        |g, x| g.embedding(x[0], x[1]).unwrap(),
+    );
+    check(
+        "upsample+std",
+        vec![inp("x", &[1, 2, 2, 3], -1.0, 1.0)],
+        |g, x| {
+            let u = g.upsample_nearest2x(x[0]).unwrap();
+            g.std(u, -1, false, true).unwrap()
+        },
+    );
+}
+
+#[test]
+fn gradients_of_unconnected_inputs_are_zero_and_fused_ops_are_rejected() {
+    let mut g = Graph::new();
+    let a = g.param("a", DType::F64, [3]).unwrap();
+    let b = g.param("b", DType::F64, [2]).unwrap();
+    let l = g.reduce(ReduceOp::Sum, a, &[0], false).unwrap();
+    let gr = autodiff::grad(&mut g, l, &[a, b]).unwrap();
+    g.set_output("gb", gr[1]).unwrap();
+    let mut ins = IndexMap::new();
+    ins.insert(
+        "a".to_string(),
+        Tensor::from_f64_vec([3], vec![1.0, 2.0, 3.0]).unwrap(),
+    );
+    ins.insert(
+        "b".to_string(),
+        Tensor::from_f64_vec([2], vec![1.0, 2.0]).unwrap(),
+    );
+    assert_eq!(
+        interpret(&g, &ins).unwrap()["gb"].to_f64_vec(),
+        vec![0.0, 0.0]
+    );
+    let v = g.param("v", DType::F64, [2, 2]).unwrap();
+    let e = autodiff::grad(&mut g, v, &[v]).unwrap_err().to_string();
+    assert!(e.contains("scalar"), "{e}");
+    let _ = Shape::scalar();
+}
