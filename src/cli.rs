@@ -103,6 +103,16 @@ enum Cmd {
         /// The artifact.
         artifact: PathBuf,
     },
+    /// Compile the built-in check graphs (every op kind, random streams, a transformer block
+    /// with its gradients), run them on this machine and compare with the interpreter.
+    Selfcheck {
+        /// cpu or cuda (default: cuda when a device is present, else cpu).
+        #[arg(long)]
+        target: Option<RunTarget>,
+        /// Instead of running, write artifacts (PTX only), inputs and expected outputs here.
+        #[arg(long)]
+        write_bundle: Option<PathBuf>,
+    },
     /// Compile the embedded example, run it compiled and on the reference interpreter, and
     /// compare.
     Demo {
@@ -427,6 +437,96 @@ fn cmd_demo(target: Option<RunTarget>, seed: u64) -> Result<(), CliError> {
     Ok(())
 }
 
+fn graph_inputs(g: &mmada_ir::Graph) -> Vec<(String, DType, Vec<usize>)> {
+    g.inputs()
+        .into_iter()
+        .filter_map(|id| {
+            let n = g.node(id);
+            match &n.op {
+                mmada_ir::Op::Input { name, .. } => {
+                    Some((name.clone(), n.dtype, n.shape.0.clone()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn cmd_selfcheck(target: Option<RunTarget>, bundle: Option<PathBuf>) -> Result<(), CliError> {
+    let graphs = mmada_models::selfcheck::graphs()?;
+    if let Some(dir) = bundle {
+        std::fs::create_dir_all(&dir).map_err(|e| mmada_codegen::CodegenError::io(&dir, e))?;
+        for (name, g, tol) in &graphs {
+            let art = compile(
+                g,
+                &CompileOptions {
+                    name: name.to_string(),
+                    backend: BackendOptions {
+                        host: None,
+                        gpu_archs: vec![80, 90],
+                        ..BackendOptions::default()
+                    },
+                    ptx_check: PtxCheck::Auto,
+                },
+            )?;
+            art.write(&dir.join(format!("{name}.mmada")))?;
+            let ins = random_inputs(&graph_inputs(g), 7)?;
+            tensor_io::write_safetensors(&dir.join(format!("{name}.in.safetensors")), &ins)?;
+            let want = interp::interpret(g, &ins)?;
+            tensor_io::write_safetensors(&dir.join(format!("{name}.ref.safetensors")), &want)?;
+            println!("{name} {tol}");
+        }
+        return Ok(());
+    }
+    let target = target_of(target);
+    println!(
+        "{:<14} {:>8} {:>12} {:>10}  result",
+        "graph", "kernels", "max error", "tolerance"
+    );
+    let mut failed = Vec::new();
+    for (name, g, tol) in &graphs {
+        let opts = BackendOptions {
+            host: Some(HostCpu::native()),
+            gpu_archs: vec![80, 90],
+            ..BackendOptions::default()
+        };
+        let art = compile(
+            g,
+            &CompileOptions {
+                name: name.to_string(),
+                backend: opts,
+                ptx_check: PtxCheck::Auto,
+            },
+        )?;
+        let kernels = art.manifest.kernels.len();
+        let ins = random_inputs(&graph_inputs(g), 7)?;
+        let want = interp::interpret(g, &ins)?;
+        let mut exe = mmada_runtime::open_artifact(art, target)?;
+        let got = exe.run(&ins)?;
+        let worst = want
+            .iter()
+            .map(|(n, w)| max_rel_error(&got[n], w, 1.0))
+            .fold(0.0, f64::max);
+        let ok = worst <= *tol;
+        if !ok {
+            failed.push(name.to_string());
+        }
+        println!(
+            "{name:<14} {kernels:>8} {worst:>12.2e} {tol:>10.0e}  {} ({})",
+            if ok { "ok" } else { "FAILED" },
+            exe.target()
+        );
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "selfcheck failed: {}",
+            failed.join(", ")
+        )))
+    }
+}
+
 pub fn main() -> Result<(), CliError> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -452,5 +552,9 @@ pub fn main() -> Result<(), CliError> {
         } => cmd_inputs(&artifact, &output, seed),
         Cmd::Inspect { artifact } => cmd_inspect(&artifact),
         Cmd::Demo { target, seed } => cmd_demo(target, seed),
+        Cmd::Selfcheck {
+            target,
+            write_bundle,
+        } => cmd_selfcheck(target, write_bundle),
     }
 }

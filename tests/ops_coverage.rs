@@ -8,7 +8,7 @@
 mod common;
 
 use common::all_ops_graph;
-use mmada_ir::{interp, max_rel_error, DType, Graph, Op, RngDist};
+use mmada_ir::{interp, max_rel_error, DType, Op};
 use mmada_runtime::{open_artifact, Target};
 use std::collections::BTreeSet;
 
@@ -48,7 +48,7 @@ const USER_KINDS: usize = 24;
 
 #[test]
 fn every_op_kind_is_present_lowered_and_correct() {
-    for dt in [DType::F32, DType::BF16] {
+    for dt in [DType::F32, DType::BF16, DType::F16] {
         let g = all_ops_graph(dt);
         let kinds: BTreeSet<usize> = g
             .node_ids()
@@ -85,16 +85,7 @@ fn every_op_kind_is_present_lowered_and_correct() {
 
 #[test]
 fn random_streams_are_bit_identical_to_the_interpreter() {
-    let mut g = Graph::new();
-    let seed = g.input("seed", DType::I64, Vec::<usize>::new()).unwrap();
-    let off = g.input("offset", DType::I64, Vec::<usize>::new()).unwrap();
-    for (i, dist) in [RngDist::Uniform, RngDist::Normal, RngDist::Gumbel]
-        .into_iter()
-        .enumerate()
-    {
-        let r = g.rng(dist, i as u32, seed, off, [97, 103]).unwrap();
-        g.set_output(&format!("{dist:?}"), r).unwrap();
-    }
+    let g = mmada_models::selfcheck::rng_graph().unwrap();
     let art = common::compile_all(&g);
     let mut exe = open_artifact(art, Target::Cpu).unwrap();
     for (s, o) in [(0i64, 0i64), (10086, 123_456_789), (-1, i64::MAX - 5000)] {
@@ -115,6 +106,24 @@ fn random_streams_are_bit_identical_to_the_interpreter() {
                 a == b,
                 "{name} (seed {s}, offset {o}): compiled bits differ from the interpreter"
             );
+        }
+    }
+}
+
+#[test]
+fn compiled_gradients_of_a_transformer_block_match_the_interpreter() {
+    // Differentiated before fusion: fused kernels mix forward and backward nodes.
+    let g = mmada_models::selfcheck::block_grad_graph().unwrap();
+    let art = common::compile_all(&g);
+    let mut exe = open_artifact(art, Target::Cpu).unwrap();
+    for seed in [3u64, 4] {
+        // Random integers are in [0, 10): valid labels for the vocabulary of 11.
+        let ins = common::random_inputs(&g, seed, -1.0, 1.0);
+        let want = interp::interpret(&g, &ins).unwrap();
+        let got = exe.run(&ins).unwrap();
+        for (name, w) in &want {
+            let e = max_rel_error(&got[name], w, 1e-2);
+            assert!(e <= 1e-4, "{name}: {e:e}");
         }
     }
 }

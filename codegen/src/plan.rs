@@ -7,7 +7,7 @@
 use crate::kernels;
 use crate::kir::Kernel;
 use crate::CodegenError;
-use mmada_ir::{DType, Graph, NodeId, Op, Shape, Tensor};
+use mmada_ir::{DType, Graph, NodeId, Op, Role, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -43,6 +43,10 @@ pub struct BufferDesc {
     pub kind: BufferKind,
 }
 
+fn data_role() -> Role {
+    Role::Data
+}
+
 /// A named tensor bound to a buffer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
@@ -54,6 +58,22 @@ pub struct Binding {
     pub dtype: DType,
     /// Shape.
     pub shape: Shape,
+    /// For inputs: data (fed every run), parameter or state (may stay resident between runs).
+    #[serde(default = "data_role")]
+    pub role: Role,
+}
+
+/// After a run, output buffer `from` is copied into input buffer `to` (in-place update).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    /// Output name.
+    pub output: String,
+    /// Input name.
+    pub input: String,
+    /// Source buffer.
+    pub from: usize,
+    /// Destination buffer.
+    pub to: usize,
 }
 
 /// One kernel launch.
@@ -82,6 +102,9 @@ pub struct Plan {
     pub outputs: Vec<Binding>,
     /// Launches in execution order.
     pub launches: Vec<Launch>,
+    /// In-place updates applied after the launches.
+    #[serde(default)]
+    pub updates: Vec<Update>,
 }
 
 /// A plan with its kernels and constant data.
@@ -140,13 +163,14 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
             plan.buffers.len() - 1
         };
         match &n.op {
-            Op::Input { name, .. } => {
+            Op::Input { name, role } => {
                 let b = new_buffer(&mut plan, BufferKind::Input { name: name.clone() });
                 plan.inputs.push(Binding {
                     name: name.clone(),
                     buffer: b,
                     dtype: n.dtype,
                     shape: n.shape.clone(),
+                    role: *role,
                 });
                 buf_of.insert(id, b);
             }
@@ -218,7 +242,30 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
             buffer: buf_of[id],
             dtype: n.dtype,
             shape: n.shape.clone(),
+            role: Role::Data,
         });
+    }
+    for (out, inp) in g.updates() {
+        let from = plan
+            .outputs
+            .iter()
+            .find(|b| &b.name == out)
+            .map(|b| b.buffer);
+        let to = plan
+            .inputs
+            .iter()
+            .find(|b| &b.name == inp)
+            .map(|b| b.buffer);
+        if let (Some(from), Some(to)) = (from, to) {
+            if from != to {
+                plan.updates.push(Update {
+                    output: out.clone(),
+                    input: inp.clone(),
+                    from,
+                    to,
+                });
+            }
+        }
     }
     Ok(Planned {
         plan,

@@ -33,6 +33,7 @@ pub struct Node {
 pub struct Graph {
     g: StableDiGraph<Node, u32, u32>,
     outputs: Vec<(String, NodeId)>,
+    updates: Vec<(String, String)>,
 }
 
 impl Graph {
@@ -141,6 +142,55 @@ impl Graph {
     /// Named outputs in declaration order.
     pub fn outputs(&self) -> &[(String, NodeId)] {
         &self.outputs
+    }
+
+    /// Declares that output `output` is the new value of input `input` (a parameter or state
+    /// tensor of the same dtype and shape): compiled executors write it back in place, so the
+    /// input stays resident on the device from one run to the next (optimiser steps).
+    pub fn set_update(&mut self, output: &str, input: &str) -> Result<()> {
+        let out = self
+            .outputs
+            .iter()
+            .find(|(n, _)| n == output)
+            .map(|o| o.1)
+            .ok_or_else(|| IrError::Input {
+                name: output.into(),
+                msg: "no such output to update an input with".into(),
+            })?;
+        let inp = self.input_by_name(input).ok_or_else(|| IrError::Input {
+            name: input.into(),
+            msg: "no such input to update".into(),
+        })?;
+        let (a, b) = (self.node(out), self.node(inp));
+        if a.dtype != b.dtype || a.shape != b.shape {
+            return Err(IrError::Input {
+                name: input.into(),
+                msg: format!(
+                    "is {}{} but output '{output}' is {}{}",
+                    b.dtype, b.shape, a.dtype, a.shape
+                ),
+            });
+        }
+        if !matches!(
+            b.op,
+            Op::Input {
+                role: Role::Param | Role::State,
+                ..
+            }
+        ) {
+            return Err(IrError::Input {
+                name: input.into(),
+                msg: "only parameter or state inputs can be updated in place".into(),
+            });
+        }
+        self.updates.retain(|(_, i)| i != input);
+        self.updates.push((output.to_string(), input.to_string()));
+        Ok(())
+    }
+
+    /// In-place updates as (output, input) pairs.
+    pub fn updates(&self) -> &[(String, String)] {
+        &self.updates
     }
 
     /// The node, or an error naming the id.

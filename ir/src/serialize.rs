@@ -20,6 +20,8 @@ struct SerialGraph {
     version: u32,
     nodes: Vec<SerialNode>,
     outputs: Vec<SerialOutput>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    updates: Vec<(String, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,6 +74,7 @@ pub fn to_json(g: &Graph) -> Result<String> {
         version: GRAPH_VERSION,
         nodes,
         outputs,
+        updates: g.updates().to_vec(),
     };
     serde_json::to_string(&sg).map_err(|e| IrError::Decode(format!("encode: {e}")))
 }
@@ -133,6 +136,9 @@ pub fn from_json(text: &str) -> Result<Graph> {
             IrError::Decode(format!("output '{}' names missing node {}", o.name, o.node))
         })?;
         g.set_output(&o.name, id)?;
+    }
+    for (out, inp) in &sg.updates {
+        g.set_update(out, inp)?;
     }
     verify(&g)?;
     Ok(g)

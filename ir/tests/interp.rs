@@ -210,3 +210,85 @@ fn bad_inputs_name_the_input() {
         assert!(e.contains(needle), "{e}");
     }
 }
+
+#[test]
+fn elementwise_ops_match_f64_computations() {
+    let n = 257;
+    let a: Vec<f32> = rand_vec(n, 21).into_iter().map(|v| v * 3.0).collect();
+    let b: Vec<f32> = rand_vec(n, 22).into_iter().map(|v| v * 2.0 + 2.5).collect();
+    let mut g = Graph::new();
+    let x = g.input("a", DType::F32, [n]).unwrap();
+    let y = g.input("b", DType::F32, [n]).unwrap();
+    for op in UnaryOp::ALL {
+        if op != UnaryOp::Not {
+            let src = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt) {
+                y
+            } else {
+                x
+            };
+            let o = g.unary(op, src).unwrap();
+            g.set_output(op.name(), o).unwrap();
+        }
+    }
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ] {
+        let o = g.binary(op, x, y).unwrap();
+        g.set_output(op.name(), o).unwrap();
+    }
+    let c = g.compare(mmada_ir::CompareOp::Le, x, y).unwrap();
+    g.set_output("le", c).unwrap();
+    let w = g.where_(c, x, y).unwrap();
+    g.set_output("where", w).unwrap();
+    let ci = g.cast(x, DType::I32).unwrap();
+    g.set_output("cast_i32", ci).unwrap();
+    let out = run(
+        &g,
+        vec![
+            ("a", Tensor::from_f32([n], a.clone()).unwrap()),
+            ("b", Tensor::from_f32([n], b.clone()).unwrap()),
+        ],
+    );
+    let close = |got: f32, want: f64, what: &str| {
+        let tol = 2.5e-7 * want.abs().max(1e-30) + 1e-37;
+        assert!((got as f64 - want).abs() <= tol, "{what}: {got} vs {want}");
+    };
+    for i in 0..n {
+        let (p, q) = (a[i] as f64, b[i] as f64);
+        for (name, want) in [
+            ("neg", -p),
+            ("abs", p.abs()),
+            ("exp", p.exp()),
+            ("log", q.ln()),
+            ("sin", p.sin()),
+            ("cos", p.cos()),
+            ("sqrt", q.sqrt()),
+            ("rsqrt", 1.0 / q.sqrt()),
+            ("recip", 1.0 / p),
+            ("floor", p.floor()),
+            ("sigmoid", 1.0 / (1.0 + (-p).exp())),
+            ("add", p + q),
+            ("sub", p - q),
+            ("mul", p * q),
+            ("div", p / q),
+            ("max", p.max(q)),
+            ("min", p.min(q)),
+            ("where", if p <= q { p } else { q }),
+        ] {
+            // sin/cos near zero crossings are compared absolutely.
+            let got = out[name].to_f32_vec()[i];
+            if matches!(name, "sin" | "cos") {
+                assert!((got as f64 - want).abs() < 2e-7, "{name}");
+            } else {
+                close(got, want, name);
+            }
+        }
+        assert_eq!(out["le"].to_bool_vec()[i], p <= q);
+        assert_eq!(out["cast_i32"].to_i64_vec()[i], p.trunc() as i64);
+    }
+}

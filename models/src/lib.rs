@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod expr;
+pub mod selfcheck;
 pub mod spec;
 
 pub use error::SpecError;

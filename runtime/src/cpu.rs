@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 use mmada_codegen::plan::BufferKind;
 use mmada_ir::Tensor;
 use rayon::prelude::*;
+use std::collections::HashSet;
 
 type Entry = unsafe extern "C" fn(*const *mut u8, i64, i64);
 
@@ -46,10 +47,12 @@ unsafe impl Sync for Args {}
 pub struct CpuExecutor {
     exe: Executable,
     _dir: tempfile::TempDir,
-    lib: libloading::Library,
+    /// Keeps the host library loaded while `entries` point into it.
+    _lib: libloading::Library,
     entries: Vec<Entry>,
     buffers: Vec<HostBuffer>,
     threads: usize,
+    resident: HashSet<String>,
 }
 
 impl CpuExecutor {
@@ -94,10 +97,11 @@ impl CpuExecutor {
         Ok(CpuExecutor {
             exe,
             _dir: dir,
-            lib,
+            _lib: lib,
             entries,
             buffers,
             threads,
+            resident: HashSet::new(),
         })
     }
 }
@@ -111,13 +115,9 @@ impl Executor for CpuExecutor {
         &mut self,
         inputs: &IndexMap<String, Tensor>,
     ) -> Result<IndexMap<String, Tensor>, RuntimeError> {
-        self.exe.check_inputs(inputs)?;
-        let _ = &self.lib;
-        for b in &self.exe.plan.inputs {
-            let t = &inputs[&b.name];
-            self.buffers[b.buffer]
-                .as_bytes_mut()
-                .copy_from_slice(&t.to_le_bytes());
+        self.exe.check_inputs_with(inputs, &self.resident)?;
+        for (name, t) in inputs {
+            self.set_input(name, t)?;
         }
         for (l, &entry) in self.exe.plan.launches.iter().zip(&self.entries) {
             let args = Args(l.args.iter().map(|&a| self.buffers[a].ptr()).collect());
@@ -146,6 +146,37 @@ impl Executor for CpuExecutor {
                 Tensor::from_le_bytes(b.dtype, b.shape.clone(), self.buffers[b.buffer].as_bytes())?;
             out.insert(b.name.clone(), t);
         }
+        for u in &self.exe.plan.updates {
+            let src = self.buffers[u.from].as_bytes().to_vec();
+            self.buffers[u.to].as_bytes_mut().copy_from_slice(&src);
+        }
         Ok(out)
+    }
+
+    fn set_input(&mut self, name: &str, t: &Tensor) -> Result<(), RuntimeError> {
+        let buf = self.exe.check_input(name, t)?;
+        self.buffers[buf]
+            .as_bytes_mut()
+            .copy_from_slice(&t.to_le_bytes());
+        self.resident.insert(name.to_string());
+        Ok(())
+    }
+
+    fn get_input(&mut self, name: &str) -> Result<Tensor, RuntimeError> {
+        let b = self
+            .exe
+            .plan
+            .inputs
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| RuntimeError::Input {
+                name: name.into(),
+                msg: "the graph has no such input".into(),
+            })?;
+        Ok(Tensor::from_le_bytes(
+            b.dtype,
+            b.shape.clone(),
+            self.buffers[b.buffer].as_bytes(),
+        )?)
     }
 }

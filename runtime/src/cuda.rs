@@ -13,6 +13,7 @@ use cudarc::driver::{
 use indexmap::IndexMap;
 use mmada_codegen::plan::BufferKind;
 use mmada_ir::Tensor;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 fn cuda_err(e: impl std::fmt::Debug) -> RuntimeError {
@@ -36,6 +37,7 @@ pub struct CudaExecutor {
     buffers: Vec<CudaSlice<u8>>,
     device: String,
     arch: u32,
+    resident: HashSet<String>,
 }
 
 impl CudaExecutor {
@@ -103,6 +105,7 @@ impl CudaExecutor {
             buffers,
             device,
             arch,
+            resident: HashSet::new(),
         })
     }
 
@@ -145,12 +148,9 @@ impl Executor for CudaExecutor {
         &mut self,
         inputs: &IndexMap<String, Tensor>,
     ) -> Result<IndexMap<String, Tensor>, RuntimeError> {
-        self.exe.check_inputs(inputs)?;
-        for b in &self.exe.plan.inputs {
-            let bytes = inputs[&b.name].to_le_bytes();
-            self.stream
-                .memcpy_htod(&bytes, &mut self.buffers[b.buffer])
-                .map_err(cuda_err)?;
+        self.exe.check_inputs_with(inputs, &self.resident)?;
+        for (name, t) in inputs {
+            self.set_input(name, t)?;
         }
         self.launch_all()?;
         let mut out = IndexMap::new();
@@ -165,6 +165,47 @@ impl Executor for CudaExecutor {
                 Tensor::from_le_bytes(b.dtype, b.shape.clone(), &bytes)?,
             );
         }
+        for u in self.exe.plan.updates.clone() {
+            // Two distinct buffers (the planner drops updates of a buffer onto itself).
+            let (from, to) = (u.from, u.to);
+            let src = std::mem::replace(
+                &mut self.buffers[from],
+                self.stream.null().map_err(cuda_err)?,
+            );
+            let res = self.stream.memcpy_dtod(&src, &mut self.buffers[to]);
+            self.buffers[from] = src;
+            res.map_err(cuda_err)?;
+        }
         Ok(out)
+    }
+
+    fn set_input(&mut self, name: &str, t: &Tensor) -> Result<(), RuntimeError> {
+        let buf = self.exe.check_input(name, t)?;
+        let bytes = t.to_le_bytes();
+        self.stream
+            .memcpy_htod(&bytes, &mut self.buffers[buf])
+            .map_err(cuda_err)?;
+        self.resident.insert(name.to_string());
+        Ok(())
+    }
+
+    fn get_input(&mut self, name: &str) -> Result<Tensor, RuntimeError> {
+        let b = self
+            .exe
+            .plan
+            .inputs
+            .iter()
+            .find(|b| b.name == name)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Input {
+                name: name.into(),
+                msg: "the graph has no such input".into(),
+            })?;
+        let mut bytes = self
+            .stream
+            .clone_dtoh(&self.buffers[b.buffer])
+            .map_err(cuda_err)?;
+        bytes.truncate(b.shape.numel() * b.dtype.size_bytes());
+        Ok(Tensor::from_le_bytes(b.dtype, b.shape.clone(), &bytes)?)
     }
 }

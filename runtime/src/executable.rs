@@ -5,7 +5,8 @@ use crate::RuntimeError;
 use indexmap::IndexMap;
 use mmada_codegen::artifact::Artifact;
 use mmada_codegen::plan::{BufferKind, Plan};
-use mmada_ir::Tensor;
+use mmada_ir::{Role, Tensor};
+use std::collections::HashSet;
 
 /// What every executor needs from an artifact.
 pub struct Executable {
@@ -48,6 +49,58 @@ impl Executable {
         })
     }
 
+    /// Checks one input tensor against its binding; returns its buffer.
+    pub fn check_input(&self, name: &str, t: &Tensor) -> Result<usize, RuntimeError> {
+        let b = self
+            .plan
+            .inputs
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.plan.inputs.iter().map(|b| b.name.as_str()).collect();
+                RuntimeError::Input {
+                    name: name.to_string(),
+                    msg: format!("the graph has no such input (inputs: {})", known.join(", ")),
+                }
+            })?;
+        if t.dtype() != b.dtype || t.shape() != &b.shape {
+            return Err(RuntimeError::Input {
+                name: name.to_string(),
+                msg: format!(
+                    "expected {}{}, got {}{}",
+                    b.dtype,
+                    b.shape,
+                    t.dtype(),
+                    t.shape()
+                ),
+            });
+        }
+        Ok(b.buffer)
+    }
+
+    /// Checks that `inputs` hold every data input and every parameter/state input not yet
+    /// `resident`, each with the right dtype and shape, and nothing unknown.
+    pub fn check_inputs_with(
+        &self,
+        inputs: &IndexMap<String, Tensor>,
+        resident: &HashSet<String>,
+    ) -> Result<(), RuntimeError> {
+        for (name, t) in inputs {
+            self.check_input(name, t)?;
+        }
+        for b in &self.plan.inputs {
+            let kept = b.role != Role::Data && resident.contains(&b.name);
+            if inputs.contains_key(&b.name) || kept {
+                continue;
+            }
+            return Err(RuntimeError::Input {
+                name: b.name.clone(),
+                msg: format!("missing (expected {}{})", b.dtype, b.shape),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that `inputs` are exactly the graph's inputs with the right dtypes and shapes.
     pub fn check_inputs(&self, inputs: &IndexMap<String, Tensor>) -> Result<(), RuntimeError> {
         for name in inputs.keys() {
@@ -82,6 +135,10 @@ impl Executable {
 }
 
 /// Runs a compiled graph.
+///
+/// Parameter and state inputs are resident: once given (to [`Executor::set_input`] or to a
+/// run) they stay in the executor's buffers, later runs may omit them, and outputs declared as
+/// their in-place updates overwrite them at the end of each run.
 pub trait Executor {
     /// "cpu" or "cuda".
     fn target(&self) -> &'static str;
@@ -90,4 +147,8 @@ pub trait Executor {
         &mut self,
         inputs: &IndexMap<String, Tensor>,
     ) -> Result<IndexMap<String, Tensor>, RuntimeError>;
+    /// Sets an input's value without running (parameters and state stay resident).
+    fn set_input(&mut self, name: &str, t: &Tensor) -> Result<(), RuntimeError>;
+    /// Reads the current value of an input (e.g. a parameter after some update steps).
+    fn get_input(&mut self, name: &str) -> Result<Tensor, RuntimeError>;
 }

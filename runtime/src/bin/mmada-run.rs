@@ -34,6 +34,9 @@ struct Args {
     /// Largest accepted relative error against --expect.
     #[arg(long, default_value_t = 1e-5)]
     tol: f64,
+    /// Denominator floor of the relative error (values below it are compared absolutely).
+    #[arg(long, default_value_t = 1e-30)]
+    floor: f64,
     /// Timed repetitions (median reported) after one warm-up.
     #[arg(long, default_value_t = 0)]
     repeat: usize,
@@ -99,7 +102,7 @@ fn run() -> Result<bool, String> {
             let got = outputs
                 .get(n)
                 .ok_or_else(|| format!("expected output '{n}' was not produced"))?;
-            w = w.max(max_rel_error(got, t, 1e-30));
+            w = w.max(max_rel_error(got, t, a.floor));
         }
         ok = w <= a.tol;
         worst = Some(w);
