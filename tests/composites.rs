@@ -9,7 +9,11 @@ use mmada_ir::{interp::interpret, max_rel_error, DType, Graph, Tensor};
 use mmada_runtime::{open_artifact, Target};
 use rand::{Rng, SeedableRng};
 
-fn compiled_equals_interpreter(g: &Graph, ins: &IndexMap<String, Tensor>, tol: f64) -> IndexMap<String, Tensor> {
+fn compiled_equals_interpreter(
+    g: &Graph,
+    ins: &IndexMap<String, Tensor>,
+    tol: f64,
+) -> IndexMap<String, Tensor> {
     let want = interpret(g, ins).unwrap();
     let art = common::compile_all(g);
     let got = open_artifact(art, Target::Cpu).unwrap().run(ins).unwrap();
@@ -24,7 +28,9 @@ fn compiled_equals_interpreter(g: &Graph, ins: &IndexMap<String, Tensor>, tol: f
 fn lfq_codes_and_decode_follow_the_spec() {
     let (b, c, h, w) = (2, 13, 3, 5);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
-    let z: Vec<f32> = (0..b * c * h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let z: Vec<f32> = (0..b * c * h * w)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let mut g = Graph::new();
     let zi = g.input("z", DType::F32, [b, c, h, w]).unwrap();
     let codes = g.lfq_codes(zi).unwrap();
@@ -32,7 +38,10 @@ fn lfq_codes_and_decode_follow_the_spec() {
     g.set_output("codes", codes).unwrap();
     g.set_output("bits", bits).unwrap();
     let mut ins = IndexMap::new();
-    ins.insert("z".to_string(), Tensor::from_f32([b, c, h, w], z.clone()).unwrap());
+    ins.insert(
+        "z".to_string(),
+        Tensor::from_f32([b, c, h, w], z.clone()).unwrap(),
+    );
     let out = compiled_equals_interpreter(&g, &ins, 0.0);
     let codes = out["codes"].to_i64_vec();
     let bits = out["bits"].to_f32_vec();
@@ -76,8 +85,9 @@ fn masked_mean_clip_and_group_std() {
         let mean = row.iter().sum::<f64>() / 9.0;
         let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 8.0;
         assert!((out["std"].get_f64(r) - var.sqrt()).abs() < 1e-6);
-        for j in 0..9 {
-            assert_eq!(out["clip"].get_f64(r * 9 + j), row[j].clamp(-0.25, 0.5) as f32 as f64);
+        for (j, v) in row.iter().enumerate() {
+            let want = v.clamp(-0.25, 0.5) as f32 as f64;
+            assert_eq!(out["clip"].get_f64(r * 9 + j), want);
         }
     }
 }
@@ -96,7 +106,10 @@ fn gumbel_max_sampling_follows_the_softmax() {
     let mut ins = IndexMap::new();
     let lv: Vec<f32> = (0..rows).flat_map(|_| logits).collect();
     ins.insert("l".to_string(), Tensor::from_f32([rows, v], lv).unwrap());
-    ins.insert("seed".to_string(), Tensor::from_i64(Vec::<usize>::new(), vec![10086]).unwrap());
+    ins.insert(
+        "seed".to_string(),
+        Tensor::from_i64(Vec::<usize>::new(), vec![10086]).unwrap(),
+    );
     let out = compiled_equals_interpreter(&g, &ins, 0.0);
     let s = out["s"].to_i64_vec();
     let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
@@ -105,6 +118,9 @@ fn gumbel_max_sampling_follows_the_softmax() {
         let f = s.iter().filter(|&&x| x == k as i64).count() as f64 / rows as f64;
         // 4 standard errors.
         let se = (p * (1.0 - p) / rows as f64).sqrt();
-        assert!((f - p).abs() < 4.0 * se, "category {k}: frequency {f} vs probability {p}");
+        assert!(
+            (f - p).abs() < 4.0 * se,
+            "category {k}: frequency {f} vs probability {p}"
+        );
     }
 }

@@ -63,7 +63,9 @@ pub struct Binding {
     pub role: Role,
 }
 
-/// After a run, output buffer `from` is copied into input buffer `to` (in-place update).
+/// After a run, output buffer `from` is copied into input buffer `to` (in-place update; when
+/// `from == to` the kernel already wrote the input's buffer). Update outputs are not returned
+/// by a run: read the input instead.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
     /// Output name.
@@ -74,6 +76,15 @@ pub struct Update {
     pub from: usize,
     /// Destination buffer.
     pub to: usize,
+}
+
+/// A host library routine that computes a launch on the CPU instead of its generated kernel
+/// (the kernel still serves the GPU).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum HostCall {
+    /// f32 batched matrix product (the `gemm` crate): args are A, B, C.
+    Gemm(crate::kernels::matmul::MatMulShape),
 }
 
 /// One kernel launch.
@@ -89,6 +100,12 @@ pub struct Launch {
     pub block: u32,
     /// The graph node this launch computes (for errors and profiles).
     pub node: String,
+    /// On the host, run this library routine instead of the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_call: Option<HostCall>,
+    /// On the host, run this kernel instead (a CPU-friendly variant of the same computation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_kernel: Option<String>,
 }
 
 /// A complete execution plan.
@@ -144,7 +161,18 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
     let mut by_hash: HashMap<String, String> = HashMap::new();
     let mut constants: Vec<u8> = Vec::new();
     let mut buf_of: HashMap<NodeId, usize> = HashMap::new();
+    let outputs: std::collections::HashSet<NodeId> =
+        g.outputs().iter().map(|(_, id)| *id).collect();
+    // Transposes read in place by the matmuls that use them: no buffer, no kernel.
+    let absorbed: std::collections::HashSet<NodeId> = g
+        .node_ids()
+        .into_iter()
+        .filter(|&n| g.is_matmul_transpose(n) && !outputs.contains(&n))
+        .collect();
     for id in g.topo_order()? {
+        if absorbed.contains(&id) {
+            continue;
+        }
         let n = g.node(id);
         if n.dtype == DType::F64 {
             return Err(CodegenError::Unsupported {
@@ -209,28 +237,47 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
                     continue;
                 }
                 let provisional = format!("{}_{}", kind_name(op), id.index());
-                let Some(mut k) = kernels::kernel_for_node(g, id, &provisional)? else {
+                let Some(k) = kernels::kernel_for_node(g, id, &provisional, &absorbed)? else {
                     continue;
                 };
-                let h = kernel_hash(&k)?;
-                let name = match by_hash.get(&h) {
-                    Some(existing) => existing.clone(),
-                    None => {
-                        let name = format!("{}_{h}", kind_name(op));
-                        k.name = name.clone();
-                        by_hash.insert(h, name.clone());
-                        kernels.push(k.clone());
-                        name
+                let mut intern = |mut k: Kernel, kind: &str| -> Result<String, CodegenError> {
+                    let h = kernel_hash(&k)?;
+                    Ok(match by_hash.get(&h) {
+                        Some(existing) => existing.clone(),
+                        None => {
+                            let name = format!("{kind}_{h}");
+                            k.name = name.clone();
+                            by_hash.insert(h, name.clone());
+                            kernels.push(k);
+                            name
+                        }
+                    })
+                };
+                let (grid, block) = (k.grid, k.block);
+                let name = intern(k, kind_name(op))?;
+                let host_kernel = match kernels::host_variant(g, id, &provisional)? {
+                    Some(hk) => Some(intern(hk, "host_reduce")?),
+                    None => None,
+                };
+                let source = |o: &NodeId| -> usize {
+                    if absorbed.contains(o) {
+                        buf_of[&g.operands(*o)[0]]
+                    } else {
+                        buf_of[o]
                     }
                 };
-                let mut args: Vec<usize> = g.operands(id).iter().map(|o| buf_of[o]).collect();
+                let mut args: Vec<usize> = g.operands(id).iter().map(source).collect();
                 args.push(b);
+                let host_call = (matches!(op, Op::MatMul) && n.dtype == DType::F32)
+                    .then(|| HostCall::Gemm(kernels::matmul_shape(g, id, &absorbed)));
                 plan.launches.push(Launch {
                     kernel: name,
                     args,
-                    grid: k.grid,
-                    block: k.block,
+                    grid,
+                    block,
                     node: g.describe(id),
+                    host_call,
+                    host_kernel,
                 });
             }
         }
@@ -257,14 +304,32 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
             .find(|b| &b.name == inp)
             .map(|b| b.buffer);
         if let (Some(from), Some(to)) = (from, to) {
-            if from != to {
-                plan.updates.push(Update {
-                    output: out.clone(),
-                    input: inp.clone(),
-                    from,
-                    to,
-                });
+            if from == to {
+                continue;
             }
+            let out_node = g.outputs().iter().find(|(n, _)| n == out).map(|o| o.1);
+            let in_node = g.input_by_name(inp);
+            if let (Some(on), Some(inode)) = (out_node, in_node) {
+                if can_write_in_place(g, &plan, on, inode, from, to) {
+                    // The kernel computing the update writes straight into the input's buffer;
+                    // the update stays listed (from == to) so executors know the output is
+                    // an in-place update.
+                    redirect_buffer(&mut plan, from, to);
+                    plan.updates.push(Update {
+                        output: out.clone(),
+                        input: inp.clone(),
+                        from: to,
+                        to,
+                    });
+                    continue;
+                }
+            }
+            plan.updates.push(Update {
+                output: out.clone(),
+                input: inp.clone(),
+                from,
+                to,
+            });
         }
     }
     Ok(Planned {
@@ -272,4 +337,69 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
         kernels,
         constants,
     })
+}
+
+/// Can the kernel computing output node `on` (buffer `from`) write into the buffer `to` of the
+/// input `inode` it updates? Yes when (a) that kernel reads the input only elementwise at the
+/// element it writes (its body is elementwise ops, scalar constants and broadcasts of scalars,
+/// and the input is never broadcast), (b) no later launch reads the input's buffer, and (c) the
+/// output buffer is written by that one launch only.
+fn can_write_in_place(
+    g: &Graph,
+    plan: &Plan,
+    on: NodeId,
+    inode: NodeId,
+    from: usize,
+    to: usize,
+) -> bool {
+    let n = g.node(on);
+    let operands = g.operands(on);
+    let Some(slot) = operands.iter().position(|&o| o == inode) else {
+        return false;
+    };
+    let elementwise_body = match &n.op {
+        Op::Fused { body } => body.nodes.iter().all(|bn| {
+            bn.op.is_elementwise()
+                || matches!(bn.op, Op::Constant { .. }) && bn.shape.numel() == 1
+                || matches!(bn.op, Op::Broadcast { .. })
+                    && bn.operands.iter().all(|o| match o {
+                        mmada_ir::Operand::Arg(a) => *a != slot && body.args[*a].1.numel() == 1,
+                        mmada_ir::Operand::Node(j) => body.nodes[*j].shape.numel() == 1,
+                    })
+        }),
+        op => op.is_elementwise(),
+    };
+    if !elementwise_body || g.node(inode).shape != n.shape {
+        return false;
+    }
+    let writers: Vec<usize> = plan
+        .launches
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.args.last() == Some(&from))
+        .map(|(i, _)| i)
+        .collect();
+    let [k] = writers[..] else {
+        return false;
+    };
+    // Later readers of the output buffer are fine (they will read the input's buffer, which
+    // then holds the new value); later readers of the old input value are not.
+    !plan.launches[k + 1..].iter().any(|l| l.args.contains(&to))
+}
+
+/// Makes every use of buffer `from` use buffer `to` instead (the old buffer becomes unused).
+fn redirect_buffer(plan: &mut Plan, from: usize, to: usize) {
+    for l in &mut plan.launches {
+        for a in &mut l.args {
+            if *a == from {
+                *a = to;
+            }
+        }
+    }
+    for b in &mut plan.outputs {
+        if b.buffer == from {
+            b.buffer = to;
+        }
+    }
+    plan.buffers[from].len = 0;
 }

@@ -335,6 +335,27 @@ impl Graph {
         self.g.remove_node(id);
     }
 
+    /// True for a permutation that only swaps the last two axes and whose users are all matrix
+    /// products: a transpose that matmul kernels read through strides instead of copying.
+    pub fn is_matmul_transpose(&self, id: NodeId) -> bool {
+        let Some(n) = self.g.node_weight(id) else {
+            return false;
+        };
+        let Op::Permute { perm } = &n.op else {
+            return false;
+        };
+        let r = perm.len();
+        let swap = r >= 2
+            && perm[r - 1] == r - 2
+            && perm[r - 2] == r - 1
+            && perm[..r - 2].iter().enumerate().all(|(i, &p)| p == i);
+        let users = self.users(id);
+        swap && !users.is_empty()
+            && users
+                .iter()
+                .all(|(u, _)| matches!(self.g[*u].op, Op::MatMul))
+    }
+
     /// Describes a node for error messages: `%12 "label" (op) f32[3, 4]`.
     pub fn describe(&self, id: NodeId) -> String {
         match self.g.node_weight(id) {

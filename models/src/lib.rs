@@ -4,10 +4,16 @@
 //!   of `mmada compile SPEC` for custom graphs;
 //! - [`expr`]: the small expression language of specs (`softmax(x @ w + b, -1)`).
 
+pub mod checkpoint;
+pub mod config;
 pub mod error;
 pub mod expr;
+pub mod llada;
+pub mod logits;
+pub mod loss;
 pub mod selfcheck;
 pub mod spec;
+pub mod train_step;
 
 pub use error::SpecError;
 pub use spec::{GraphSpec, InputSpec};

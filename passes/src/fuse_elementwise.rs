@@ -79,7 +79,11 @@ impl FuseElementwise {
                     .sum::<usize>();
             cost.insert(id, c);
             let users = g.users(id);
-            let blocked = users.iter().any(|(u, _)| !absorbs_operands(g.node(*u)));
+            // A transpose that only feeds matmuls is read through strides: what it transposes
+            // must be in memory.
+            let blocked = users
+                .iter()
+                .any(|(u, _)| !absorbs_operands(g.node(*u)) || g.is_matmul_transpose(*u));
             let distinct: BTreeSet<NodeId> = users.iter().map(|(u, _)| *u).collect();
             let shared_expensive = distinct.len() > 1 && c > self.max_duplicated_cost;
             if outputs.contains(&id) || blocked || shared_expensive {

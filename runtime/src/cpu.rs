@@ -4,7 +4,8 @@
 use crate::executable::{Executable, Executor};
 use crate::RuntimeError;
 use indexmap::IndexMap;
-use mmada_codegen::plan::BufferKind;
+use mmada_codegen::kernels::matmul::MatMulShape;
+use mmada_codegen::plan::{BufferKind, HostCall};
 use mmada_ir::Tensor;
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -32,9 +33,6 @@ impl HostBuffer {
         // SAFETY: as above, exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.bytes) }
     }
-    fn ptr(&mut self) -> *mut u8 {
-        self.words.as_mut_ptr() as *mut u8
-    }
 }
 
 /// Pointer table shared by the threads of one launch.
@@ -50,9 +48,11 @@ pub struct CpuExecutor {
     /// Keeps the host library loaded while `entries` point into it.
     _lib: libloading::Library,
     entries: Vec<Entry>,
+    grids: Vec<u64>,
     buffers: Vec<HostBuffer>,
     threads: usize,
     resident: HashSet<String>,
+    profile: Option<Vec<LaunchTime>>,
 }
 
 impl CpuExecutor {
@@ -73,9 +73,27 @@ impl CpuExecutor {
         // beyond the C runtime's.
         let lib = unsafe { libloading::Library::new(&path) }
             .map_err(|e| RuntimeError::Load(e.to_string()))?;
+        let grids: std::collections::HashMap<&str, u64> = exe
+            .artifact
+            .manifest
+            .kernels
+            .iter()
+            .map(|k| (k.name.as_str(), k.grid))
+            .collect();
         let mut entries = Vec::with_capacity(exe.plan.launches.len());
+        let mut launch_grids = Vec::with_capacity(exe.plan.launches.len());
         for l in &exe.plan.launches {
-            let sym = format!("{}__entry", l.kernel);
+            // The host variant of a kernel, when the plan has one.
+            let kernel = l.host_kernel.as_deref().unwrap_or(&l.kernel);
+            let grid = if l.host_kernel.is_some() {
+                *grids.get(kernel).ok_or_else(|| {
+                    RuntimeError::Load(format!("host kernel {kernel} is not in the manifest"))
+                })?
+            } else {
+                l.grid
+            };
+            launch_grids.push(grid);
+            let sym = format!("{kernel}__entry");
             // SAFETY: every kernel entry has the signature `Entry`.
             let f: libloading::Symbol<Entry> = unsafe { lib.get(sym.as_bytes()) }
                 .map_err(|e| RuntimeError::Load(format!("{sym}: {e}")))?;
@@ -99,10 +117,138 @@ impl CpuExecutor {
             _dir: dir,
             _lib: lib,
             entries,
+            grids: launch_grids,
             buffers,
             threads,
             resident: HashSet::new(),
+            profile: None,
         })
+    }
+}
+
+/// Batched f32 matrix product with the `gemm` crate (near the machine's peak): batches in
+/// parallel when there are enough of them, else each product parallel inside.
+///
+/// # Safety
+/// `a`, `b` and `c` must hold `batch·m·k`, `batch·k·n` and `batch·m·n` f32 values; `c` must not
+/// overlap the others.
+unsafe fn gemm_f32(s: &MatMulShape, a: *mut f32, b: *mut f32, c: *mut f32, threads: usize) {
+    let (batch, m, k, n) = (s.batch as usize, s.m as usize, s.k as usize, s.n as usize);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        std::ptr::write_bytes(c, 0, batch * m * n);
+        return;
+    }
+    let (a_cs, a_rs) = if s.a_trans {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (b_cs, b_rs) = if s.b_trans {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
+    let (pa, pb, pc) = (a as usize, b as usize, c as usize);
+    let one = move |bi: usize, par: gemm::Parallelism| {
+        let (a, b, c) = (pa as *const f32, pb as *const f32, pc as *mut f32);
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.add(bi * m * n),
+            1,
+            n as isize,
+            false,
+            a.add(bi * m * k),
+            a_cs,
+            a_rs,
+            b.add(bi * k * n),
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    };
+    if batch >= threads && threads > 1 {
+        (0..batch)
+            .into_par_iter()
+            .for_each(|bi| one(bi, gemm::Parallelism::None));
+    } else {
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        for bi in 0..batch {
+            one(bi, par);
+        }
+    }
+}
+
+/// Time spent in one launch of a profiled run.
+#[derive(Clone, Debug)]
+pub struct LaunchTime {
+    /// Kernel symbol.
+    pub kernel: String,
+    /// The graph node it computes.
+    pub node: String,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl CpuExecutor {
+    fn launch(&self, i: usize) {
+        let l = &self.exe.plan.launches[i];
+        if let Some(HostCall::Gemm(s)) = &l.host_call {
+            let p = |j: usize| self.buffers[l.args[j]].words.as_ptr() as *mut f32;
+            // SAFETY: the plan sized A, B and C for this shape (f32), and C is distinct from
+            // A and B (a kernel's output buffer is always its own).
+            unsafe { gemm_f32(s, p(0), p(1), p(2), self.threads) };
+            return;
+        }
+        let entry = self.entries[i];
+        let args = Args(
+            l.args
+                .iter()
+                .map(|&a| self.buffers[a].words.as_ptr() as *mut u8)
+                .collect(),
+        );
+        let grid = self.grids[i] as i64;
+        let chunks = (self.threads as i64 * 4).min(grid).max(1);
+        if chunks == 1 {
+            // SAFETY: the argument table matches the kernel's parameters (checked when the
+            // plan was built); the block range is within the grid.
+            unsafe { entry(args.0.as_ptr(), 0, grid) };
+        } else {
+            let per = (grid + chunks - 1) / chunks;
+            (0..chunks).into_par_iter().for_each(|c| {
+                let lo = c * per;
+                let hi = ((c + 1) * per).min(grid);
+                if lo < hi {
+                    let a = &args;
+                    // SAFETY: as above; different chunks run disjoint blocks.
+                    unsafe { entry(a.0.as_ptr(), lo, hi) };
+                }
+            });
+        }
+    }
+
+    /// Runs like [`Executor::run`] and also returns the time of every launch.
+    pub fn run_profiled(
+        &mut self,
+        inputs: &IndexMap<String, Tensor>,
+    ) -> Result<(IndexMap<String, Tensor>, Vec<LaunchTime>), RuntimeError> {
+        self.profile = Some(Vec::new());
+        let out = self.run(inputs);
+        let times = self.profile.take().unwrap_or_default();
+        Ok((out?, times))
     }
 }
 
@@ -119,34 +265,28 @@ impl Executor for CpuExecutor {
         for (name, t) in inputs {
             self.set_input(name, t)?;
         }
-        for (l, &entry) in self.exe.plan.launches.iter().zip(&self.entries) {
-            let args = Args(l.args.iter().map(|&a| self.buffers[a].ptr()).collect());
-            let grid = l.grid as i64;
-            let chunks = (self.threads as i64 * 4).min(grid).max(1);
-            if chunks == 1 {
-                // SAFETY: the argument table matches the kernel's parameters (checked when the
-                // plan was built); block range is within the grid.
-                unsafe { entry(args.0.as_ptr(), 0, grid) };
-            } else {
-                let per = (grid + chunks - 1) / chunks;
-                (0..chunks).into_par_iter().for_each(|c| {
-                    let lo = c * per;
-                    let hi = ((c + 1) * per).min(grid);
-                    if lo < hi {
-                        let a = &args;
-                        // SAFETY: as above; different chunks run disjoint blocks.
-                        unsafe { entry(a.0.as_ptr(), lo, hi) };
-                    }
+        for i in 0..self.exe.plan.launches.len() {
+            let t = std::time::Instant::now();
+            self.launch(i);
+            if let Some(p) = self.profile.as_mut() {
+                let l = &self.exe.plan.launches[i];
+                p.push(LaunchTime {
+                    kernel: l.kernel.clone(),
+                    node: l.node.clone(),
+                    seconds: t.elapsed().as_secs_f64(),
                 });
             }
         }
         let mut out = IndexMap::new();
         for b in &self.exe.plan.outputs {
+            if self.exe.plan.updates.iter().any(|u| u.output == b.name) {
+                continue;
+            }
             let t =
                 Tensor::from_le_bytes(b.dtype, b.shape.clone(), self.buffers[b.buffer].as_bytes())?;
             out.insert(b.name.clone(), t);
         }
-        for u in &self.exe.plan.updates {
+        for u in self.exe.plan.updates.iter().filter(|u| u.from != u.to) {
             let src = self.buffers[u.from].as_bytes().to_vec();
             self.buffers[u.to].as_bytes_mut().copy_from_slice(&src);
         }

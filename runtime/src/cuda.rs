@@ -155,6 +155,9 @@ impl Executor for CudaExecutor {
         self.launch_all()?;
         let mut out = IndexMap::new();
         for b in &self.exe.plan.outputs {
+            if self.exe.plan.updates.iter().any(|u| u.output == b.name) {
+                continue;
+            }
             let mut bytes = self
                 .stream
                 .clone_dtoh(&self.buffers[b.buffer])
@@ -165,7 +168,14 @@ impl Executor for CudaExecutor {
                 Tensor::from_le_bytes(b.dtype, b.shape.clone(), &bytes)?,
             );
         }
-        for u in self.exe.plan.updates.clone() {
+        for u in self
+            .exe
+            .plan
+            .updates
+            .clone()
+            .into_iter()
+            .filter(|u| u.from != u.to)
+        {
             // Two distinct buffers (the planner drops updates of a buffer onto itself).
             let (from, to) = (u.from, u.to);
             let src = std::mem::replace(

@@ -8,6 +8,7 @@
 //!
 //! Nothing here uses MLIR: running an artifact needs only the artifact.
 
+pub mod checkpoint;
 pub mod cpu;
 pub mod cuda;
 pub mod error;

@@ -359,21 +359,26 @@ pub fn elementwise_kernel(name: &str, body: &FusedBody) -> Result<Kernel, Codege
     let mut err = None;
     let phase = kb.phase(|s| {
         let lin = s.let_(add(mul(Expr::BlockId, Expr::idx(block)), Expr::ThreadId));
-        s.if_(
-            lin.clone().lt(Expr::idx(n)),
-            |s| {
-                let idx: Vec<Expr> = unravel(lin.clone(), &out_shape)
-                    .into_iter()
-                    .map(|e| s.let_(e))
-                    .collect();
-                let mut ev = BodyEval::new(body, &args);
-                match ev.value(s, Operand::Node(body.root), &idx) {
-                    Ok(v) => s.store(out, lin.clone(), v),
-                    Err(e) => err = Some(e),
-                }
-            },
-            |_| {},
-        );
+        let compute = |s: &mut Scope, err: &mut Option<CodegenError>| {
+            // The multi-index stays symbolic (not let-bound) so loads of operands with the
+            // output's shape re-linearise to `lin` for free.
+            let idx = unravel(lin.clone(), &out_shape);
+            let mut ev = BodyEval::new(body, &args);
+            match ev.value(s, Operand::Node(body.root), &idx) {
+                Ok(v) => s.store(out, lin.clone(), v),
+                Err(e) => *err = Some(e),
+            }
+        };
+        if n.is_multiple_of(block) {
+            // Every thread has an element: no bounds check, so host loops vectorise.
+            compute(s, &mut err);
+        } else {
+            s.if_(
+                lin.clone().lt(Expr::idx(n)),
+                |s| compute(s, &mut err),
+                |_| {},
+            );
+        }
     });
     if let Some(e) = err {
         return Err(e);
@@ -526,4 +531,178 @@ pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErro
         );
     }));
     Ok(kb.finish(stmts))
+}
+
+/// Lanes of the host reduction variant (one AVX-512 register of f32).
+pub const HOST_LANES: u64 = 16;
+
+/// The host variant of a reduction: one thread per output, accumulating into
+/// [`HOST_LANES`] independent partial results (so the loop over lanes vectorises without
+/// reassociating any sum), then combining the lanes in order. Slow on a GPU (one thread per
+/// output), fast on a CPU; the planner uses it only for host execution.
+pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+    let root = &body.nodes[body.root];
+    let Op::Reduce { op, axes, .. } = &root.op else {
+        return Err(unsupported("reduce_kernel_lanes on a non-reduction".into()));
+    };
+    let (op, axes) = (*op, axes.clone());
+    let src = root.operands[0];
+    let in_shape = match src {
+        Operand::Arg(a) => body.args[a].1.clone(),
+        Operand::Node(j) => body.nodes[j].shape.clone(),
+    };
+    let kept = Shape(
+        in_shape
+            .dims()
+            .iter()
+            .enumerate()
+            .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
+            .collect(),
+    );
+    let red = Shape(axes.iter().map(|&a| in_shape.0[a]).collect());
+    let r_len = red.numel() as u64;
+    let n_out = root.shape.numel() as u64;
+    let dt = root.dtype;
+    let t = vty(dt);
+    let input_index = |o: &Expr, r: &Expr| -> Vec<Expr> {
+        let kidx = unravel(o.clone(), &kept);
+        let ridx = unravel(r.clone(), &red);
+        (0..in_shape.rank())
+            .map(|d| match axes.iter().position(|&a| a == d) {
+                Some(k) => ridx[k].clone(),
+                None => kidx[d].clone(),
+            })
+            .collect()
+    };
+    let mut err = None;
+    if !axes.contains(&(in_shape.rank() - 1)) {
+        // Column mode: the innermost axis is kept, so 16 consecutive outputs read 16
+        // consecutive inputs; each thread owns 16 outputs and walks the reduced elements.
+        let groups = n_out.div_ceil(HOST_LANES);
+        let (grid, block) = super::rows::grid_for(groups);
+        let mut kb = KernelBuilder::new(name, grid, block);
+        let args = declare_args(&mut kb, body);
+        let out = kb.param("out", dt, n_out, Access::Write);
+        let lanes = kb.private("lanes", t, HOST_LANES);
+        let body_phase = super::rows::per_item(&mut kb, groups, |s, grp| {
+            s.for_(
+                Expr::idx(0),
+                Expr::idx(HOST_LANES),
+                Expr::idx(1),
+                |s, lane| {
+                    s.store(lanes, lane, reduce_init(op, t));
+                },
+            );
+            s.for_(Expr::idx(0), Expr::idx(r_len), Expr::idx(1), |s, r| {
+                s.for_(
+                    Expr::idx(0),
+                    Expr::idx(HOST_LANES),
+                    Expr::idx(1),
+                    |s, lane| {
+                        // Lanes past the last output compute a clamped (valid) element and are
+                        // never stored.
+                        let o = add(mul(grp.clone(), Expr::idx(HOST_LANES)), lane.clone());
+                        let o = if n_out.is_multiple_of(HOST_LANES) {
+                            o
+                        } else {
+                            Expr::bin(KBinary::Min, o, Expr::idx(n_out - 1))
+                        };
+                        let o = s.let_(o);
+                        let idx = input_index(&o, &r);
+                        let mut ev = BodyEval::new(body, &args);
+                        match ev.value(s, src, &idx) {
+                            Ok(v) => {
+                                let acc = Expr::load(lanes, lane.clone());
+                                s.store(lanes, lane, reduce_combine(op, acc, v));
+                            }
+                            Err(e) => err = Some(e),
+                        }
+                    },
+                );
+            });
+            s.for_(
+                Expr::idx(0),
+                Expr::idx(HOST_LANES),
+                Expr::idx(1),
+                |s, lane| {
+                    let o = s.let_(add(mul(grp.clone(), Expr::idx(HOST_LANES)), lane.clone()));
+                    let v = round_to(dt, Expr::load(lanes, lane));
+                    s.if_(
+                        o.clone().lt(Expr::idx(n_out)),
+                        |s| s.store(out, o.clone(), v.clone()),
+                        |_| {},
+                    );
+                },
+            );
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        return Ok(kb.finish(vec![body_phase]));
+    }
+    let (grid, block) = super::rows::grid_for(n_out);
+    let mut kb = KernelBuilder::new(name, grid, block);
+    let args = declare_args(&mut kb, body);
+    let out = kb.param("out", dt, n_out, Access::Write);
+    let lanes = kb.private("lanes", t, HOST_LANES);
+    let full = r_len / HOST_LANES * HOST_LANES;
+    let body_phase = super::rows::per_item(&mut kb, n_out, |s, o| {
+        s.for_(
+            Expr::idx(0),
+            Expr::idx(HOST_LANES),
+            Expr::idx(1),
+            |s, lane| {
+                s.store(lanes, lane, reduce_init(op, t));
+            },
+        );
+        s.for_(
+            Expr::idx(0),
+            Expr::idx(full),
+            Expr::idx(HOST_LANES),
+            |s, r0| {
+                s.for_(
+                    Expr::idx(0),
+                    Expr::idx(HOST_LANES),
+                    Expr::idx(1),
+                    |s, lane| {
+                        let r = s.let_(add(r0.clone(), lane.clone()));
+                        let idx = input_index(&o, &r);
+                        let mut ev = BodyEval::new(body, &args);
+                        match ev.value(s, src, &idx) {
+                            Ok(v) => {
+                                let acc = Expr::load(lanes, lane.clone());
+                                s.store(lanes, lane, reduce_combine(op, acc, v));
+                            }
+                            Err(e) => err = Some(e),
+                        }
+                    },
+                );
+            },
+        );
+        if full < r_len {
+            s.for_(Expr::idx(full), Expr::idx(r_len), Expr::idx(1), |s, r| {
+                let idx = input_index(&o, &r);
+                let mut ev = BodyEval::new(body, &args);
+                match ev.value(s, src, &idx) {
+                    Ok(v) => {
+                        let acc = Expr::load(lanes, Expr::idx(0));
+                        s.store(lanes, Expr::idx(0), reduce_combine(op, acc, v));
+                    }
+                    Err(e) => err = Some(e),
+                }
+            });
+        }
+        let total = s.local(Expr::load(lanes, Expr::idx(0)));
+        for lane in 1..HOST_LANES {
+            s.set(
+                total,
+                reduce_combine(op, Expr::Local(total), Expr::load(lanes, Expr::idx(lane))),
+            );
+        }
+        s.store(out, o, round_to(dt, Expr::Local(total)));
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(kb.finish(vec![body_phase]))
 }

@@ -49,8 +49,27 @@ pub fn rem(a: Expr, c: u64) -> Expr {
     }
 }
 
+/// If `idx` is exactly `unravel(l, shape)` for some `l`, that `l` (so re-linearising a multi-index
+/// that came from a linear one costs nothing).
+fn relinearize(idx: &[Expr], shape: &Shape) -> Option<Expr> {
+    let last = idx.last()?;
+    let n_last = *shape.0.last()? as u64;
+    let candidates: Vec<Expr> = match last {
+        Expr::Binary(KBinary::Rem, l, c) if **c == Expr::idx(n_last) => vec![(**l).clone()],
+        other => vec![other.clone()],
+    };
+    candidates
+        .into_iter()
+        .find(|l| unravel(l.clone(), shape).as_slice() == idx)
+}
+
 /// Row-major linear offset of a multi-index in `shape`.
 pub fn linearize(idx: &[Expr], shape: &Shape) -> Expr {
+    if shape.rank() > 1 {
+        if let Some(l) = relinearize(idx, shape) {
+            return l;
+        }
+    }
     let mut acc = Expr::idx(0);
     for (d, i) in idx.iter().enumerate() {
         acc = add(mul(acc, Expr::idx(shape.0[d] as u64)), i.clone());

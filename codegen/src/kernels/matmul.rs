@@ -13,7 +13,7 @@ use mmada_ir::DType;
 const T: u64 = 16;
 
 /// Shapes of one matmul.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MatMulShape {
     /// Batch count (product of leading dims).
     pub batch: u64,
@@ -23,6 +23,12 @@ pub struct MatMulShape {
     pub k: u64,
     /// Columns of B and C.
     pub n: u64,
+    /// A is stored transposed (`[B, K, M]`).
+    #[serde(default)]
+    pub a_trans: bool,
+    /// B is stored transposed (`[B, N, K]`).
+    #[serde(default)]
+    pub b_trans: bool,
 }
 
 /// The tiled matmul kernel for operands of `dtype` (result also `dtype`).
@@ -66,10 +72,12 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
                     .clone()
                     .lt(Expr::idx(m))
                     .and(ak.clone().lt(Expr::idx(k)));
-                let a_at = add(
-                    mul(batch.clone(), Expr::idx(m * k)),
-                    add(mul(row.clone(), Expr::idx(k)), ak),
-                );
+                let a_in = if s.a_trans {
+                    add(mul(ak, Expr::idx(m)), row.clone())
+                } else {
+                    add(mul(row.clone(), Expr::idx(k)), ak)
+                };
+                let a_at = add(mul(batch.clone(), Expr::idx(m * k)), a_in);
                 let ti = tile_idx.clone();
                 s_.if_(
                     a_ok,
@@ -81,10 +89,12 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
                     .clone()
                     .lt(Expr::idx(k))
                     .and(col.clone().lt(Expr::idx(n)));
-                let b_at = add(
-                    mul(batch, Expr::idx(k * n)),
-                    add(mul(bk, Expr::idx(n)), col),
-                );
+                let b_in = if s.b_trans {
+                    add(mul(col, Expr::idx(k)), bk)
+                } else {
+                    add(mul(bk, Expr::idx(n)), col)
+                };
+                let b_at = add(mul(batch, Expr::idx(k * n)), b_in);
                 s_.if_(
                     b_ok,
                     |s_| s_.store(b_tile, tile_idx.clone(), Expr::load(b, b_at)),

@@ -15,6 +15,32 @@ pub mod scatter;
 use crate::kir::Kernel;
 use crate::CodegenError;
 use mmada_ir::{BodyNode, FusedBody, Graph, NodeId, Op, Operand};
+use std::collections::HashSet;
+
+/// A host-specific variant of the node's kernel, when one is better on a CPU: reductions over
+/// more than [`fused::HOST_LANES`] elements use lane-parallel accumulators.
+pub fn host_variant(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kernel>, CodegenError> {
+    let n = g.node(id);
+    let body = match &n.op {
+        Op::Fused { body } => (**body).clone(),
+        Op::Reduce { .. } => single_node_body(g, id),
+        _ => return Ok(None),
+    };
+    let root = &body.nodes[body.root];
+    let Op::Reduce { axes, .. } = &root.op else {
+        return Ok(None);
+    };
+    let src_shape = match root.operands[0] {
+        Operand::Arg(a) => body.args[a].1.clone(),
+        Operand::Node(j) => body.nodes[j].shape.clone(),
+    };
+    let r: usize = axes.iter().map(|&a| src_shape.0[a]).product();
+    let column = !axes.contains(&(src_shape.rank() - 1));
+    if !column && (r as u64) <= fused::HOST_LANES {
+        return Ok(None);
+    }
+    Ok(Some(fused::reduce_kernel_lanes(name, &body)?))
+}
 
 /// Wraps one node in a one-node fused body whose arguments are its operands.
 pub fn single_node_body(g: &Graph, id: NodeId) -> FusedBody {
@@ -36,9 +62,31 @@ pub fn single_node_body(g: &Graph, id: NodeId) -> FusedBody {
     }
 }
 
+/// The matmul shape of a MatMul node; operands in `absorbed` are transposes read in place.
+pub fn matmul_shape(g: &Graph, id: NodeId, absorbed: &HashSet<NodeId>) -> matmul::MatMulShape {
+    let operands = g.operands(id);
+    let (sa, sb) = (&g.node(operands[0]).shape, &g.node(operands[1]).shape);
+    let r = sa.rank();
+    matmul::MatMulShape {
+        batch: sa.0[..r - 2].iter().product::<usize>() as u64,
+        m: sa.0[r - 2] as u64,
+        k: sa.0[r - 1] as u64,
+        n: sb.0[r - 1] as u64,
+        a_trans: absorbed.contains(&operands[0]),
+        b_trans: absorbed.contains(&operands[1]),
+    }
+}
+
 /// The kernel computing node `id`, whose operands are the kernel's first parameters (in slot
 /// order) and whose result is the last parameter. `None` for nodes that need no kernel.
-pub fn kernel_for_node(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kernel>, CodegenError> {
+/// Matmul operands in `absorbed` (transposes only matmuls use) are read transposed from the
+/// transpose's own operand.
+pub fn kernel_for_node(
+    g: &Graph,
+    id: NodeId,
+    name: &str,
+    absorbed: &HashSet<NodeId>,
+) -> Result<Option<Kernel>, CodegenError> {
     let n = g.node(id);
     let unsupported = |msg: &str| CodegenError::Unsupported {
         node: g.describe(id),
@@ -104,14 +152,7 @@ pub fn kernel_for_node(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kerne
             )))
         }
         Op::MatMul => {
-            let (sa, sb) = (&g.node(operands[0]).shape, &g.node(operands[1]).shape);
-            let r = sa.rank();
-            let shape = matmul::MatMulShape {
-                batch: sa.0[..r - 2].iter().product::<usize>() as u64,
-                m: sa.0[r - 2] as u64,
-                k: sa.0[r - 1] as u64,
-                n: sb.0[r - 1] as u64,
-            };
+            let shape = matmul_shape(g, id, absorbed);
             return Ok(Some(matmul::matmul_kernel(name, shape, n.dtype)));
         }
         Op::Fused { body } => (**body).clone(),

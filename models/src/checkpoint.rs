@@ -1,0 +1,113 @@
+//! Model checkpoints in the Hugging Face layout: `config.json` with the official field names
+//! and safetensors weights with the official tensor names (single file or sharded), stored in
+//! f32, bf16 or f16 and converted to f32 on load.
+
+use crate::config::LladaConfig;
+use crate::llada::param_specs;
+use crate::SpecError;
+use indexmap::IndexMap;
+use mmada_ir::{DType, Tensor};
+use mmada_runtime::checkpoint::{load_dir, save_dir};
+use mmada_runtime::tensor_io::atomic_write;
+use std::path::Path;
+
+/// Errors of checkpoint loading and saving.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// config.json problem.
+    #[error(transparent)]
+    Config(#[from] SpecError),
+    /// File-level problem (missing, truncated, malformed).
+    #[error(transparent)]
+    Runtime(#[from] mmada_runtime::RuntimeError),
+    /// A tensor is missing, unexpected, misshapen or of the wrong dtype.
+    #[error("{path}: tensor '{tensor}': {msg}")]
+    Tensor {
+        /// Checkpoint directory.
+        path: String,
+        /// Tensor name.
+        tensor: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Loads `config.json` and the weights of a checkpoint directory, checking every tensor name,
+/// shape and dtype against the architecture; weights are returned in f32.
+pub fn load_model(dir: &Path) -> Result<(LladaConfig, IndexMap<String, Tensor>), CheckpointError> {
+    let cfg = LladaConfig::read(&dir.join("config.json"))?;
+    let mut raw = load_dir(dir)?;
+    let p = dir.display().to_string();
+    let bad = |tensor: &str, msg: String| CheckpointError::Tensor {
+        path: p.clone(),
+        tensor: tensor.to_string(),
+        msg,
+    };
+    let mut out = IndexMap::new();
+    for spec in param_specs(&cfg) {
+        let t = raw
+            .shift_remove(&spec.name)
+            .ok_or_else(|| bad(&spec.name, "missing from the checkpoint".into()))?;
+        if t.shape().0 != spec.shape {
+            return Err(bad(
+                &spec.name,
+                format!(
+                    "shape {} but the config implies {:?}",
+                    t.shape(),
+                    spec.shape
+                ),
+            ));
+        }
+        let t = match t.dtype() {
+            DType::F32 => t,
+            DType::BF16 | DType::F16 | DType::F64 => {
+                Tensor::from_f32(t.shape().clone(), t.to_f32_vec())
+                    .map_err(|e| bad(&spec.name, e.to_string()))?
+            }
+            other => {
+                return Err(bad(
+                    &spec.name,
+                    format!("dtype {other} (expected f32, bf16 or f16)"),
+                ))
+            }
+        };
+        out.insert(spec.name, t);
+    }
+    if let Some((extra, _)) = raw.first() {
+        return Err(bad(extra, "is not a parameter of this architecture".into()));
+    }
+    Ok((cfg, out))
+}
+
+/// Converts f32 weights to the storage dtype.
+pub fn to_storage(
+    weights: &IndexMap<String, Tensor>,
+    dtype: DType,
+) -> Result<IndexMap<String, Tensor>, mmada_ir::IrError> {
+    weights
+        .iter()
+        .map(|(n, t)| {
+            let v = t.to_f64_vec();
+            Ok((n.clone(), Tensor::from_f64(dtype, t.shape().clone(), &v)?))
+        })
+        .collect()
+}
+
+/// Writes `config.json` and the weights (in `dtype`, sharded above `max_shard_bytes`) into an
+/// existing directory; every file is written atomically.
+pub fn save_model(
+    dir: &Path,
+    cfg: &LladaConfig,
+    weights: &IndexMap<String, Tensor>,
+    dtype: DType,
+    max_shard_bytes: u64,
+) -> Result<(), CheckpointError> {
+    let stored = to_storage(weights, dtype).map_err(|e| CheckpointError::Tensor {
+        path: dir.display().to_string(),
+        tensor: "*".into(),
+        msg: e.to_string(),
+    })?;
+    save_dir(dir, &stored, max_shard_bytes)?;
+    atomic_write(&dir.join("config.json"), cfg.to_json().as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The LLaDA/MMaDA transformer as an IR graph (spec §1.2), with the official checkpoint tensor
+//! names (spec §1.5).
+//!
+//! Per block: `x += attn_out(attention(rope(q), rope(k), v))` on `RMSNorm_attn(x)`, then
+//! `x += ff_out(silu(ff_proj(g)) ⊙ up_proj(g))` on `g = RMSNorm_ff(x)`; finally `ln_f` and the
+//! untied head. Attention is bidirectional; an optional key-padding mask adds the f32 minimum
+//! to disallowed keys (spec §1.3). Parameters are f32 graph inputs with role `Param`.
+
+use crate::config::LladaConfig;
+use indexmap::IndexMap;
+use mmada_ir::{DType, Graph, NodeId, Result, Role};
+
+/// One parameter: official name and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// Checkpoint tensor name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+}
+
+/// The parameters of a model, in checkpoint order.
+pub fn param_specs(cfg: &LladaConfig) -> Vec<ParamSpec> {
+    let (d, f, v) = (cfg.d_model, cfg.mlp_hidden_size, cfg.rows());
+    let p = |name: String, shape: Vec<usize>| ParamSpec { name, shape };
+    let mut out = vec![p("model.transformer.wte.weight".into(), vec![v, d])];
+    for i in 0..cfg.n_layers {
+        let b = format!("model.transformer.blocks.{i}");
+        out.push(p(format!("{b}.attn_norm.weight"), vec![d]));
+        out.push(p(format!("{b}.q_proj.weight"), vec![d, d]));
+        out.push(p(format!("{b}.k_proj.weight"), vec![d, d]));
+        out.push(p(format!("{b}.v_proj.weight"), vec![d, d]));
+        out.push(p(format!("{b}.attn_out.weight"), vec![d, d]));
+        out.push(p(format!("{b}.ff_norm.weight"), vec![d]));
+        out.push(p(format!("{b}.ff_proj.weight"), vec![f, d]));
+        out.push(p(format!("{b}.up_proj.weight"), vec![f, d]));
+        out.push(p(format!("{b}.ff_out.weight"), vec![d, f]));
+    }
+    out.push(p("model.transformer.ln_f.weight".into(), vec![d]));
+    out.push(p("model.transformer.ff_out.weight".into(), vec![v, d]));
+    out
+}
+
+/// Declares every parameter as an f32 `Param` input; returns them by name.
+pub fn declare_params(g: &mut Graph, cfg: &LladaConfig) -> Result<IndexMap<String, NodeId>> {
+    let mut m = IndexMap::new();
+    for p in param_specs(cfg) {
+        let id = g.add_input(&p.name, Role::Param, DType::F32, p.shape.clone())?;
+        m.insert(p.name, id);
+    }
+    Ok(m)
+}
+
+/// Logits `[B, L, rows]` of integer `ids [B, L]` with an optional bool key mask `[B, L]`.
+pub fn logits(
+    g: &mut Graph,
+    cfg: &LladaConfig,
+    params: &IndexMap<String, NodeId>,
+    ids: NodeId,
+    key_mask: Option<NodeId>,
+) -> Result<NodeId> {
+    let s = g.try_node(ids)?.shape.clone();
+    let (b, l) = (s.0[0], s.0[1]);
+    let (d, h, hd) = (cfg.d_model, cfg.n_heads, cfg.head_dim());
+    let w = |name: &str| -> Result<NodeId> {
+        params
+            .get(name)
+            .copied()
+            .ok_or_else(|| mmada_ir::IrError::Input {
+                name: name.into(),
+                msg: "parameter not declared".into(),
+            })
+    };
+    let mut x = g.embedding(w("model.transformer.wte.weight")?, ids)?; // [B, L, d]
+    let scale = 1.0 / (hd as f64).sqrt();
+    for i in 0..cfg.n_layers {
+        let p = |n: &str| format!("model.transformer.blocks.{i}.{n}.weight");
+        let hn = g.rms_norm(x, w(&p("attn_norm"))?, cfg.rms_norm_eps)?;
+        let heads = |g: &mut Graph, wn: NodeId| -> Result<NodeId> {
+            let y = g.linear(hn, wn)?;
+            let y = g.reshape(y, [b, l, h, hd])?;
+            g.permute(y, &[0, 2, 1, 3])
+        };
+        let q = heads(g, w(&p("q_proj"))?)?;
+        let k = heads(g, w(&p("k_proj"))?)?;
+        let v = heads(g, w(&p("v_proj"))?)?;
+        let q = g.rope(q, cfg.rope_theta)?;
+        let k = g.rope(k, cfg.rope_theta)?;
+        let a = g.attention(q, k, v, key_mask, scale)?; // [B, H, L, hd]
+        let a = g.permute(a, &[0, 2, 1, 3])?;
+        let a = g.reshape(a, [b, l, d])?;
+        let o = g.linear(a, w(&p("attn_out"))?)?;
+        x = g.add2(x, o)?;
+        let gn = g.rms_norm(x, w(&p("ff_norm"))?, cfg.rms_norm_eps)?;
+        let m = g.swiglu(gn, w(&p("ff_proj"))?, w(&p("up_proj"))?, w(&p("ff_out"))?)?;
+        x = g.add2(x, m)?;
+    }
+    let x = g.rms_norm(x, w("model.transformer.ln_f.weight")?, cfg.rms_norm_eps)?;
+    g.linear(x, w("model.transformer.ff_out.weight")?)
+}
+
+/// A complete forward graph: parameters, `input_ids` (i64 `[B, L]`), optionally
+/// `attention_mask` (bool `[B, L]`), and the output `logits` (f32 `[B, L, rows]`).
+pub fn forward_graph(
+    cfg: &LladaConfig,
+    batch: usize,
+    seq: usize,
+    with_mask: bool,
+) -> Result<Graph> {
+    let mut g = Graph::new();
+    let params = declare_params(&mut g, cfg)?;
+    let ids = g.input("input_ids", DType::I64, [batch, seq])?;
+    let mask = if with_mask {
+        Some(g.input("attention_mask", DType::Bool, [batch, seq])?)
+    } else {
+        None
+    };
+    let y = logits(&mut g, cfg, &params, ids, mask)?;
+    g.set_output("logits", y)?;
+    Ok(g)
+}

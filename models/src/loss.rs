@@ -1,0 +1,155 @@
+//! The masked-diffusion losses exactly as the reference computes them (spec §4.2).
+//!
+//! Text rows (LLaDA style): per row b, `t_b ~ U(0,1)`, `p_b = (1−ε)t_b + ε` (ε = 1e-3); every
+//! position is masked independently with probability `p_b`; prompt positions of chat/SFT rows
+//! are then restored. The loss sums `CE_i / p_b` over masked positions and normalises per row
+//! type: pretraining rows by `1/(B·L)`, chat/SFT rows by `(1/B)(1/A_b)` with `A_b` the number
+//! of non-prompt positions. Both are one formula with a per-row weight fed from the host:
+//! `L = Σ_b w_b Σ_{i∈M_b} CE_i / p_b` ([`row_weights`]).
+//!
+//! Image rows (MaskGIT style): `r = cos(π u / 2)`, exactly `k = max(1, round(N r))` of the N
+//! image positions are masked (a uniformly random subset), and the loss is the token mean of CE
+//! over the masked image positions plus the always-kept `<|soi|>`/`<|eoi|>` targets — no 1/t.
+//!
+//! Masks come from the Philox op keyed by (seed, offset), so a step is reproducible anywhere.
+
+use mmada_ir::{
+    BinaryOp, CompareOp, DType, Graph, NodeId, ReduceOp, Result, RngDist, Shape, UnaryOp,
+};
+
+/// ε of `p = (1 − ε) t + ε`.
+pub const EPS: f64 = 1e-3;
+
+/// What kind of row a text batch row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowKind {
+    /// Pretraining LM row: loss normalised by `1/(B_lm · L)`.
+    Lm,
+    /// Chat/SFT/MMU row: loss normalised by `1/(B_sft · A_b)`.
+    Sft {
+        /// Number of non-prompt positions (answer and EOS padding).
+        answer_len: usize,
+    },
+}
+
+/// Per-row weights `w_b` of [`masked_diffusion_loss`] for a batch of rows of length `l`, with
+/// task coefficients for the LM and SFT row types.
+pub fn row_weights(kinds: &[RowKind], l: usize, coef_lm: f64, coef_sft: f64) -> Vec<f64> {
+    let n_lm = kinds.iter().filter(|k| matches!(k, RowKind::Lm)).count();
+    let n_sft = kinds.len() - n_lm;
+    kinds
+        .iter()
+        .map(|k| match *k {
+            RowKind::Lm => coef_lm / (n_lm * l) as f64,
+            RowKind::Sft { answer_len } => coef_sft / (n_sft as f64 * answer_len.max(1) as f64),
+        })
+        .collect()
+}
+
+/// The sampled noise of a text batch: per-row masking probability `p` (`[B]`, f32) and the
+/// mask (`[B, L]`, bool; prompt positions never masked).
+pub struct TextMask {
+    /// Masking probability per row.
+    pub p: NodeId,
+    /// True where the token is replaced by `[MASK]`.
+    pub masked: NodeId,
+}
+
+/// Draws `t`, `p` and the mask from the Philox op: stream 0 gives `t_b`, stream 1 the
+/// per-position uniforms.
+pub fn sample_text_mask(
+    g: &mut Graph,
+    seed: NodeId,
+    offset: NodeId,
+    prompt: NodeId,
+) -> Result<TextMask> {
+    let s = g.try_node(prompt)?.shape.clone();
+    let (b, l) = (s.0[0], s.0[1]);
+    let t = g.rng(RngDist::Uniform, 0, seed, offset, [b])?;
+    let p = g.binary_scalar(BinaryOp::Mul, t, 1.0 - EPS)?;
+    let p = g.binary_scalar(BinaryOp::Add, p, EPS)?;
+    let u = g.rng(RngDist::Uniform, 1, seed, offset, [b, l])?;
+    let pc = g.reshape(p, [b, 1])?;
+    let hit = g.compare(CompareOp::Lt, u, pc)?;
+    let keep = g.unary(UnaryOp::Not, prompt)?;
+    let masked = g.binary(BinaryOp::And, hit, keep)?;
+    Ok(TextMask { p, masked })
+}
+
+/// `x_t`: `[MASK]` where `masked`, the clean ids elsewhere.
+pub fn apply_mask(g: &mut Graph, x0: NodeId, masked: NodeId, mask_id: i64) -> Result<NodeId> {
+    let m = g.full(DType::I64, mask_id as f64, Shape::scalar())?;
+    g.where_(masked, m, x0)
+}
+
+/// `L = Σ_b w_b Σ_i masked_bi · CE_bi / p_b` for logits `[B, L, V]`, targets `x0 [B, L]`,
+/// bool `masked [B, L]`, `p [B]` and row weights `w [B]` (all f32).
+pub fn masked_diffusion_loss(
+    g: &mut Graph,
+    logits: NodeId,
+    x0: NodeId,
+    masked: NodeId,
+    p: NodeId,
+    w: NodeId,
+) -> Result<NodeId> {
+    let s = g.try_node(x0)?.shape.clone();
+    let b = s.0[0];
+    let ce = g.cross_entropy(logits, x0)?; // [B, L]
+    let m = g.cast(masked, DType::F32)?;
+    let scale = g.div(w, p)?; // [B]
+    let scale = g.reshape(scale, [b, 1])?;
+    let wm = g.mul(m, scale)?;
+    let per = g.mul(ce, wm)?;
+    g.reduce(ReduceOp::Sum, per, &[0, 1], false)
+}
+
+/// MaskGIT masking of the `n` image positions per row: `u ~ U(0,1)` (stream 2), `r = cos(πu/2)`,
+/// `k = max(1, round(n·r))`; a position is masked when the rank of its random score (stream 3)
+/// is below k, which masks a uniformly random subset of exactly k positions. Returns bool `[B, n]`.
+pub fn sample_image_mask(
+    g: &mut Graph,
+    seed: NodeId,
+    offset: NodeId,
+    b: usize,
+    n: usize,
+) -> Result<NodeId> {
+    let u = g.rng(RngDist::Uniform, 2, seed, offset, [b, 1])?;
+    let a = g.binary_scalar(BinaryOp::Mul, u, std::f64::consts::FRAC_PI_2)?;
+    let r = g.unary(UnaryOp::Cos, a)?;
+    let kf = g.binary_scalar(BinaryOp::Mul, r, n as f64)?;
+    // round half up: floor(x + 0.5) (x ≥ 0)
+    let kf = g.binary_scalar(BinaryOp::Add, kf, 0.5)?;
+    let kf = g.unary(UnaryOp::Floor, kf)?;
+    let kf = g.binary_scalar(BinaryOp::Max, kf, 1.0)?;
+    let score = g.rng(RngDist::Uniform, 3, seed, offset, [b, n])?;
+    // rank_i = #{j : s_j < s_i or (s_j == s_i and j < i)}
+    let si = g.reshape(score, [b, n, 1])?;
+    let sj = g.reshape(score, [b, 1, n])?;
+    let lt = g.compare(CompareOp::Lt, sj, si)?;
+    let eq = g.compare(CompareOp::Eq, sj, si)?;
+    let jj = g.iota(DType::I64, [1, 1, n], 2)?;
+    let ii = g.iota(DType::I64, [1, n, 1], 1)?;
+    let before = g.compare(CompareOp::Lt, jj, ii)?;
+    let tie = g.binary(BinaryOp::And, eq, before)?;
+    let beats = g.binary(BinaryOp::Or, lt, tie)?;
+    let beats = g.cast(beats, DType::F32)?;
+    let rank = g.reduce(ReduceOp::Sum, beats, &[2], false)?; // [b, n]
+    g.compare(CompareOp::Lt, rank, kf)
+}
+
+/// MaskGIT image loss: token mean of CE over the positions whose label is kept (masked image
+/// positions and the always-kept soi/eoi targets), i.e. `Σ keep·CE / Σ keep`, where logits are
+/// `[B, T, V]`, targets `[B, T]` and `keep` is bool `[B, T]`.
+pub fn token_mean_loss(
+    g: &mut Graph,
+    logits: NodeId,
+    targets: NodeId,
+    keep: NodeId,
+) -> Result<NodeId> {
+    let ce = g.cross_entropy(logits, targets)?;
+    let k = g.cast(keep, DType::F32)?;
+    let per = g.mul(ce, k)?;
+    let num = g.reduce(ReduceOp::Sum, per, &[0, 1], false)?;
+    let den = g.reduce(ReduceOp::Sum, k, &[0, 1], false)?;
+    g.div(num, den)
+}
