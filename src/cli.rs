@@ -20,6 +20,10 @@ const EMBEDDED_EXAMPLE: &str = include_str!("../examples/softmax_linear.toml");
 #[derive(Debug, Error)]
 pub enum CliError {
     #[error(transparent)]
+    Train(#[from] mmada_models::trainer::TrainError),
+    #[error(transparent)]
+    Logits(#[from] mmada_models::logits::LogitsError),
+    #[error(transparent)]
     Spec(#[from] mmada_models::SpecError),
     #[error(transparent)]
     Codegen(#[from] mmada_codegen::CodegenError),
@@ -102,6 +106,76 @@ enum Cmd {
     Inspect {
         /// The artifact.
         artifact: PathBuf,
+    },
+    /// Train an MMaDA model with the masked-diffusion objective (default: the tiny preset on
+    /// the embedded dataset).
+    Train {
+        /// JSONL data files (default: the embedded GSM-style problems and text).
+        data: Vec<PathBuf>,
+        /// Model preset to initialise from: tiny, bench-tiny, bench-small.
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        /// Start from this HF checkpoint directory instead of a preset.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// tokenizer.json (default: the embedded tiny tokenizer).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Total optimiser steps.
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Warmup steps.
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Cosine floor as a fraction of the peak rate.
+        #[arg(long, default_value_t = 0.1)]
+        min_lr_scale: f64,
+        /// Seed of initialisation, data order and noise.
+        #[arg(long, default_value_t = 10086)]
+        seed: u64,
+        /// Checkpoint every N steps (0: only at the end).
+        #[arg(long, default_value_t = 100)]
+        save_every: usize,
+        /// Checkpoints to keep.
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+        /// Output directory (checkpoints, metrics.jsonl, loss-curve.png).
+        #[arg(long, default_value = "runs/tiny")]
+        out: PathBuf,
+        /// Resume from a checkpoint directory, or from OUT/latest when given no value.
+        #[arg(long, num_args = 0..=1)]
+        resume: Option<Option<PathBuf>>,
+        /// cpu or cuda (default: cuda when a device is present, else cpu).
+        #[arg(long)]
+        target: Option<RunTarget>,
+        /// Print one line per step instead of a progress bar.
+        #[arg(long)]
+        log: bool,
+    },
+    /// Logits of token ids for an HF checkpoint directory: `input_ids` (int [B, L]) and an
+    /// optional `attention_mask` (key padding) in, `logits` (f32 [B, L, V]) out.
+    Logits {
+        /// Checkpoint directory (config.json and safetensors weights).
+        #[arg(long)]
+        model: PathBuf,
+        /// Inputs (safetensors).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output (safetensors).
+        #[arg(long)]
+        output: PathBuf,
+        /// cpu or cuda (default: cuda when a device is present, else cpu).
+        #[arg(long)]
+        target: Option<RunTarget>,
     },
     /// Compile the built-in check graphs (every op kind, random streams, a transformer block
     /// with its gradients), run them on this machine and compare with the interpreter.
@@ -452,6 +526,49 @@ fn graph_inputs(g: &mmada_ir::Graph) -> Vec<(String, DType, Vec<usize>)> {
         .collect()
 }
 
+fn cmd_logits(
+    model: &Path,
+    input: &Path,
+    output: &Path,
+    target: Option<RunTarget>,
+) -> Result<(), CliError> {
+    let ins = tensor_io::read_safetensors(input)?;
+    for name in ins.keys() {
+        if name != "input_ids" && name != "attention_mask" {
+            return Err(CliError::Usage(format!(
+                "{}: unexpected tensor '{name}' (expected input_ids and optionally attention_mask)",
+                input.display()
+            )));
+        }
+    }
+    let ids = ins
+        .get("input_ids")
+        .ok_or_else(|| CliError::Usage(format!("{}: no tensor 'input_ids'", input.display())))?;
+    let t0 = Instant::now();
+    let backend = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![80, 90],
+        ..BackendOptions::default()
+    };
+    let logits = mmada_models::logits::logits_from_checkpoint(
+        model,
+        ids,
+        ins.get("attention_mask"),
+        target_of(target),
+        backend,
+    )?;
+    let shape = logits.shape().clone();
+    let mut out = IndexMap::new();
+    out.insert("logits".to_string(), logits);
+    tensor_io::write_safetensors(output, &out)?;
+    println!(
+        "wrote logits {shape} to {} in {:.2}s",
+        output.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn cmd_selfcheck(target: Option<RunTarget>, bundle: Option<PathBuf>) -> Result<(), CliError> {
     let graphs = mmada_models::selfcheck::graphs()?;
     if let Some(dir) = bundle {
@@ -552,6 +669,51 @@ pub fn main() -> Result<(), CliError> {
         } => cmd_inputs(&artifact, &output, seed),
         Cmd::Inspect { artifact } => cmd_inspect(&artifact),
         Cmd::Demo { target, seed } => cmd_demo(target, seed),
+        Cmd::Train {
+            data,
+            preset,
+            model,
+            tokenizer,
+            steps,
+            batch,
+            seq,
+            lr,
+            warmup,
+            min_lr_scale,
+            seed,
+            save_every,
+            keep,
+            out,
+            resume,
+            target,
+            log,
+        } => {
+            let opts = mmada_models::trainer::TrainOptions {
+                preset,
+                model,
+                tokenizer,
+                data,
+                batch,
+                seq,
+                steps,
+                lr,
+                warmup,
+                min_lr_scale,
+                seed,
+                save_every,
+                keep,
+                out: out.clone(),
+                ..Default::default()
+            };
+            let resume = resume.map(|r| r.unwrap_or(out));
+            crate::train_cli::run(&opts, resume.as_deref(), target_of(target), log)
+        }
+        Cmd::Logits {
+            model,
+            input,
+            output,
+            target,
+        } => cmd_logits(&model, &input, &output, target),
         Cmd::Selfcheck {
             target,
             write_bundle,

@@ -1,6 +1,7 @@
 //! The `mmada` command line: argument parsing and wiring only.
 
 mod cli;
+mod train_cli;
 
 use std::process::ExitCode;
 

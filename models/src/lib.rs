@@ -6,14 +6,18 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod expr;
 pub mod llada;
 pub mod logits;
 pub mod loss;
+pub mod plot;
 pub mod selfcheck;
 pub mod spec;
+pub mod tokenizer;
 pub mod train_step;
+pub mod trainer;
 
 pub use error::SpecError;
 pub use spec::{GraphSpec, InputSpec};

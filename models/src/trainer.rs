@@ -1,0 +1,581 @@
+//! `mmada train`: the compiled masked-diffusion trainer.
+//!
+//! Each step feeds one mixed batch (LM and SFT rows) to the compiled training step (see
+//! [`crate::train_step`]); parameters and AdamW moments stay resident in the executor.
+//! Everything that decides a step — the batch order, the noise (Philox keyed by the seed and
+//! the step's offset `step·2³²`), the learning rate — is a function of the step number, so a
+//! run resumed from a checkpoint continues bit-identically.
+//!
+//! Checkpoints (`<out>/checkpoint-<step>/`): `config.json` and `model.safetensors` in the HF
+//! layout (official names), `optimizer.safetensors` (`<name>.exp_avg`, `<name>.exp_avg_sq`),
+//! `trainer_state.json` (step, data position, RNG offset, options). A checkpoint is written to a
+//! temporary directory, synced, and renamed into place; `<out>/latest` names the newest complete
+//! one and is replaced atomically, so a crash mid-save never damages the previous checkpoint.
+//! Metrics go to `<out>/metrics.jsonl` (one object per step) and `<out>/loss-curve.png`.
+
+use crate::checkpoint::{load_model, save_model, CheckpointError};
+use crate::config::LladaConfig;
+use crate::data::{embedded_rows, read_jsonl, Batcher, DataError, DataPosition, Row};
+use crate::llada::param_specs;
+use crate::loss::row_weights;
+use crate::tokenizer::{TextTokenizer, TokenizerError};
+use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
+use indexmap::IndexMap;
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_ir::{DType, RngDist, Tensor};
+use mmada_runtime::tensor_io::{atomic_write, read_safetensors, write_safetensors};
+use mmada_runtime::{open_artifact, Executor, Target};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Data.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Tokenizer.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// Checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Compilation.
+    #[error(transparent)]
+    Codegen(#[from] mmada_codegen::CodegenError),
+    /// Execution.
+    #[error(transparent)]
+    Runtime(#[from] mmada_runtime::RuntimeError),
+    /// Graph construction.
+    #[error(transparent)]
+    Ir(#[from] mmada_ir::IrError),
+    /// Bad options or an incompatible checkpoint.
+    #[error("{0}")]
+    Options(String),
+    /// File IO.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::Io {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+/// What and how to train.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainOptions {
+    /// Preset to initialise from (ignored when `model` is set).
+    pub preset: String,
+    /// HF checkpoint directory to start from.
+    pub model: Option<PathBuf>,
+    /// `tokenizer.json` (default: the embedded tiny tokenizer).
+    pub tokenizer: Option<PathBuf>,
+    /// JSONL files (default: the embedded dataset).
+    pub data: Vec<PathBuf>,
+    /// Rows per batch.
+    pub batch: usize,
+    /// Tokens per row.
+    pub seq: usize,
+    /// Total steps.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warmup steps.
+    pub warmup: usize,
+    /// Floor of the cosine schedule, as a fraction of the peak.
+    pub min_lr_scale: f64,
+    /// Loss coefficient of pretraining rows.
+    pub coef_lm: f64,
+    /// Loss coefficient of chat/SFT rows.
+    pub coef_sft: f64,
+    /// Seed of initialisation, data order and noise.
+    pub seed: u64,
+    /// Standard deviation of the random initialisation.
+    pub init_std: f64,
+    /// Save every this many steps (0: only at the end).
+    pub save_every: usize,
+    /// Keep this many checkpoints.
+    pub keep: usize,
+    /// Output directory.
+    pub out: PathBuf,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            preset: "tiny".into(),
+            model: None,
+            tokenizer: None,
+            data: Vec::new(),
+            batch: 8,
+            seq: 256,
+            steps: 300,
+            lr: 1e-3,
+            warmup: 20,
+            min_lr_scale: 0.1,
+            coef_lm: 1.0,
+            coef_sft: 1.0,
+            seed: 10086,
+            init_std: 0.02,
+            save_every: 100,
+            keep: 3,
+            out: PathBuf::from("runs/tiny"),
+        }
+    }
+}
+
+/// One logged step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// Step number (0-based).
+    pub step: usize,
+    /// Masked-diffusion loss.
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Tokens in the batch.
+    pub tokens: usize,
+    /// Seconds this step took.
+    pub step_seconds: f64,
+}
+
+/// Trainer state saved with each checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Always "mmada-trainer-state".
+    pub format: String,
+    /// Steps completed.
+    pub step: usize,
+    /// Next batch position.
+    pub data: DataPosition,
+    /// RNG offset of the next step (`step · 2³²`).
+    pub rng_offset: i64,
+    /// Options of the run.
+    pub options: TrainOptions,
+}
+
+/// Noise offset of a step.
+pub fn rng_offset(step: usize) -> i64 {
+    (step as i64) << 32
+}
+
+fn init_weights(
+    cfg: &LladaConfig,
+    std: f64,
+    seed: u64,
+) -> Result<IndexMap<String, Tensor>, TrainError> {
+    let mut out = IndexMap::new();
+    for (k, p) in param_specs(cfg).into_iter().enumerate() {
+        let n: usize = p.shape.iter().product();
+        let v: Vec<f32> = if p.shape.len() == 1 {
+            vec![1.0; n] // RMSNorm weights
+        } else {
+            (0..n as u64)
+                .map(|i| {
+                    mmada_ir::philox::sample(RngDist::Normal, seed as i64, 0, 1000 + k as u32, i)
+                        * std as f32
+                })
+                .collect()
+        };
+        out.insert(p.name, Tensor::from_f32(p.shape, v)?);
+    }
+    Ok(out)
+}
+
+/// Loads the rows of the run (and how many rows were skipped as too long).
+pub fn load_rows(
+    opts: &TrainOptions,
+    tok: &TextTokenizer,
+) -> Result<(Vec<Row>, usize), TrainError> {
+    if opts.data.is_empty() {
+        let r = embedded_rows(tok, opts.seq)?;
+        return Ok((r.rows, r.skipped));
+    }
+    let (mut rows, mut skipped) = (Vec::new(), 0);
+    for p in &opts.data {
+        let r = read_jsonl(p, tok, opts.seq)?;
+        rows.extend(r.rows);
+        skipped += r.skipped;
+    }
+    Ok((rows, skipped))
+}
+
+/// The checkpoint directory named by `<out>/latest`, if any.
+pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(out.join("latest")).ok()?;
+    let p = out.join(name.trim());
+    p.join("trainer_state.json").is_file().then_some(p)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), TrainError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io(dir))
+}
+
+fn test_delay() {
+    if let Some(ms) = std::env::var("MMADA_TEST_SAVE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Saves a complete checkpoint atomically; returns its directory.
+pub fn save_checkpoint(
+    exe: &mut dyn Executor,
+    cfg: &LladaConfig,
+    state: &TrainerState,
+) -> Result<PathBuf, TrainError> {
+    let out = &state.options.out;
+    let name = format!("checkpoint-{}", state.step);
+    let final_dir = out.join(&name);
+    let tmp = out.join(format!("{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut weights = IndexMap::new();
+    let mut optim = IndexMap::new();
+    for p in param_specs(cfg) {
+        weights.insert(p.name.clone(), exe.get_input(&p.name)?);
+        optim.insert(exp_avg(&p.name), exe.get_input(&exp_avg(&p.name))?);
+        optim.insert(exp_avg_sq(&p.name), exe.get_input(&exp_avg_sq(&p.name))?);
+    }
+    save_model(&tmp, cfg, &weights, DType::F32, 2 << 30)?;
+    test_delay();
+    write_safetensors(&tmp.join("optimizer.safetensors"), &optim)?;
+    test_delay();
+    let js = serde_json::to_string_pretty(state).map_err(|e| TrainError::Options(e.to_string()))?;
+    atomic_write(&tmp.join("trainer_state.json"), js.as_bytes())?;
+    fsync_dir(&tmp)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    fsync_dir(out)?;
+    atomic_write(&out.join("latest"), name.as_bytes())?;
+    fsync_dir(out)?;
+    Ok(final_dir)
+}
+
+/// A loaded checkpoint: config, weights, optimiser moments and trainer state.
+pub struct LoadedCheckpoint {
+    /// Model configuration.
+    pub cfg: LladaConfig,
+    /// Weights (f32).
+    pub weights: IndexMap<String, Tensor>,
+    /// AdamW moments by name.
+    pub optim: IndexMap<String, Tensor>,
+    /// Trainer state.
+    pub state: TrainerState,
+}
+
+/// Loads a checkpoint directory written by [`save_checkpoint`].
+pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, TrainError> {
+    let (cfg, weights) = load_model(dir)?;
+    let optim = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    for p in param_specs(&cfg) {
+        for n in [exp_avg(&p.name), exp_avg_sq(&p.name)] {
+            match optim.get(&n) {
+                Some(t) if t.shape().0 == p.shape && t.dtype() == DType::F32 => {}
+                Some(t) => {
+                    return Err(TrainError::Options(format!(
+                        "{}: optimizer tensor '{n}' is {}{}, expected f32{:?}",
+                        dir.display(),
+                        t.dtype(),
+                        t.shape(),
+                        p.shape
+                    )))
+                }
+                None => {
+                    return Err(TrainError::Options(format!(
+                        "{}: optimizer state lacks '{n}'",
+                        dir.display()
+                    )))
+                }
+            }
+        }
+    }
+    let sp = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Options(format!("{}: {e}", sp.display())))?;
+    if state.format != "mmada-trainer-state" {
+        return Err(TrainError::Options(format!(
+            "{}: not a trainer state",
+            sp.display()
+        )));
+    }
+    Ok(LoadedCheckpoint {
+        cfg,
+        weights,
+        optim,
+        state,
+    })
+}
+
+fn scalar_f32(v: f64) -> Result<Tensor, TrainError> {
+    Ok(Tensor::from_f32(Vec::<usize>::new(), vec![v as f32])?)
+}
+
+fn scalar_i64(v: i64) -> Result<Tensor, TrainError> {
+    Ok(Tensor::from_i64(Vec::<usize>::new(), vec![v])?)
+}
+
+/// Builds the per-step inputs of a batch.
+pub fn batch_inputs(
+    rows: &[Row],
+    seq: usize,
+    opts: &TrainOptions,
+    step: usize,
+    hyper: &StepHyper,
+) -> Result<IndexMap<String, Tensor>, TrainError> {
+    let b = rows.len();
+    let mut ids = Vec::with_capacity(b * seq);
+    let mut prompt = Vec::with_capacity(b * seq);
+    for r in rows {
+        ids.extend_from_slice(&r.ids);
+        prompt.extend((0..seq).map(|i| (i < r.prompt_len) as u8 as f64));
+    }
+    let kinds: Vec<_> = rows.iter().map(|r| r.kind).collect();
+    let w = row_weights(&kinds, seq, opts.coef_lm, opts.coef_sft);
+    let lr =
+        opts.lr * crate::train_step::lr_factor(step, opts.warmup, opts.steps, opts.min_lr_scale);
+    let t = (step + 1) as i32;
+    let mut m = IndexMap::new();
+    m.insert("input_ids".into(), Tensor::from_i64([b, seq], ids)?);
+    m.insert(
+        "prompt_mask".into(),
+        Tensor::from_f64(DType::Bool, [b, seq], &prompt)?,
+    );
+    m.insert("row_weight".into(), Tensor::from_f64(DType::F32, [b], &w)?);
+    m.insert("seed".into(), scalar_i64(opts.seed as i64)?);
+    m.insert("offset".into(), scalar_i64(rng_offset(step))?);
+    m.insert("lr".into(), scalar_f32(lr)?);
+    m.insert("bc1".into(), scalar_f32(1.0 - hyper.betas.0.powi(t))?);
+    m.insert("bc2".into(), scalar_f32(1.0 - hyper.betas.1.powi(t))?);
+    Ok(m)
+}
+
+/// Progress reporting hooks.
+pub trait Progress {
+    /// Called once the data is read: rows kept, rows skipped (prompt longer than the sequence).
+    fn data(&mut self, _rows: usize, _skipped: usize) {}
+    /// Called once before the first step.
+    fn start(&mut self, _first: usize, _total: usize) {}
+    /// Called after every step.
+    fn step(&mut self, _r: &StepRecord) {}
+    /// Called after a checkpoint was written.
+    fn saved(&mut self, _dir: &Path) {}
+    /// Called at the end.
+    fn finish(&mut self) {}
+}
+
+/// No reporting.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// Trains; returns the records of the steps run by this call. With `resume`, continues from
+/// that checkpoint directory (or from `<out>/latest` when it is the output directory).
+pub fn train(
+    opts: &TrainOptions,
+    resume: Option<&Path>,
+    target: Target,
+    backend: BackendOptions,
+    progress: &mut dyn Progress,
+) -> Result<Vec<StepRecord>, TrainError> {
+    let tok = match &opts.tokenizer {
+        Some(p) => TextTokenizer::from_file(p)?,
+        None => TextTokenizer::tiny()?,
+    };
+    let hyper = StepHyper::default();
+    // Starting point: a checkpoint to resume, a model directory, or a preset.
+    let resumed = match resume {
+        Some(dir) => {
+            let d = if dir.join("trainer_state.json").is_file() {
+                dir.to_path_buf()
+            } else {
+                latest_checkpoint(dir).ok_or_else(|| {
+                    TrainError::Options(format!(
+                        "{}: no checkpoint to resume (no 'latest')",
+                        dir.display()
+                    ))
+                })?
+            };
+            Some(load_checkpoint(&d)?)
+        }
+        None => None,
+    };
+    let opts = match &resumed {
+        Some(ck) => {
+            let o = &ck.state.options;
+            if (o.batch, o.seq, o.seed, &o.data) != (opts.batch, opts.seq, opts.seed, &opts.data) {
+                return Err(TrainError::Options(format!(
+                    "resume: the checkpoint was trained with batch {}, seq {}, seed {}, data {:?}; these options must match",
+                    o.batch, o.seq, o.seed, o.data
+                )));
+            }
+            TrainOptions {
+                out: opts.out.clone(),
+                ..o.clone()
+            }
+        }
+        None => opts.clone(),
+    };
+    let (cfg, weights) = match (&resumed, &opts.model) {
+        (Some(ck), _) => (ck.cfg.clone(), ck.weights.clone()),
+        (None, Some(dir)) => load_model(dir)?,
+        (None, None) => {
+            let cfg = LladaConfig::preset(&opts.preset).ok_or_else(|| {
+                TrainError::Options(format!(
+                    "unknown preset '{}' (choose from {})",
+                    opts.preset,
+                    LladaConfig::PRESETS.join(", ")
+                ))
+            })?;
+            let w = init_weights(&cfg, opts.init_std, opts.seed)?;
+            (cfg, w)
+        }
+    };
+    if tok.len() > cfg.rows() || tok.mask != cfg.mask_token_id {
+        return Err(TrainError::Options(format!(
+            "the tokenizer ({} ids, [MASK] = {}) does not fit the model ({} rows, mask_token_id = {})",
+            tok.len(),
+            tok.mask,
+            cfg.rows(),
+            cfg.mask_token_id
+        )));
+    }
+    let (rows, skipped) = load_rows(&opts, &tok)?;
+    progress.data(rows.len(), skipped);
+    let start = resumed.as_ref().map_or(0, |c| c.state.step);
+    let pos = resumed
+        .as_ref()
+        .map_or(DataPosition::default(), |c| c.state.data);
+    let mut batcher = Batcher::new(rows, opts.seed, pos)?;
+    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+
+    let g = train_step_graph(&cfg, opts.batch, opts.seq, hyper)?;
+    let art = compile(
+        &g,
+        &CompileOptions {
+            name: format!("train_step_{}_b{}_l{}", opts.preset, opts.batch, opts.seq),
+            backend,
+            ptx_check: PtxCheck::Skip,
+        },
+    )?;
+    let mut exe = open_artifact(art, target)?;
+    for (n, t) in &weights {
+        exe.set_input(n, t)?;
+        let zeros = Tensor::zeros(DType::F32, t.shape().clone());
+        let (m, v) = match &resumed {
+            Some(ck) => (
+                ck.optim[&exp_avg(n)].clone(),
+                ck.optim[&exp_avg_sq(n)].clone(),
+            ),
+            None => (zeros.clone(), zeros),
+        };
+        exe.set_input(&exp_avg(n), &m)?;
+        exe.set_input(&exp_avg_sq(n), &v)?;
+    }
+
+    // Metrics: keep the lines of steps before `start` (a resumed run rewrites the rest).
+    let metrics_path = opts.out.join("metrics.jsonl");
+    let mut history: Vec<StepRecord> = std::fs::read_to_string(&metrics_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<StepRecord>(l).ok())
+        .filter(|r| r.step < start)
+        .collect();
+    let mut metrics = std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?;
+    for r in &history {
+        let line = serde_json::to_string(r).map_err(|e| TrainError::Options(e.to_string()))?;
+        writeln!(metrics, "{line}").map_err(io(&metrics_path))?;
+    }
+
+    progress.start(start, opts.steps);
+    let mut records = Vec::new();
+    for step in start..opts.steps {
+        let t0 = Instant::now();
+        let batch = batcher.next_batch(opts.batch);
+        let ins = batch_inputs(&batch, opts.seq, &opts, step, &hyper)?;
+        let lr = ins["lr"].get_f64(0);
+        let out = exe.run(&ins)?;
+        let rec = StepRecord {
+            step,
+            loss: out["loss"].get_f64(0),
+            grad_norm: out["grad_norm"].get_f64(0),
+            lr,
+            tokens: opts.batch * opts.seq,
+            step_seconds: t0.elapsed().as_secs_f64(),
+        };
+        if !rec.loss.is_finite() {
+            return Err(TrainError::Options(format!(
+                "the loss became {} at step {step}",
+                rec.loss
+            )));
+        }
+        let line = serde_json::to_string(&rec).map_err(|e| TrainError::Options(e.to_string()))?;
+        writeln!(metrics, "{line}").map_err(io(&metrics_path))?;
+        progress.step(&rec);
+        history.push(rec.clone());
+        records.push(rec);
+        let done = step + 1;
+        if (opts.save_every > 0 && done % opts.save_every == 0) || done == opts.steps {
+            metrics.flush().map_err(io(&metrics_path))?;
+            let state = TrainerState {
+                format: "mmada-trainer-state".into(),
+                step: done,
+                data: batcher.pos,
+                rng_offset: rng_offset(done),
+                options: opts.clone(),
+            };
+            let dir = save_checkpoint(exe.as_mut(), &cfg, &state)?;
+            prune_checkpoints(&opts.out, opts.keep)?;
+            let pts: Vec<(usize, f64)> = history.iter().map(|r| (r.step, r.loss)).collect();
+            let png = opts.out.join("loss-curve.png");
+            crate::plot::loss_curve_png(&pts, &png).map_err(io(&png))?;
+            progress.saved(&dir);
+        }
+    }
+    progress.finish();
+    Ok(records)
+}
+
+/// Removes all but the newest `keep` complete checkpoints (and stale partial ones).
+fn prune_checkpoints(out: &Path, keep: usize) -> Result<(), TrainError> {
+    let mut done: Vec<(usize, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(out).map_err(io(out))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("checkpoint-") {
+            if rest.contains(".partial-") {
+                if !rest.ends_with(&format!(".partial-{}", std::process::id())) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            } else if let Ok(s) = rest.parse::<usize>() {
+                done.push((s, e.path()));
+            }
+        }
+    }
+    done.sort();
+    let n = done.len();
+    for (_, p) in done.into_iter().take(n.saturating_sub(keep.max(1))) {
+        std::fs::remove_dir_all(&p).map_err(io(&p))?;
+    }
+    Ok(())
+}
