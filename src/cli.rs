@@ -56,8 +56,20 @@ enum RunTarget {
 enum Cmd {
     /// Compile a graph spec (TOML) into an artifact.
     Compile {
-        /// The spec file.
-        spec: PathBuf,
+        /// A graph spec (TOML), or a model `config.json` (HF field names); omit with --preset.
+        spec: Option<PathBuf>,
+        /// Compile a model preset instead of a file: tiny, bench-tiny, bench-small, mmada-8b.
+        #[arg(long)]
+        preset: Option<String>,
+        /// For models: which graph, `forward` (logits) or `train-step`.
+        #[arg(long, default_value = "forward")]
+        graph: String,
+        /// For models: batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// For models: sequence length.
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
         /// Output artifact.
         #[arg(short, long)]
         output: PathBuf,
@@ -176,6 +188,19 @@ enum Cmd {
         /// cpu or cuda (default: cuda when a device is present, else cpu).
         #[arg(long)]
         target: Option<RunTarget>,
+    },
+    /// Time the BENCHMARKS.md configurations (training step and forward of bench-tiny and
+    /// bench-small): median time, achieved GFLOP/s, and the ratio to the official PyTorch figures.
+    Bench {
+        /// cpu or cuda (default: cuda when a device is present, else cpu).
+        #[arg(long)]
+        target: Option<RunTarget>,
+        /// Only cases whose preset contains this text (e.g. bench-tiny).
+        #[arg(long)]
+        only: Option<String>,
+        /// Timed repetitions (median reported).
+        #[arg(long, default_value_t = 7)]
+        reps: usize,
     },
     /// Compile the built-in check graphs (every op kind, random streams, a transformer block
     /// with its gradients), run them on this machine and compare with the interpreter.
@@ -308,8 +333,38 @@ fn compile_spec_text(
     )?)
 }
 
+/// Which model graph `compile` builds.
+struct ModelGraph {
+    graph: String,
+    batch: usize,
+    seq: usize,
+}
+
+fn model_graph(
+    cfg: &mmada_models::config::LladaConfig,
+    what: &ModelGraph,
+) -> Result<mmada_ir::Graph, CliError> {
+    Ok(match what.graph.as_str() {
+        "forward" => mmada_models::llada::forward_graph(cfg, what.batch, what.seq, false)?,
+        "train-step" => mmada_models::train_step::train_step_graph(
+            cfg,
+            what.batch,
+            what.seq,
+            mmada_models::train_step::StepHyper::default(),
+        )?,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--graph must be forward or train-step, got '{other}'"
+            )))
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn cmd_compile(
-    spec: &Path,
+    spec: Option<&Path>,
+    preset: Option<&str>,
+    what: &ModelGraph,
     output: &Path,
     targets: &[String],
     host_cpu: &str,
@@ -317,17 +372,54 @@ fn cmd_compile(
     no_ptxas: bool,
 ) -> Result<(), CliError> {
     let opts = backend_options(targets, host_cpu, dump)?;
-    let text = std::fs::read_to_string(spec).map_err(|e| mmada_models::SpecError::Io {
-        path: spec.display().to_string(),
-        source: e,
-    })?;
     let t0 = Instant::now();
     let check = if no_ptxas {
         PtxCheck::Skip
     } else {
         PtxCheck::Auto
     };
-    let art = compile_spec_text(&text, &spec.display().to_string(), opts, check)?;
+    let model = match (spec, preset) {
+        (_, Some(p)) => Some((
+            mmada_models::config::LladaConfig::preset(p).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "unknown preset '{p}' (choose from {})",
+                    mmada_models::config::LladaConfig::PRESETS.join(", ")
+                ))
+            })?,
+            p.to_string(),
+        )),
+        (Some(s), None) if s.extension().is_some_and(|e| e == "json") => Some((
+            mmada_models::config::LladaConfig::read(s)?,
+            s.display().to_string(),
+        )),
+        (Some(_), None) => None,
+        (None, None) => {
+            return Err(CliError::Usage(
+                "give a spec file (TOML graph or model config.json) or --preset".into(),
+            ))
+        }
+    };
+    let art = match (model, spec) {
+        (Some((cfg, name)), _) => {
+            let g = model_graph(&cfg, what)?;
+            compile(
+                &g,
+                &CompileOptions {
+                    name: format!("{name} {} b{} l{}", what.graph, what.batch, what.seq),
+                    backend: opts,
+                    ptx_check: check,
+                },
+            )?
+        }
+        (None, Some(spec)) => {
+            let text = std::fs::read_to_string(spec).map_err(|e| mmada_models::SpecError::Io {
+                path: spec.display().to_string(),
+                source: e,
+            })?;
+            compile_spec_text(&text, &spec.display().to_string(), opts, check)?
+        }
+        (None, None) => return Err(CliError::Usage("nothing to compile".into())),
+    };
     art.write(output)?;
     let m = &art.manifest;
     let checked = m.kernels.iter().any(|k| !k.ptxas.is_empty());
@@ -526,6 +618,58 @@ fn graph_inputs(g: &mmada_ir::Graph) -> Vec<(String, DType, Vec<usize>)> {
         .collect()
 }
 
+fn cmd_bench(target: Option<RunTarget>, only: Option<String>, reps: usize) -> Result<(), CliError> {
+    use mmada_models::bench::{cases, flops, prepare, time_runs, Figure};
+    let target = target_of(target);
+    let on_cpu = target == Target::Cpu;
+    println!(
+        "{:<12} {:<11} {:>7} {:>11} {:>10} {:>12} {:>9}",
+        "config", "figure", "tokens", "median", "GFLOP/s", "PyTorch CPU", "speed-up"
+    );
+    for case in cases() {
+        if only.as_deref().is_some_and(|o| !case.preset.contains(o)) {
+            continue;
+        }
+        let backend = BackendOptions {
+            host: Some(HostCpu::native()),
+            gpu_archs: if on_cpu { vec![] } else { vec![80, 90] },
+            ..BackendOptions::default()
+        };
+        let (mut exe, ins) =
+            prepare(&case, target, backend).map_err(|e| CliError::Usage(e.to_string()))?;
+        let secs = time_runs(exe.as_mut(), &ins, 2, reps)?;
+        let cfg = mmada_models::config::LladaConfig::preset(case.preset)
+            .ok_or_else(|| CliError::Usage("unknown preset".into()))?;
+        let gflops = flops(&cfg, case.batch, case.seq, case.figure) / secs / 1e9;
+        let fig = match case.figure {
+            Figure::TrainStep => "train step",
+            Figure::Forward => "forward",
+        };
+        let (reference, ratio) = if on_cpu {
+            (
+                format!("{:.4} s", case.reference_s),
+                format!("{:.2}x", case.reference_s / secs),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "{:<12} {:<11} {:>7} {:>9.4} s {:>10.1} {:>12} {:>9}",
+            case.preset,
+            fig,
+            case.batch * case.seq,
+            secs,
+            gflops,
+            reference,
+            ratio
+        );
+    }
+    if on_cpu {
+        println!("(speed-up = official PyTorch figure / ours; above 1 is faster. Reference: BENCHMARKS.md, 2 threads.)");
+    }
+    Ok(())
+}
+
 fn cmd_logits(
     model: &Path,
     input: &Path,
@@ -649,12 +793,28 @@ pub fn main() -> Result<(), CliError> {
     match cli.cmd {
         Cmd::Compile {
             spec,
+            preset,
+            graph,
+            batch,
+            seq,
             output,
             targets,
             host_cpu,
             dump,
             no_ptxas,
-        } => cmd_compile(&spec, &output, &targets, &host_cpu, dump, no_ptxas),
+        } => {
+            let what = ModelGraph { graph, batch, seq };
+            cmd_compile(
+                spec.as_deref(),
+                preset.as_deref(),
+                &what,
+                &output,
+                &targets,
+                &host_cpu,
+                dump,
+                no_ptxas,
+            )
+        }
         Cmd::Run {
             artifact,
             input,
@@ -708,6 +868,7 @@ pub fn main() -> Result<(), CliError> {
             let resume = resume.map(|r| r.unwrap_or(out));
             crate::train_cli::run(&opts, resume.as_deref(), target_of(target), log)
         }
+        Cmd::Bench { target, only, reps } => cmd_bench(target, only, reps),
         Cmd::Logits {
             model,
             input,

@@ -6,6 +6,12 @@ mod train_cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`mmada inspect x | head`), like other command-line tools,
+    // instead of panicking in println!.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match cli::main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

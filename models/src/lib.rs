@@ -4,6 +4,7 @@
 //!   of `mmada compile SPEC` for custom graphs;
 //! - [`expr`]: the small expression language of specs (`softmax(x @ w + b, -1)`).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -1,0 +1,190 @@
+//! Benchmarks of the configurations in `shared/BENCHMARKS.md`: the bench-tiny and bench-small
+//! training step (masked-diffusion LM loss, backward, clipping, AdamW) and forward pass, with
+//! achieved FLOP/s and the ratio to the official PyTorch figures measured on the build machine.
+
+use crate::config::LladaConfig;
+use crate::llada::{forward_graph, param_specs};
+use crate::loss::{row_weights, RowKind};
+use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
+use indexmap::IndexMap;
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_ir::{DType, RngDist, Tensor};
+use mmada_runtime::{open_artifact, Executor, Target};
+use std::time::Instant;
+
+/// What is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Figure {
+    /// One whole training step (batch of BENCHMARKS.md).
+    TrainStep,
+    /// Logits of one sequence.
+    Forward,
+}
+
+/// One benchmark case.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// Preset name.
+    pub preset: &'static str,
+    /// Figure.
+    pub figure: Figure,
+    /// Batch.
+    pub batch: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// The official implementation's figure on the build machine (seconds; BENCHMARKS.md,
+    /// upper end of the measured range), for CPU runs.
+    pub reference_s: f64,
+}
+
+/// The cases of BENCHMARKS.md that run on a CPU.
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            preset: "bench-tiny",
+            figure: Figure::TrainStep,
+            batch: 4,
+            seq: 256,
+            reference_s: 0.187,
+        },
+        Case {
+            preset: "bench-tiny",
+            figure: Figure::Forward,
+            batch: 1,
+            seq: 256,
+            reference_s: 0.0152,
+        },
+        Case {
+            preset: "bench-small",
+            figure: Figure::TrainStep,
+            batch: 2,
+            seq: 512,
+            reference_s: 1.22,
+        },
+        Case {
+            preset: "bench-small",
+            figure: Figure::Forward,
+            batch: 1,
+            seq: 512,
+            reference_s: 0.178,
+        },
+    ]
+}
+
+/// Floating-point operations of a forward pass (matrix products and attention; ×3 for a
+/// training step).
+pub fn flops(cfg: &LladaConfig, batch: usize, seq: usize, figure: Figure) -> f64 {
+    let (d, f, v, n) = (
+        cfg.d_model as f64,
+        cfg.mlp_hidden_size as f64,
+        cfg.rows() as f64,
+        cfg.n_layers as f64,
+    );
+    let tokens = (batch * seq) as f64;
+    let dense = 2.0 * tokens * (n * (4.0 * d * d + 3.0 * d * f) + v * d);
+    let attn = n * batch as f64 * 4.0 * (seq as f64).powi(2) * d;
+    let fwd = dense + attn;
+    match figure {
+        Figure::TrainStep => 3.0 * fwd,
+        Figure::Forward => fwd,
+    }
+}
+
+/// Random weights (Philox normals × 0.02, norms 1).
+pub fn random_weights(
+    cfg: &LladaConfig,
+    seed: i64,
+) -> Result<IndexMap<String, Tensor>, mmada_ir::IrError> {
+    let mut out = IndexMap::new();
+    for (k, p) in param_specs(cfg).into_iter().enumerate() {
+        let n: usize = p.shape.iter().product();
+        let v: Vec<f32> = if p.shape.len() == 1 {
+            vec![1.0; n]
+        } else {
+            (0..n as u64)
+                .map(|i| mmada_ir::philox::sample(RngDist::Normal, seed, 0, k as u32, i) * 0.02)
+                .collect()
+        };
+        out.insert(p.name, Tensor::from_f32(p.shape, v)?);
+    }
+    Ok(out)
+}
+
+/// A prepared benchmark: an executor with resident weights (and optimiser state) and the
+/// per-run inputs.
+pub type Prepared = (Box<dyn Executor>, IndexMap<String, Tensor>);
+
+/// Compiles a case and returns its executor and inputs.
+pub fn prepare(
+    case: &Case,
+    target: Target,
+    backend: BackendOptions,
+) -> Result<Prepared, Box<dyn std::error::Error>> {
+    let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
+    let (b, l) = (case.batch, case.seq);
+    let g = match case.figure {
+        Figure::TrainStep => train_step_graph(&cfg, b, l, StepHyper::default())?,
+        Figure::Forward => forward_graph(&cfg, b, l, false)?,
+    };
+    let art = compile(
+        &g,
+        &CompileOptions {
+            name: format!("{}-{:?}", case.preset, case.figure),
+            backend,
+            ptx_check: PtxCheck::Skip,
+        },
+    )?;
+    let mut exe = open_artifact(art, target)?;
+    for (n, t) in random_weights(&cfg, 7)? {
+        if case.figure == Figure::TrainStep {
+            let z = Tensor::zeros(DType::F32, t.shape().clone());
+            exe.set_input(&exp_avg(&n), &z)?;
+            exe.set_input(&exp_avg_sq(&n), &z)?;
+        }
+        exe.set_input(&n, &t)?;
+    }
+    let ids: Vec<i64> = (0..(b * l) as u64)
+        .map(|i| (mmada_ir::philox::words(3, 0, 9, i)[0] as u64 % cfg.vocab_size as u64) as i64)
+        .collect();
+    let mut ins = IndexMap::new();
+    ins.insert("input_ids".to_string(), Tensor::from_i64([b, l], ids)?);
+    if case.figure == Figure::TrainStep {
+        let w = row_weights(&vec![RowKind::Lm; b], l, 1.0, 1.0);
+        ins.insert("prompt_mask".into(), Tensor::zeros(DType::Bool, [b, l]));
+        ins.insert("row_weight".into(), Tensor::from_f64(DType::F32, [b], &w)?);
+        ins.insert(
+            "seed".into(),
+            Tensor::from_i64(Vec::<usize>::new(), vec![10086])?,
+        );
+        ins.insert(
+            "offset".into(),
+            Tensor::from_i64(Vec::<usize>::new(), vec![0])?,
+        );
+        // BENCHMARKS.md: lr 1e-4; bias corrections of step 1.
+        for (n, v) in [("lr", 1e-4f32), ("bc1", 0.1), ("bc2", 0.001)] {
+            ins.insert(n.into(), Tensor::from_f32(Vec::<usize>::new(), vec![v])?);
+        }
+    }
+    Ok((exe, ins))
+}
+
+/// Median seconds of `reps` runs after `warmup` runs.
+pub fn time_runs(
+    exe: &mut dyn Executor,
+    ins: &IndexMap<String, Tensor>,
+    warmup: usize,
+    reps: usize,
+) -> Result<f64, mmada_runtime::RuntimeError> {
+    for _ in 0..warmup {
+        exe.run(ins)?;
+    }
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        exe.run(ins)?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t[t.len() / 2])
+}
