@@ -33,13 +33,13 @@ x = { dtype = "f32", shape = [1024, 2048] }
 y = "softmax(x * 3.0, -1)"
 TOML
 
-# cases.txt columns: name tolerance flops bytes error-floor
+# cases.txt columns: name tolerance flops bytes error-floor init-seed
 add_case() {
   local name=$1 spec=$2 tol=$3 flops=$4 bytes=$5
   "$M" compile "$spec" -o "$B/$name.mmada" --targets sm_80,sm_90
   "$M" inputs "$B/$name.mmada" -o "$B/$name.in.safetensors" --seed 1
   "$M" run "$B/$name.mmada" --input "$B/$name.in.safetensors" --output "$B/$name.ref.safetensors" --reference
-  echo "$name $tol $flops $bytes 1e-30" >> "$B/cases.txt"
+  echo "$name $tol $flops $bytes 1e-30 -" >> "$B/cases.txt"
 }
 add_case softmax_linear examples/softmax_linear.toml 1e-5 $((2*37*53*29)) $((4*(37*53+53*29+29+37*29)))
 add_case linear_softmax_1k "$B/specs/linear_softmax_1k.toml" 1e-4 $((2*1024*1024*512)) $((4*(1024*1024+1024*512+512+1024*512)))
@@ -47,6 +47,11 @@ add_case row_softmax_2k "$B/specs/row_softmax_2k.toml" 1e-5 0 $((4*2*1024*2048))
 # The built-in check graphs: every op kind (f32, bf16), random streams (bit-exact: the GPU must
 # reproduce the interpreter's Philox bits), a transformer block with its gradients.
 "$M" selfcheck --write-bundle "$B" | while read -r name tol; do
-  echo "$name $tol 0 0 1" >> "$B/cases.txt"
+  echo "$name $tol 0 0 1 -" >> "$B/cases.txt"
+done
+# The BENCHMARKS.md configurations (training step and forward of bench-tiny and bench-small):
+# weights are generated on both machines from one seed; expected outputs come from the CPU.
+"$M" bench --write-bundle "$B" | while read -r name tol flops bytes floor seed; do
+  echo "$name $tol $flops $bytes $floor $seed" >> "$B/cases.txt"
 done
 du -sh "$B"

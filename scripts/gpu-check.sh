@@ -17,10 +17,12 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2
 date -u +"date: %Y-%m-%dT%H:%MZ"
 status=0
 : > "$B/results.txt"
-while read -r name tol flops bytes floor; do
+while read -r name tol flops bytes floor seed; do
+  init=()
+  if [ -n "${seed:-}" ] && [ "$seed" != "-" ]; then init=(--init-params "$seed"); fi
   if ! "$B/mmada-run" "$B/$name.mmada" --input "$B/$name.in.safetensors" \
       --expect "$B/$name.ref.safetensors" --tol "$tol" --floor "${floor:-1e-30}" \
-      --target cuda --repeat 30 >> "$B/results.txt"; then
+      "${init[@]}" --target cuda --repeat 20 >> "$B/results.txt"; then
     status=1
     echo "RESULT name=$name ok=false (see above)" >> "$B/results.txt"
   fi

@@ -201,6 +201,10 @@ enum Cmd {
         /// Timed repetitions (median reported).
         #[arg(long, default_value_t = 7)]
         reps: usize,
+        /// Instead of timing, write GPU-check cases here: PTX artifacts, data inputs, and the
+        /// outputs the CPU computes with deterministic weights (`mmada-run --init-params 7`).
+        #[arg(long)]
+        write_bundle: Option<PathBuf>,
     },
     /// Compile the built-in check graphs (every op kind, random streams, a transformer block
     /// with its gradients), run them on this machine and compare with the interpreter.
@@ -618,6 +622,65 @@ fn graph_inputs(g: &mmada_ir::Graph) -> Vec<(String, DType, Vec<usize>)> {
         .collect()
 }
 
+/// Writes the BENCHMARKS.md cases for `scripts/gpu-check.sh` (see `Cmd::Bench`).
+fn bench_bundle(dir: &Path, only: Option<String>) -> Result<(), CliError> {
+    use mmada_models::bench::{case_graph, cases, flops, Figure};
+    std::fs::create_dir_all(dir).map_err(|e| mmada_codegen::CodegenError::io(dir, e))?;
+    for case in cases() {
+        if only.as_deref().is_some_and(|o| !case.preset.contains(o)) {
+            continue;
+        }
+        let (g, ins) = case_graph(&case).map_err(|e| CliError::Usage(e.to_string()))?;
+        let fig = if case.figure == Figure::TrainStep {
+            "train"
+        } else {
+            "forward"
+        };
+        let name = format!("{}_{fig}", case.preset.replace('-', "_"));
+        let build = |host: bool| -> Result<Artifact, CliError> {
+            Ok(compile(
+                &g,
+                &CompileOptions {
+                    name: name.clone(),
+                    backend: BackendOptions {
+                        host: host.then(HostCpu::native),
+                        gpu_archs: if host { vec![] } else { vec![80, 90] },
+                        ..BackendOptions::default()
+                    },
+                    ptx_check: PtxCheck::Skip,
+                },
+            )?)
+        };
+        let gpu = build(false)?;
+        gpu.write(&dir.join(format!("{name}.mmada")))?;
+        tensor_io::write_safetensors(&dir.join(format!("{name}.in.safetensors")), &ins)?;
+        // Expected outputs: the CPU with the same deterministic weights.
+        let host = build(true)?;
+        let exe_plan = mmada_runtime::Executable::new(host.clone())?;
+        let inits: Vec<(String, Tensor)> = exe_plan
+            .plan
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                mmada_runtime::init::init_value(b, i, 7).map(|t| (b.name.clone(), t))
+            })
+            .collect();
+        let mut exe = mmada_runtime::open_artifact(host, Target::Cpu)?;
+        for (n, t) in &inits {
+            exe.set_input(n, t)?;
+        }
+        let want = exe.run(&ins)?;
+        tensor_io::write_safetensors(&dir.join(format!("{name}.ref.safetensors")), &want)?;
+        let cfg = mmada_models::config::LladaConfig::preset(case.preset)
+            .ok_or_else(|| CliError::Usage("unknown preset".into()))?;
+        let f = flops(&cfg, case.batch, case.seq, case.figure);
+        // name tolerance flops bytes floor init-seed
+        println!("{name} 1e-3 {f:.0} 0 1 7");
+    }
+    Ok(())
+}
+
 fn cmd_bench(target: Option<RunTarget>, only: Option<String>, reps: usize) -> Result<(), CliError> {
     use mmada_models::bench::{cases, flops, prepare, time_runs, Figure};
     let target = target_of(target);
@@ -868,7 +931,21 @@ pub fn main() -> Result<(), CliError> {
             let resume = resume.map(|r| r.unwrap_or(out));
             crate::train_cli::run(&opts, resume.as_deref(), target_of(target), log)
         }
-        Cmd::Bench { target, only, reps } => cmd_bench(target, only, reps),
+        Cmd::Bench {
+            target,
+            only,
+            reps,
+            write_bundle: Some(dir),
+        } => {
+            let _ = (target, reps);
+            bench_bundle(&dir, only)
+        }
+        Cmd::Bench {
+            target,
+            only,
+            reps,
+            write_bundle: None,
+        } => cmd_bench(target, only, reps),
         Cmd::Logits {
             model,
             input,

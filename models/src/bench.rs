@@ -169,6 +169,40 @@ pub fn prepare(
     Ok((exe, ins))
 }
 
+/// The graph of a case and its per-run (data) inputs.
+pub fn case_graph(
+    case: &Case,
+) -> Result<(mmada_ir::Graph, IndexMap<String, Tensor>), Box<dyn std::error::Error>> {
+    let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
+    let (b, l) = (case.batch, case.seq);
+    let g = match case.figure {
+        Figure::TrainStep => train_step_graph(&cfg, b, l, StepHyper::default())?,
+        Figure::Forward => forward_graph(&cfg, b, l, false)?,
+    };
+    let ids: Vec<i64> = (0..(b * l) as u64)
+        .map(|i| (mmada_ir::philox::words(3, 0, 9, i)[0] as u64 % cfg.vocab_size as u64) as i64)
+        .collect();
+    let mut ins = IndexMap::new();
+    ins.insert("input_ids".to_string(), Tensor::from_i64([b, l], ids)?);
+    if case.figure == Figure::TrainStep {
+        let w = row_weights(&vec![RowKind::Lm; b], l, 1.0, 1.0);
+        ins.insert("prompt_mask".into(), Tensor::zeros(DType::Bool, [b, l]));
+        ins.insert("row_weight".into(), Tensor::from_f64(DType::F32, [b], &w)?);
+        ins.insert(
+            "seed".into(),
+            Tensor::from_i64(Vec::<usize>::new(), vec![10086])?,
+        );
+        ins.insert(
+            "offset".into(),
+            Tensor::from_i64(Vec::<usize>::new(), vec![0])?,
+        );
+        for (n, v) in [("lr", 1e-4f32), ("bc1", 0.1), ("bc2", 0.001)] {
+            ins.insert(n.into(), Tensor::from_f32(Vec::<usize>::new(), vec![v])?);
+        }
+    }
+    Ok((g, ins))
+}
+
 /// Median seconds of `reps` runs after `warmup` runs.
 pub fn time_runs(
     exe: &mut dyn Executor,

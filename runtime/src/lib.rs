@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod error;
 pub mod executable;
+pub mod init;
 pub mod tensor_io;
 
 pub use cpu::CpuExecutor;

@@ -40,6 +40,10 @@ struct Args {
     /// Timed repetitions (median reported) after one warm-up.
     #[arg(long, default_value_t = 0)]
     repeat: usize,
+    /// Initialise parameter and state inputs missing from --input deterministically from this
+    /// seed (see mmada_runtime::init).
+    #[arg(long)]
+    init_params: Option<i64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -52,7 +56,21 @@ fn run() -> Result<bool, String> {
     let art = Artifact::read(&a.artifact).map_err(|e| e.to_string())?;
     let name = art.manifest.name.clone();
     let exe = Executable::new(art).map_err(|e| e.to_string())?;
-    let inputs = tensor_io::read_safetensors(&a.input).map_err(|e| e.to_string())?;
+    let mut inputs = tensor_io::read_safetensors(&a.input).map_err(|e| e.to_string())?;
+    // Parameters and state are set once (resident); data inputs are fed every run.
+    let mut resident = indexmap::IndexMap::new();
+    for (i, b) in exe.plan.inputs.iter().enumerate() {
+        if b.role == mmada_ir::Role::Data {
+            continue;
+        }
+        if let Some(t) = inputs.shift_remove(&b.name) {
+            resident.insert(b.name.clone(), t);
+        } else if let Some(seed) = a.init_params {
+            if let Some(t) = mmada_runtime::init::init_value(b, i, seed) {
+                resident.insert(b.name.clone(), t);
+            }
+        }
+    }
     let target = match a.target.as_deref() {
         Some("cpu") => "cpu",
         Some("cuda") => "cuda",
@@ -62,6 +80,9 @@ fn run() -> Result<bool, String> {
     };
     let (outputs, device, launch_ms, run_ms) = if target == "cuda" {
         let mut ex = CudaExecutor::new(exe, 0).map_err(|e| e.to_string())?;
+        for (n, t) in &resident {
+            ex.set_input(n, t).map_err(|e| e.to_string())?;
+        }
         let (dev, arch) = ex.device();
         let out = ex.run(&inputs).map_err(|e| e.to_string())?;
         let mut launch = Vec::new();
@@ -80,6 +101,9 @@ fn run() -> Result<bool, String> {
         (out, format!("{dev} (sm_{arch} PTX)"), lm, rm)
     } else {
         let mut ex = CpuExecutor::new(exe).map_err(|e| e.to_string())?;
+        for (n, t) in &resident {
+            ex.set_input(n, t).map_err(|e| e.to_string())?;
+        }
         let out = ex.run(&inputs).map_err(|e| e.to_string())?;
         let mut whole = Vec::new();
         for _ in 0..a.repeat {
