@@ -112,17 +112,13 @@ fn main() {
     let mut agg: IndexMap<String, (f64, usize, String)> = IndexMap::new();
     for t in &times {
         let e = agg
-            .entry(t.kernel.split('_').take(2).collect::<Vec<_>>().join("_"))
+            .entry(t.kernel.clone())
             .or_insert((0.0, 0, t.node.clone()));
         e.0 += t.seconds;
         e.1 += 1;
     }
     agg.sort_by(|_, a, _, b| b.0.partial_cmp(&a.0).unwrap());
-    for (k, (s, n, node)) in agg
-        .iter()
-        .filter(|(k, _)| !k.starts_with("matmul"))
-        .take(25)
-    {
+    for (k, (s, n, node)) in agg.iter().take(40) {
         println!("{k:<30} {:>8.2} ms  x{n}  e.g. {node}", s * 1e3);
     }
     let mut v: Vec<_> = times.iter().collect();

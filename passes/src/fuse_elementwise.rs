@@ -7,8 +7,10 @@
 //!   a matmul or existing fused op, a reduction, a graph output, used by an op that cannot absorb
 //!   it (anything but elementwise/view ops and reductions), or shared by several users while
 //!   being expensive to recompute (more than [`FuseElementwise::max_duplicated_cost`] elementwise
-//!   ops). Everything else is inlined into each user's group (cheap ops are recomputed rather than
-//!   stored, as XLA does).
+//!   ops), or broadcast to a larger shape while costing at least one transcendental function
+//!   (the RoPE tables: `cos(position · frequency)` would otherwise be recomputed for every head
+//!   and batch row). Everything else is inlined into each user's group (cheap ops are recomputed
+//!   rather than stored, as XLA does).
 //! - Each materialised elementwise/view node and each reduction roots a group: the root plus the
 //!   inlined nodes it reaches through operands. Groups of two or more nodes are replaced by one
 //!   fused node whose body is the group and whose operands are the materialised nodes it reads.
@@ -48,10 +50,17 @@ fn absorbs_operands(n: &Node) -> bool {
     n.op.is_index_map() || matches!(n.op, Op::Reduce { .. })
 }
 
+/// Cost of one transcendental function (our math library: a range reduction and a polynomial).
+const TRANSCENDENTAL_COST: usize = 8;
+
 /// Work of recomputing one element of a node (for the duplication limit).
 fn own_cost(op: &Op) -> usize {
+    use mmada_ir::UnaryOp::{Cos, Exp, Log, Sigmoid, Sin};
     match op {
         Op::Rng { .. } => 20,
+        Op::Unary {
+            op: Exp | Log | Sin | Cos | Sigmoid,
+        } => TRANSCENDENTAL_COST,
         op if op.is_elementwise() => 1,
         Op::Gather { .. } | Op::Concat { .. } | Op::Pad { .. } => 1,
         _ => 0,
@@ -86,7 +95,11 @@ impl FuseElementwise {
                 .any(|(u, _)| !absorbs_operands(g.node(*u)) || g.is_matmul_transpose(*u));
             let distinct: BTreeSet<NodeId> = users.iter().map(|(u, _)| *u).collect();
             let shared_expensive = distinct.len() > 1 && c > self.max_duplicated_cost;
-            if outputs.contains(&id) || blocked || shared_expensive {
+            let broadcast_expensive = c >= TRANSCENDENTAL_COST
+                && users
+                    .iter()
+                    .any(|(u, _)| matches!(g.node(*u).op, Op::Broadcast { .. }));
+            if outputs.contains(&id) || blocked || shared_expensive || broadcast_expensive {
                 mat.insert(id);
             }
         }

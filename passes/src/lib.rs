@@ -10,16 +10,21 @@ pub mod dce;
 pub mod error;
 pub mod fuse_elementwise;
 pub mod manager;
+pub mod simplify_transposes;
 
 pub use cse::Cse;
 pub use dce::Dce;
 pub use error::PassError;
 pub use fuse_elementwise::FuseElementwise;
 pub use manager::{Pass, PassManager};
+pub use simplify_transposes::SimplifyTransposes;
 
-/// The default optimisation pipeline: DCE, CSE, elementwise fusion, DCE.
+/// The default optimisation pipeline: DCE, transpose simplification, DCE, CSE, elementwise
+/// fusion, DCE.
 pub fn default_pipeline() -> PassManager {
     let mut pm = PassManager::new();
+    pm.add(Dce);
+    pm.add(SimplifyTransposes);
     pm.add(Dce);
     pm.add(Cse);
     pm.add(FuseElementwise::default());

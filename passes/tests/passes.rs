@@ -175,8 +175,81 @@ fn pass_manager_writes_numbered_dumps() {
         .collect();
     names.sort();
     assert!(names.contains(&"00-after-input.txt".to_string()));
-    assert!(names.contains(&"03-after-fuse-elementwise.txt".to_string()));
-    assert!(names.contains(&"04-after-dce.dot".to_string()));
-    let text = std::fs::read_to_string(dir.path().join("03-after-fuse-elementwise.txt")).unwrap();
+    assert!(names.contains(&"05-after-fuse-elementwise.txt".to_string()));
+    assert!(names.contains(&"06-after-dce.dot".to_string()));
+    let text = std::fs::read_to_string(dir.path().join("05-after-fuse-elementwise.txt")).unwrap();
     assert!(text.contains("fused") && text.contains("<- root"));
+}
+
+#[test]
+fn transposes_move_onto_matmul_operands_and_cancel() {
+    use mmada_passes::SimplifyTransposes;
+    // dW = swap(swap(x) @ dy) with odd sizes and a batch axis: the gradient of y = x Wᵀ.
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [3, 13, 7]).unwrap();
+    let dy = g.input("dy", DType::F32, [3, 13, 5]).unwrap();
+    let xt = g.permute(x, &[0, 2, 1]).unwrap();
+    let dwt = g.matmul(xt, dy).unwrap(); // [3, 7, 5]
+    let dw = g.permute(dwt, &[0, 2, 1]).unwrap(); // [3, 5, 7]
+                                                  // A permutation of a permutation that is not the identity, read by an elementwise op.
+    let p = g.permute(x, &[2, 0, 1]).unwrap(); // [7, 3, 13]
+    let q = g.permute(p, &[1, 0, 2]).unwrap(); // [3, 7, 13]
+    let e = g.unary(UnaryOp::Exp, q).unwrap();
+    g.set_output("dw", dw).unwrap();
+    g.set_output("e", e).unwrap();
+    let ins = inputs(&g, 11);
+    let want = interpret(&g, &ins).unwrap();
+    let mut h = g.clone();
+    assert!(SimplifyTransposes.run(&mut h).unwrap());
+    Dce.run(&mut h).unwrap();
+    mmada_ir::verify::verify(&h).unwrap();
+    let got = interpret(&h, &ins).unwrap();
+    for k in ["dw", "e"] {
+        let err = max_rel_error(&got[k], &want[k], 1e-30);
+        assert!(err <= 1e-6, "{k}: {err}");
+    }
+    // The product is now dy-transposed @ x: one transpose (of dy), none of x or of the result.
+    let dw_node = h.outputs().iter().find(|(n, _)| n == "dw").unwrap().1;
+    assert!(matches!(h.node(dw_node).op, Op::MatMul));
+    let ops = h.operands(dw_node);
+    assert!(matches!(h.node(ops[0]).op, Op::Permute { .. }));
+    assert_eq!(ops[1], x);
+    // Two stacked permutations became one.
+    let e_node = h.outputs().iter().find(|(n, _)| n == "e").unwrap().1;
+    let src = h.operands(h.operands(e_node)[0]);
+    assert_eq!(src, vec![x]);
+    assert_eq!(count(&h, |o| matches!(o, Op::Permute { .. })), 2);
+}
+
+#[test]
+fn transcendental_tables_are_not_recomputed_per_broadcast_element() {
+    // RoPE-like: cos(position) [13, 6] broadcast over [4, 3, 13, 6] and multiplied with x.
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [4, 3, 13, 6]).unwrap();
+    let pos = g.iota(DType::F32, [13, 6], 0).unwrap();
+    let c = g.unary(UnaryOp::Cos, pos).unwrap();
+    let y = g.mul(x, c).unwrap();
+    g.set_output("y", y).unwrap();
+    let ins = inputs(&g, 3);
+    let want = interpret(&g, &ins).unwrap();
+    let mut h = g.clone();
+    FuseElementwise::default().run(&mut h).unwrap();
+    Dce.run(&mut h).unwrap();
+    let got = interpret(&h, &ins).unwrap();
+    assert!(max_rel_error(&got["y"], &want["y"], 1e-30) <= 1e-6);
+    // The cosine is computed once per table element, in a node of the table's shape.
+    let cos_shapes: Vec<String> = h
+        .node_ids()
+        .into_iter()
+        .filter(|&n| match &h.node(n).op {
+            Op::Fused { body } => body
+                .nodes
+                .iter()
+                .any(|b| matches!(b.op, Op::Unary { op: UnaryOp::Cos })),
+            Op::Unary { op: UnaryOp::Cos } => true,
+            _ => false,
+        })
+        .map(|n| h.node(n).shape.to_string())
+        .collect();
+    assert_eq!(cos_shapes, vec!["[13, 6]".to_string()]);
 }
