@@ -40,6 +40,11 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
     out("gather", g.gather(x, small, 1)?);
     let src = g.gather(y, small, 1)?;
     out("scatter_add", g.scatter_add(x, small, src, 1)?);
+    // Along a leading axis (the embedding gradient's form, another kernel layout).
+    let rows = g.input("rows", DType::I64, [4, 7])?;
+    let rows = g.binary_scalar(BinaryOp::Rem, rows, 5.0)?;
+    let rsrc = g.gather(y, rows, 0)?;
+    out("scatter_add_rows", g.scatter_add(x, rows, rsrc, 0)?);
     out("topk", g.topk(x, 3, 1)?);
     out("argmax", g.argmax(x, 0)?);
     out("cumsum", g.cumsum(x, 1, true)?);
