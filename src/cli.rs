@@ -205,6 +205,10 @@ enum Cmd {
         /// outputs the CPU computes with deterministic weights (`mmada-run --init-params 7`).
         #[arg(long)]
         write_bundle: Option<PathBuf>,
+        /// Instead of timing, run each case once on the CPU with per-launch timing and print
+        /// the slowest N kernels (with the graph node each computes).
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "25")]
+        profile: Option<usize>,
     },
     /// Compile the built-in check graphs (every op kind, random streams, a transformer block
     /// with its gradients), run them on this machine and compare with the interpreter.
@@ -681,6 +685,69 @@ fn bench_bundle(dir: &Path, only: Option<String>) -> Result<(), CliError> {
     Ok(())
 }
 
+fn bench_profile(only: Option<String>, top: usize) -> Result<(), CliError> {
+    use mmada_models::bench::{cases, profile, Figure};
+    for case in cases() {
+        if only.as_deref().is_some_and(|o| !case.preset.contains(o)) {
+            continue;
+        }
+        let backend = BackendOptions {
+            host: Some(HostCpu::native()),
+            gpu_archs: vec![],
+            ..BackendOptions::default()
+        };
+        let (total, kernels) =
+            profile(&case, backend).map_err(|e| CliError::Usage(e.to_string()))?;
+        let fig = if case.figure == Figure::TrainStep {
+            "train step"
+        } else {
+            "forward"
+        };
+        let launches: usize = kernels.iter().map(|k| k.launches).sum();
+        println!(
+            "{} {fig}: {:.2} ms, {launches} launches of {} kernels (CPU, one profiled run)",
+            case.preset,
+            total * 1e3,
+            kernels.len()
+        );
+        let mut by_kind: Vec<(String, f64, usize)> = Vec::new();
+        for k in &kernels {
+            let kind = k
+                .kernel
+                .split('_')
+                .take_while(|p| !p.chars().any(|c| c.is_ascii_digit()))
+                .collect::<Vec<_>>()
+                .join("_");
+            match by_kind.iter_mut().find(|e| e.0 == kind) {
+                Some(e) => {
+                    e.1 += k.seconds;
+                    e.2 += k.launches;
+                }
+                None => by_kind.push((kind, k.seconds, k.launches)),
+            }
+        }
+        by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (kind, s, n) in &by_kind {
+            println!("  {kind:<14} {:>9.2} ms  {n:>5} launches", s * 1e3);
+        }
+        println!(
+            "  {:<28} {:>9} {:>8}  example node",
+            "kernel", "ms", "launches"
+        );
+        for k in kernels.iter().take(top) {
+            println!(
+                "  {:<28} {:>9.2} {:>8}  {}",
+                k.kernel,
+                k.seconds * 1e3,
+                k.launches,
+                k.node
+            );
+        }
+        println!();
+    }
+    Ok(())
+}
+
 fn cmd_bench(target: Option<RunTarget>, only: Option<String>, reps: usize) -> Result<(), CliError> {
     use mmada_models::bench::{cases, flops, prepare, time_runs, Figure};
     let target = target_of(target);
@@ -932,19 +999,17 @@ pub fn main() -> Result<(), CliError> {
             crate::train_cli::run(&opts, resume.as_deref(), target_of(target), log)
         }
         Cmd::Bench {
-            target,
-            only,
-            reps,
             write_bundle: Some(dir),
-        } => {
-            let _ = (target, reps);
-            bench_bundle(&dir, only)
-        }
-        Cmd::Bench {
-            target,
             only,
-            reps,
-            write_bundle: None,
+            ..
+        } => bench_bundle(&dir, only),
+        Cmd::Bench {
+            profile: Some(top),
+            only,
+            ..
+        } => bench_profile(only, top),
+        Cmd::Bench {
+            target, only, reps, ..
         } => cmd_bench(target, only, reps),
         Cmd::Logits {
             model,

@@ -309,3 +309,62 @@ fn bad_specs_name_the_field() {
         "contraction dims differ",
     );
 }
+
+/// `mmada bench` times both bench-tiny figures and reports positive rates and ratios; with
+/// `--profile` it prints the per-kernel table whose launches add up to the run's.
+#[test]
+fn bench_reports_times_and_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = mmada(
+        &[
+            "bench",
+            "--only",
+            "bench-tiny",
+            "--target",
+            "cpu",
+            "--reps",
+            "1",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    for fig in ["train step", "forward"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("bench-tiny") && l.contains(fig))
+            .unwrap_or_else(|| panic!("no {fig} line in:\n{out}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let gflops: f64 = cols[cols.len() - 4].parse().unwrap();
+        assert!(gflops > 0.0, "{line}");
+        assert!(line.ends_with('x'), "{line}");
+    }
+    let (ok, out, err) = mmada(
+        &["bench", "--only", "bench-tiny", "--profile", "3"],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let head = out
+        .lines()
+        .find(|l| l.starts_with("bench-tiny train step:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let launches: usize = head
+        .split_whitespace()
+        .skip_while(|w| !w.ends_with("ms,"))
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The per-kind lines (before the kernel table) add up to the run's launches.
+    let kinds: usize = out
+        .lines()
+        .skip_while(|l| !l.starts_with("bench-tiny train step:"))
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("kernel"))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w[w.len() - 2].parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(kinds, launches, "{out}");
+    assert!(out.contains("matmul"), "{out}");
+}

@@ -122,11 +122,19 @@ pub fn prepare(
     backend: BackendOptions,
 ) -> Result<Prepared, Box<dyn std::error::Error>> {
     let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
-    let (b, l) = (case.batch, case.seq);
-    let g = match case.figure {
-        Figure::TrainStep => train_step_graph(&cfg, b, l, StepHyper::default())?,
-        Figure::Forward => forward_graph(&cfg, b, l, false)?,
-    };
+    let (art, ins) = compile_case(case, backend)?;
+    let mut exe = open_artifact(art, target)?;
+    set_weights(exe.as_mut(), &cfg, case.figure)?;
+    Ok((exe, ins))
+}
+
+/// Compiles a case's graph; returns the artifact and the per-run inputs.
+fn compile_case(
+    case: &Case,
+    backend: BackendOptions,
+) -> Result<(mmada_codegen::artifact::Artifact, IndexMap<String, Tensor>), Box<dyn std::error::Error>>
+{
+    let (g, ins) = case_graph(case)?;
     let art = compile(
         &g,
         &CompileOptions {
@@ -135,38 +143,69 @@ pub fn prepare(
             ptx_check: PtxCheck::Skip,
         },
     )?;
-    let mut exe = open_artifact(art, target)?;
-    for (n, t) in random_weights(&cfg, 7)? {
-        if case.figure == Figure::TrainStep {
+    Ok((art, ins))
+}
+
+/// Makes the random weights (seed 7) resident, with zero optimiser state for a training step.
+fn set_weights(
+    exe: &mut dyn Executor,
+    cfg: &LladaConfig,
+    figure: Figure,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for (n, t) in random_weights(cfg, 7)? {
+        if figure == Figure::TrainStep {
             let z = Tensor::zeros(DType::F32, t.shape().clone());
             exe.set_input(&exp_avg(&n), &z)?;
             exe.set_input(&exp_avg_sq(&n), &z)?;
         }
         exe.set_input(&n, &t)?;
     }
-    let ids: Vec<i64> = (0..(b * l) as u64)
-        .map(|i| (mmada_ir::philox::words(3, 0, 9, i)[0] as u64 % cfg.vocab_size as u64) as i64)
-        .collect();
-    let mut ins = IndexMap::new();
-    ins.insert("input_ids".to_string(), Tensor::from_i64([b, l], ids)?);
-    if case.figure == Figure::TrainStep {
-        let w = row_weights(&vec![RowKind::Lm; b], l, 1.0, 1.0);
-        ins.insert("prompt_mask".into(), Tensor::zeros(DType::Bool, [b, l]));
-        ins.insert("row_weight".into(), Tensor::from_f64(DType::F32, [b], &w)?);
-        ins.insert(
-            "seed".into(),
-            Tensor::from_i64(Vec::<usize>::new(), vec![10086])?,
-        );
-        ins.insert(
-            "offset".into(),
-            Tensor::from_i64(Vec::<usize>::new(), vec![0])?,
-        );
-        // BENCHMARKS.md: lr 1e-4; bias corrections of step 1.
-        for (n, v) in [("lr", 1e-4f32), ("bc1", 0.1), ("bc2", 0.001)] {
-            ins.insert(n.into(), Tensor::from_f32(Vec::<usize>::new(), vec![v])?);
-        }
+    Ok(())
+}
+
+/// Time spent in one kernel over a profiled run: every launch of it, summed.
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    /// Kernel symbol (or the host routine's kernel, for library matrix products).
+    pub kernel: String,
+    /// One graph node it computes, as an example.
+    pub node: String,
+    /// Launches.
+    pub launches: usize,
+    /// Seconds, all launches together.
+    pub seconds: f64,
+}
+
+/// Runs a case on the CPU with per-launch timing (after two warm-up runs) and returns the
+/// total run time and the time per kernel, slowest first.
+pub fn profile(
+    case: &Case,
+    backend: BackendOptions,
+) -> Result<(f64, Vec<KernelTime>), Box<dyn std::error::Error>> {
+    let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
+    let (art, ins) = compile_case(case, backend)?;
+    let mut exe = mmada_runtime::CpuExecutor::new(mmada_runtime::Executable::new(art)?)?;
+    set_weights(&mut exe, &cfg, case.figure)?;
+    for _ in 0..2 {
+        exe.run(&ins)?;
     }
-    Ok((exe, ins))
+    let t0 = Instant::now();
+    let (_, times) = exe.run_profiled(&ins)?;
+    let total = t0.elapsed().as_secs_f64();
+    let mut by_kernel: IndexMap<String, KernelTime> = IndexMap::new();
+    for t in times {
+        let e = by_kernel.entry(t.kernel.clone()).or_insert(KernelTime {
+            kernel: t.kernel,
+            node: t.node,
+            launches: 0,
+            seconds: 0.0,
+        });
+        e.launches += 1;
+        e.seconds += t.seconds;
+    }
+    let mut v: Vec<KernelTime> = by_kernel.into_values().collect();
+    v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    Ok((total, v))
 }
 
 /// The graph of a case and its per-run (data) inputs.
@@ -196,6 +235,7 @@ pub fn case_graph(
             "offset".into(),
             Tensor::from_i64(Vec::<usize>::new(), vec![0])?,
         );
+        // BENCHMARKS.md: lr 1e-4; bias corrections of step 1.
         for (n, v) in [("lr", 1e-4f32), ("bc1", 0.1), ("bc2", 0.001)] {
             ins.insert(n.into(), Tensor::from_f32(Vec::<usize>::new(), vec![v])?);
         }
