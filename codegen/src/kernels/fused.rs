@@ -579,7 +579,7 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
         // Column mode: the innermost axis is kept, so 16 consecutive outputs read 16
         // consecutive inputs; each thread owns 16 outputs and walks the reduced elements.
         let groups = n_out.div_ceil(HOST_LANES);
-        let (grid, block) = super::rows::grid_for(groups);
+        let (grid, block) = super::rows::host_grid_for(groups);
         let mut kb = KernelBuilder::new(name, grid, block);
         let args = declare_args(&mut kb, body);
         let out = kb.param("out", dt, n_out, Access::Write);
@@ -640,10 +640,31 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
         }
         return Ok(kb.finish(vec![body_phase]));
     }
-    let (grid, block) = super::rows::grid_for(n_out);
+    let (grid, block) = super::rows::host_grid_for(n_out);
     let mut kb = KernelBuilder::new(name, grid, block);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", dt, n_out, Access::Write);
+    if matches!(op, ReduceOp::Max | ReduceOp::Min) {
+        // Maximum and minimum give the same result in any order (NaN and ±0 included), so one
+        // accumulator suffices and LLVM vectorises the loop itself. (With 16 lanes and a row
+        // of 256, LLVM unrolled the lane loop and vectorised across lanes with gathers.)
+        let body_phase = super::rows::per_item(&mut kb, n_out, |s, o| {
+            let acc = s.local(reduce_init(op, t));
+            s.for_(Expr::idx(0), Expr::idx(r_len), Expr::idx(1), |s, r| {
+                let idx = input_index(&o, &r);
+                let mut ev = BodyEval::new(body, &args);
+                match ev.value(s, src, &idx) {
+                    Ok(v) => s.set(acc, reduce_combine(op, Expr::Local(acc), v)),
+                    Err(e) => err = Some(e),
+                }
+            });
+            s.store(out, o, round_to(dt, Expr::Local(acc)));
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        return Ok(kb.finish(vec![body_phase]));
+    }
     let lanes = kb.private("lanes", t, HOST_LANES);
     let full = r_len / HOST_LANES * HOST_LANES;
     let body_phase = super::rows::per_item(&mut kb, n_out, |s, o| {

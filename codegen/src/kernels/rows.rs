@@ -17,6 +17,14 @@ pub fn grid_for(n: u64) -> (u64, u32) {
     (n.div_ceil(block).max(1), block as u32)
 }
 
+/// Grid and block for a host-only kernel with `n` independent items: small blocks, so that even
+/// a handful of items (16 column groups of a weight-norm gradient) spread over the host's
+/// threads, which take whole blocks.
+pub fn host_grid_for(n: u64) -> (u64, u32) {
+    const HOST_BLOCK: u64 = 4;
+    (n.div_ceil(HOST_BLOCK).max(1), HOST_BLOCK as u32)
+}
+
 /// `shape` without `axis`.
 pub fn without_axis(shape: &Shape, axis: usize) -> Shape {
     Shape(
