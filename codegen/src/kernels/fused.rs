@@ -459,16 +459,11 @@ pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErro
             s.if_(
                 o.clone().lt(Expr::idx(n_out)),
                 |s| {
-                    let acc = s.local(reduce_init(op, t));
-                    s.for_(Expr::idx(0), Expr::idx(r_len), Expr::idx(1), |s, r| {
-                        let idx = input_index(&o, &r);
-                        let mut ev = BodyEval::new(body, &args);
-                        match ev.value(s, src, &idx) {
-                            Ok(v) => s.set(acc, reduce_combine(op, Expr::Local(acc), v)),
-                            Err(e) => err = Some(e),
-                        }
-                    });
-                    s.store(out, o.clone(), round_to(dt, Expr::Local(acc)));
+                    let fold = SerialFold::new(body, &args, src, op, t, r_len);
+                    match fold.emit(s, |r| input_index(&o, r)) {
+                        Ok(acc) => s.store(out, o.clone(), round_to(dt, Expr::Local(acc))),
+                        Err(e) => err = Some(e),
+                    }
                 },
                 |_| {},
             );
@@ -531,6 +526,56 @@ pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErro
         );
     }));
     Ok(kb.finish(stmts))
+}
+
+/// One thread's serial reduction of `r_len` elements of a fused body's value into one
+/// accumulator, in order.
+struct SerialFold<'b> {
+    body: &'b FusedBody,
+    args: &'b [BufRef],
+    src: Operand,
+    op: ReduceOp,
+    t: VTy,
+    r_len: u64,
+}
+
+impl<'b> SerialFold<'b> {
+    fn new(
+        body: &'b FusedBody,
+        args: &'b [BufRef],
+        src: Operand,
+        op: ReduceOp,
+        t: VTy,
+        r_len: u64,
+    ) -> Self {
+        SerialFold {
+            body,
+            args,
+            src,
+            op,
+            t,
+            r_len,
+        }
+    }
+
+    /// Emits the loop; `index(r)` is the source multi-index of reduced element `r`. Returns
+    /// the accumulator.
+    fn emit(
+        &self,
+        s: &mut Scope,
+        index: impl Fn(&Expr) -> Vec<Expr>,
+    ) -> Result<crate::kir::LocalId, CodegenError> {
+        let acc = s.local(reduce_init(self.op, self.t));
+        let mut err = None;
+        s.for_(Expr::idx(0), Expr::idx(self.r_len), Expr::idx(1), |s, r| {
+            let mut ev = BodyEval::new(self.body, self.args);
+            match ev.value(s, self.src, &index(&r)) {
+                Ok(v) => s.set(acc, reduce_combine(self.op, Expr::Local(acc), v)),
+                Err(e) => err = Some(e),
+            }
+        });
+        err.map_or(Ok(acc), Err)
+    }
 }
 
 /// Lanes of the host reduction variant (one AVX-512 register of f32).
@@ -649,16 +694,11 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
         // accumulator suffices and LLVM vectorises the loop itself. (With 16 lanes and a row
         // of 256, LLVM unrolled the lane loop and vectorised across lanes with gathers.)
         let body_phase = super::rows::per_item(&mut kb, n_out, |s, o| {
-            let acc = s.local(reduce_init(op, t));
-            s.for_(Expr::idx(0), Expr::idx(r_len), Expr::idx(1), |s, r| {
-                let idx = input_index(&o, &r);
-                let mut ev = BodyEval::new(body, &args);
-                match ev.value(s, src, &idx) {
-                    Ok(v) => s.set(acc, reduce_combine(op, Expr::Local(acc), v)),
-                    Err(e) => err = Some(e),
-                }
-            });
-            s.store(out, o, round_to(dt, Expr::Local(acc)));
+            let fold = SerialFold::new(body, &args, src, op, t, r_len);
+            match fold.emit(s, |r| input_index(&o, r)) {
+                Ok(acc) => s.store(out, o, round_to(dt, Expr::Local(acc))),
+                Err(e) => err = Some(e),
+            }
         });
         if let Some(e) = err {
             return Err(e);
