@@ -409,88 +409,141 @@ fn reduce_combine(op: ReduceOp, a: Expr, b: Expr) -> Expr {
     }
 }
 
-/// The reduction rooted at the body's root.
-pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
-    let root = &body.nodes[body.root];
-    let Op::Reduce { op, axes, .. } = &root.op else {
-        return Err(unsupported("reduce_kernel on a non-reduction".into()));
-    };
-    let (op, axes) = (*op, axes.clone());
-    let src = root.operands[0];
-    let in_shape = match src {
-        Operand::Arg(a) => body.args[a].1.clone(),
-        Operand::Node(j) => body.nodes[j].shape.clone(),
-    };
-    let kept = Shape(
-        in_shape
-            .dims()
-            .iter()
-            .enumerate()
-            .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
-            .collect(),
-    );
-    let red = Shape(axes.iter().map(|&a| in_shape.0[a]).collect());
-    let r_len = red.numel() as u64;
-    let n_out = root.shape.numel() as u64;
-    let dt = root.dtype;
-    let t = vty(dt);
-    let input_index = |o: &Expr, r: &Expr| -> Vec<Expr> {
-        let kidx = unravel(o.clone(), &kept);
-        let ridx = unravel(r.clone(), &red);
-        (0..in_shape.rank())
-            .map(|d| match axes.iter().position(|&a| a == d) {
+/// The facts of the reduction rooted at a fused body's root, shared by its kernels.
+struct Reduction<'b> {
+    body: &'b FusedBody,
+    op: ReduceOp,
+    axes: Vec<usize>,
+    src: Operand,
+    in_rank: usize,
+    /// The source shape with the reduced axes set to 1 (output multi-indices).
+    kept: Shape,
+    /// The reduced axes' sizes (reduced-element multi-indices).
+    red: Shape,
+    r_len: u64,
+    n_out: u64,
+    dt: DType,
+    t: VTy,
+}
+
+impl<'b> Reduction<'b> {
+    fn of(body: &'b FusedBody) -> Result<Self, CodegenError> {
+        let root = &body.nodes[body.root];
+        let Op::Reduce { op, axes, .. } = &root.op else {
+            return Err(unsupported("reduction kernel for a non-reduction".into()));
+        };
+        let src = root.operands[0];
+        let in_shape = match src {
+            Operand::Arg(a) => &body.args[a].1,
+            Operand::Node(j) => &body.nodes[j].shape,
+        };
+        let kept = Shape(
+            in_shape
+                .dims()
+                .iter()
+                .enumerate()
+                .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
+                .collect(),
+        );
+        let red = Shape(axes.iter().map(|&a| in_shape.0[a]).collect());
+        Ok(Reduction {
+            body,
+            op: *op,
+            axes: axes.clone(),
+            src,
+            in_rank: in_shape.rank(),
+            r_len: red.numel() as u64,
+            kept,
+            red,
+            n_out: root.shape.numel() as u64,
+            dt: root.dtype,
+            t: vty(root.dtype),
+        })
+    }
+
+    /// The source multi-index of reduced element `r` of output `o`.
+    fn input_index(&self, o: &Expr, r: &Expr) -> Vec<Expr> {
+        let kidx = unravel(o.clone(), &self.kept);
+        let ridx = unravel(r.clone(), &self.red);
+        (0..self.in_rank)
+            .map(|d| match self.axes.iter().position(|&a| a == d) {
                 Some(k) => ridx[k].clone(),
                 None => kidx[d].clone(),
             })
             .collect()
-    };
-    let mut err = None;
-    if r_len as usize <= SERIAL_REDUCE_MAX {
-        let block = if n_out >= BLOCK {
-            BLOCK
-        } else {
-            next_pow2(n_out).max(32)
-        };
-        let mut kb = KernelBuilder::new(name, n_out.div_ceil(block), block as u32);
-        let args = declare_args(&mut kb, body);
-        let out = kb.param("out", dt, n_out, Access::Write);
-        let phase = kb.phase(|s| {
-            let o = s.let_(add(mul(Expr::BlockId, Expr::idx(block)), Expr::ThreadId));
-            s.if_(
-                o.clone().lt(Expr::idx(n_out)),
-                |s| {
-                    let fold = SerialFold::new(body, &args, src, op, t, r_len);
-                    match fold.emit(s, |r| input_index(&o, r)) {
-                        Ok(acc) => s.store(out, o.clone(), round_to(dt, Expr::Local(acc))),
-                        Err(e) => err = Some(e),
-                    }
-                },
-                |_| {},
-            );
+    }
+
+    /// The value reduced: the body's source at reduced element `r` of output `o`.
+    fn element(
+        &self,
+        s: &mut Scope,
+        args: &[BufRef],
+        o: &Expr,
+        r: &Expr,
+    ) -> Result<Expr, CodegenError> {
+        BodyEval::new(self.body, args).value(s, self.src, &self.input_index(o, r))
+    }
+
+    /// One thread's serial fold of output `o`'s elements into one accumulator, in order.
+    fn serial_fold(
+        &self,
+        s: &mut Scope,
+        args: &[BufRef],
+        o: &Expr,
+    ) -> Result<crate::kir::LocalId, CodegenError> {
+        let acc = s.local(reduce_init(self.op, self.t));
+        let mut err = None;
+        s.for_(
+            Expr::idx(0),
+            Expr::idx(self.r_len),
+            Expr::idx(1),
+            |s, r| match self.element(s, args, o, &r) {
+                Ok(v) => s.set(acc, reduce_combine(self.op, Expr::Local(acc), v)),
+                Err(e) => err = Some(e),
+            },
+        );
+        err.map_or(Ok(acc), Err)
+    }
+
+    /// A kernel with one thread per output, folding serially.
+    fn serial_kernel(&self, name: &str, grid: u64, block: u32) -> Result<Kernel, CodegenError> {
+        let mut kb = KernelBuilder::new(name, grid, block);
+        let args = declare_args(&mut kb, self.body);
+        let out = kb.param("out", self.dt, self.n_out, Access::Write);
+        let mut err = None;
+        let phase = super::rows::per_item(&mut kb, self.n_out, |s, o| {
+            match self.serial_fold(s, &args, &o) {
+                Ok(acc) => s.store(out, o, round_to(self.dt, Expr::Local(acc))),
+                Err(e) => err = Some(e),
+            }
         });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        return Ok(kb.finish(vec![phase]));
+        err.map_or(Ok(kb.finish(vec![phase])), Err)
+    }
+}
+
+/// The reduction rooted at the body's root.
+pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+    let rd = Reduction::of(body)?;
+    let (op, r_len, n_out, dt, t) = (rd.op, rd.r_len, rd.n_out, rd.dt, rd.t);
+    if r_len as usize <= SERIAL_REDUCE_MAX {
+        let (grid, block) = super::rows::grid_for(n_out);
+        return rd.serial_kernel(name, grid, block);
     }
     let block = next_pow2(r_len).clamp(32, BLOCK);
     let mut kb = KernelBuilder::new(name, n_out, block as u32);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", dt, n_out, Access::Write);
     let partial = kb.shared("partial", t, block);
+    let mut err = None;
     let mut stmts: Vec<BlockStmt> = vec![kb.phase(|s| {
         let acc = s.local(reduce_init(op, t));
         s.for_(
             Expr::ThreadId,
             Expr::idx(r_len),
             Expr::idx(block),
-            |s, r| {
-                let idx = input_index(&Expr::BlockId, &r);
-                let mut ev = BodyEval::new(body, &args);
-                match ev.value(s, src, &idx) {
-                    Ok(v) => s.set(acc, reduce_combine(op, Expr::Local(acc), v)),
-                    Err(e) => err = Some(e),
-                }
+            |s, r| match rd.element(s, &args, &Expr::BlockId, &r) {
+                Ok(v) => s.set(acc, reduce_combine(op, Expr::Local(acc), v)),
+                Err(e) => err = Some(e),
             },
         );
         s.store(partial, Expr::ThreadId, Expr::Local(acc));
@@ -528,56 +581,6 @@ pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErro
     Ok(kb.finish(stmts))
 }
 
-/// One thread's serial reduction of `r_len` elements of a fused body's value into one
-/// accumulator, in order.
-struct SerialFold<'b> {
-    body: &'b FusedBody,
-    args: &'b [BufRef],
-    src: Operand,
-    op: ReduceOp,
-    t: VTy,
-    r_len: u64,
-}
-
-impl<'b> SerialFold<'b> {
-    fn new(
-        body: &'b FusedBody,
-        args: &'b [BufRef],
-        src: Operand,
-        op: ReduceOp,
-        t: VTy,
-        r_len: u64,
-    ) -> Self {
-        SerialFold {
-            body,
-            args,
-            src,
-            op,
-            t,
-            r_len,
-        }
-    }
-
-    /// Emits the loop; `index(r)` is the source multi-index of reduced element `r`. Returns
-    /// the accumulator.
-    fn emit(
-        &self,
-        s: &mut Scope,
-        index: impl Fn(&Expr) -> Vec<Expr>,
-    ) -> Result<crate::kir::LocalId, CodegenError> {
-        let acc = s.local(reduce_init(self.op, self.t));
-        let mut err = None;
-        s.for_(Expr::idx(0), Expr::idx(self.r_len), Expr::idx(1), |s, r| {
-            let mut ev = BodyEval::new(self.body, self.args);
-            match ev.value(s, self.src, &index(&r)) {
-                Ok(v) => s.set(acc, reduce_combine(self.op, Expr::Local(acc), v)),
-                Err(e) => err = Some(e),
-            }
-        });
-        err.map_or(Ok(acc), Err)
-    }
-}
-
 /// Lanes of the host reduction variant (one AVX-512 register of f32).
 pub const HOST_LANES: u64 = 16;
 
@@ -586,41 +589,17 @@ pub const HOST_LANES: u64 = 16;
 /// reassociating any sum), then combining the lanes in order. Slow on a GPU (one thread per
 /// output), fast on a CPU; the planner uses it only for host execution.
 pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
-    let root = &body.nodes[body.root];
-    let Op::Reduce { op, axes, .. } = &root.op else {
-        return Err(unsupported("reduce_kernel_lanes on a non-reduction".into()));
-    };
-    let (op, axes) = (*op, axes.clone());
-    let src = root.operands[0];
-    let in_shape = match src {
-        Operand::Arg(a) => body.args[a].1.clone(),
-        Operand::Node(j) => body.nodes[j].shape.clone(),
-    };
-    let kept = Shape(
-        in_shape
-            .dims()
-            .iter()
-            .enumerate()
-            .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
-            .collect(),
-    );
-    let red = Shape(axes.iter().map(|&a| in_shape.0[a]).collect());
-    let r_len = red.numel() as u64;
-    let n_out = root.shape.numel() as u64;
-    let dt = root.dtype;
-    let t = vty(dt);
-    let input_index = |o: &Expr, r: &Expr| -> Vec<Expr> {
-        let kidx = unravel(o.clone(), &kept);
-        let ridx = unravel(r.clone(), &red);
-        (0..in_shape.rank())
-            .map(|d| match axes.iter().position(|&a| a == d) {
-                Some(k) => ridx[k].clone(),
-                None => kidx[d].clone(),
-            })
-            .collect()
-    };
+    let rd = Reduction::of(body)?;
+    let (op, r_len, n_out, dt, t) = (rd.op, rd.r_len, rd.n_out, rd.dt, rd.t);
+    if matches!(op, ReduceOp::Max | ReduceOp::Min) && rd.axes.contains(&(rd.in_rank - 1)) {
+        // Maximum and minimum give the same result in any order (NaN and ±0 included), so one
+        // accumulator suffices and LLVM vectorises the loop itself. (With 16 lanes and a row
+        // of 256, LLVM unrolled the lane loop and vectorised across lanes with gathers.)
+        let (grid, block) = super::rows::host_grid_for(n_out);
+        return rd.serial_kernel(name, grid, block);
+    }
     let mut err = None;
-    if !axes.contains(&(in_shape.rank() - 1)) {
+    if !rd.axes.contains(&(rd.in_rank - 1)) {
         // Column mode: the innermost axis is kept, so 16 consecutive outputs read 16
         // consecutive inputs; each thread owns 16 outputs and walks the reduced elements.
         let groups = n_out.div_ceil(HOST_LANES);
@@ -653,9 +632,7 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
                             Expr::bin(KBinary::Min, o, Expr::idx(n_out - 1))
                         };
                         let o = s.let_(o);
-                        let idx = input_index(&o, &r);
-                        let mut ev = BodyEval::new(body, &args);
-                        match ev.value(s, src, &idx) {
+                        match rd.element(s, &args, &o, &r) {
                             Ok(v) => {
                                 let acc = Expr::load(lanes, lane.clone());
                                 s.store(lanes, lane, reduce_combine(op, acc, v));
@@ -689,22 +666,6 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
     let mut kb = KernelBuilder::new(name, grid, block);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", dt, n_out, Access::Write);
-    if matches!(op, ReduceOp::Max | ReduceOp::Min) {
-        // Maximum and minimum give the same result in any order (NaN and ±0 included), so one
-        // accumulator suffices and LLVM vectorises the loop itself. (With 16 lanes and a row
-        // of 256, LLVM unrolled the lane loop and vectorised across lanes with gathers.)
-        let body_phase = super::rows::per_item(&mut kb, n_out, |s, o| {
-            let fold = SerialFold::new(body, &args, src, op, t, r_len);
-            match fold.emit(s, |r| input_index(&o, r)) {
-                Ok(acc) => s.store(out, o, round_to(dt, Expr::Local(acc))),
-                Err(e) => err = Some(e),
-            }
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        return Ok(kb.finish(vec![body_phase]));
-    }
     let lanes = kb.private("lanes", t, HOST_LANES);
     let full = r_len / HOST_LANES * HOST_LANES;
     let body_phase = super::rows::per_item(&mut kb, n_out, |s, o| {
@@ -727,9 +688,7 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
                     Expr::idx(1),
                     |s, lane| {
                         let r = s.let_(add(r0.clone(), lane.clone()));
-                        let idx = input_index(&o, &r);
-                        let mut ev = BodyEval::new(body, &args);
-                        match ev.value(s, src, &idx) {
+                        match rd.element(s, &args, &o, &r) {
                             Ok(v) => {
                                 let acc = Expr::load(lanes, lane.clone());
                                 s.store(lanes, lane, reduce_combine(op, acc, v));
@@ -741,17 +700,18 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
             },
         );
         if full < r_len {
-            s.for_(Expr::idx(full), Expr::idx(r_len), Expr::idx(1), |s, r| {
-                let idx = input_index(&o, &r);
-                let mut ev = BodyEval::new(body, &args);
-                match ev.value(s, src, &idx) {
+            s.for_(
+                Expr::idx(full),
+                Expr::idx(r_len),
+                Expr::idx(1),
+                |s, r| match rd.element(s, &args, &o, &r) {
                     Ok(v) => {
                         let acc = Expr::load(lanes, Expr::idx(0));
                         s.store(lanes, Expr::idx(0), reduce_combine(op, acc, v));
                     }
                     Err(e) => err = Some(e),
-                }
-            });
+                },
+            );
         }
         let total = s.local(Expr::load(lanes, Expr::idx(0)));
         for lane in 1..HOST_LANES {
