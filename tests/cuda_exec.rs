@@ -3,7 +3,7 @@
 
 mod common;
 
-use mmada_ir::{interp, max_rel_error, DType, Graph};
+use mmada_ir::{interp, max_rel_error, Graph};
 use mmada_runtime::{cuda_available, open_artifact, Target};
 
 fn check_on_cuda(g: &Graph, seeds: &[u64], tol: f64) {
@@ -40,14 +40,6 @@ fn larger_shapes_on_cuda_match_interpreter() {
         return;
     }
     for (m, k, n) in [(3, 5, 7), (130, 257, 301)] {
-        let mut g = Graph::new();
-        let x = g.input("x", DType::F32, [m, k]).unwrap();
-        let w = g.input("w", DType::F32, [k, n]).unwrap();
-        let b = g.input("b", DType::F32, [n]).unwrap();
-        let h = g.matmul(x, w).unwrap();
-        let h = g.add2(h, b).unwrap();
-        let y = g.softmax(h, -1).unwrap();
-        g.set_output("y", y).unwrap();
-        check_on_cuda(&g, &[5], 1e-5);
+        check_on_cuda(&common::softmax_linear(m, k, n), &[5], 1e-5);
     }
 }

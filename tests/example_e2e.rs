@@ -4,7 +4,6 @@
 mod common;
 
 use common::{compile_all, worst_error_cpu};
-use mmada_ir::{DType, Graph};
 use mmada_models::GraphSpec;
 
 #[test]
@@ -21,23 +20,11 @@ fn example_spec_matches_interpreter_on_several_seeds() {
     assert!(worst <= 1e-5, "worst relative error {worst:e}");
 }
 
-fn softmax_linear(m: usize, k: usize, n: usize) -> Graph {
-    let mut g = Graph::new();
-    let x = g.input("x", DType::F32, [m, k]).unwrap();
-    let w = g.input("w", DType::F32, [k, n]).unwrap();
-    let b = g.input("b", DType::F32, [n]).unwrap();
-    let h = g.matmul(x, w).unwrap();
-    let h = g.add2(h, b).unwrap();
-    let y = g.softmax(h, -1).unwrap();
-    g.set_output("y", y).unwrap();
-    g
-}
-
 #[test]
 fn softmax_linear_at_odd_sizes() {
     // Tiny, single-tile, multi-tile with tails, and a long row (block reduction path).
     for (m, k, n) in [(1, 1, 1), (3, 5, 7), (17, 33, 65), (5, 129, 301)] {
-        let g = softmax_linear(m, k, n);
+        let g = common::softmax_linear(m, k, n);
         let art = compile_all(&g);
         let worst = worst_error_cpu(&g, &art, &[11, 12, 13], -1.0, 1.0, 1e-30);
         eprintln!("softmax(x@w+b) {m}x{k} @ {k}x{n}: worst relative error {worst:.3e}");

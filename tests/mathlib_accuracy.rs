@@ -10,13 +10,14 @@ mod common;
 
 use half::{bf16, f16};
 use indexmap::IndexMap;
-use mmada_ir::{DType, Graph, Tensor, UnaryOp};
+use mmada_ir::{DType, Graph, NodeId, Tensor, UnaryOp};
 use mmada_runtime::{open_artifact, Target};
 
-fn run_unary(op: UnaryOp, xs: &[f32]) -> Vec<f32> {
+/// Compiles `f(x)` for an f32 vector input `x` and returns its compiled output on the CPU.
+fn run_on_cpu(xs: &[f32], f: impl FnOnce(&mut Graph, NodeId) -> NodeId) -> Tensor {
     let mut g = Graph::new();
     let x = g.input("x", DType::F32, [xs.len()]).unwrap();
-    let y = g.unary(op, x).unwrap();
+    let y = f(&mut g, x);
     g.set_output("y", y).unwrap();
     let art = common::compile_all(&g);
     let mut exe = open_artifact(art, Target::Cpu).unwrap();
@@ -25,7 +26,11 @@ fn run_unary(op: UnaryOp, xs: &[f32]) -> Vec<f32> {
         "x".to_string(),
         Tensor::from_f32([xs.len()], xs.to_vec()).unwrap(),
     );
-    exe.run(&ins).unwrap()["y"].to_f32_vec()
+    exe.run(&ins).unwrap()["y"].clone()
+}
+
+fn run_unary(op: UnaryOp, xs: &[f32]) -> Vec<f32> {
+    run_on_cpu(xs, |g, x| g.unary(op, x).unwrap()).to_f32_vec()
 }
 
 /// Distance in units in the last place between an f32 and an f64 reference.
@@ -168,20 +173,9 @@ fn sigmoid_relative_error() {
 }
 
 fn roundtrip(dt: DType, xs: &[f32]) -> (Vec<u8>, Vec<f32>) {
-    // y = cast(cast(x, dt), f32): the store rounds to dt, the load widens back.
-    let mut g = Graph::new();
-    let x = g.input("x", DType::F32, [xs.len()]).unwrap();
-    let h = g.cast(x, dt).unwrap();
-    g.set_output("h", h).unwrap();
-    let art = common::compile_all(&g);
-    let mut exe = open_artifact(art, Target::Cpu).unwrap();
-    let mut ins = IndexMap::new();
-    ins.insert(
-        "x".to_string(),
-        Tensor::from_f32([xs.len()], xs.to_vec()).unwrap(),
-    );
-    let out = exe.run(&ins).unwrap();
-    (out["h"].to_le_bytes(), out["h"].to_f32_vec())
+    // h = cast(x, dt): the store rounds to dt; reading it back widens to f32.
+    let h = run_on_cpu(xs, |g, x| g.cast(x, dt).unwrap());
+    (h.to_le_bytes(), h.to_f32_vec())
 }
 
 fn interesting_f32() -> Vec<f32> {

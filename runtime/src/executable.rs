@@ -100,38 +100,6 @@ impl Executable {
         }
         Ok(())
     }
-
-    /// Checks that `inputs` are exactly the graph's inputs with the right dtypes and shapes.
-    pub fn check_inputs(&self, inputs: &IndexMap<String, Tensor>) -> Result<(), RuntimeError> {
-        for name in inputs.keys() {
-            if !self.plan.inputs.iter().any(|b| &b.name == name) {
-                let known: Vec<&str> = self.plan.inputs.iter().map(|b| b.name.as_str()).collect();
-                return Err(RuntimeError::Input {
-                    name: name.clone(),
-                    msg: format!("the graph has no such input (inputs: {})", known.join(", ")),
-                });
-            }
-        }
-        for b in &self.plan.inputs {
-            let t = inputs.get(&b.name).ok_or_else(|| RuntimeError::Input {
-                name: b.name.clone(),
-                msg: format!("missing (expected {}{})", b.dtype, b.shape),
-            })?;
-            if t.dtype() != b.dtype || t.shape() != &b.shape {
-                return Err(RuntimeError::Input {
-                    name: b.name.clone(),
-                    msg: format!(
-                        "expected {}{}, got {}{}",
-                        b.dtype,
-                        b.shape,
-                        t.dtype(),
-                        t.shape()
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Runs a compiled graph.

@@ -82,3 +82,16 @@ pub fn worst_error_cpu(
 pub fn all_ops_graph(dt: DType) -> Graph {
     mmada_models::selfcheck::all_ops_graph(dt).expect("coverage graph")
 }
+
+/// The example graph `y = softmax(x @ w + b)` over rows, at any size.
+pub fn softmax_linear(m: usize, k: usize, n: usize) -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [m, k]).unwrap();
+    let w = g.input("w", DType::F32, [k, n]).unwrap();
+    let b = g.input("b", DType::F32, [n]).unwrap();
+    let h = g.matmul(x, w).unwrap();
+    let h = g.add2(h, b).unwrap();
+    let y = g.softmax(h, -1).unwrap();
+    g.set_output("y", y).unwrap();
+    g
+}
