@@ -1,13 +1,13 @@
 //! The CPU executor: loads the artifact's host library and runs each launch's blocks, split
 //! across threads (blocks of one launch are independent by construction).
 
+use crate::cpu_gemm::gemm_f32;
 use crate::executable::{Executable, Executor};
+use crate::thread_pool::ThreadPool;
 use crate::RuntimeError;
 use indexmap::IndexMap;
-use mmada_codegen::kernels::matmul::MatMulShape;
 use mmada_codegen::plan::{BufferKind, HostCall};
 use mmada_ir::Tensor;
-use rayon::prelude::*;
 use std::collections::HashSet;
 
 type Entry = unsafe extern "C" fn(*const *mut u8, i64, i64);
@@ -50,7 +50,6 @@ pub struct CpuExecutor {
     entries: Vec<Entry>,
     grids: Vec<u64>,
     buffers: Vec<HostBuffer>,
-    threads: usize,
     resident: HashSet<String>,
     profile: Option<Vec<LaunchTime>>,
 }
@@ -111,7 +110,6 @@ impl CpuExecutor {
                 buffers[i].as_bytes_mut().copy_from_slice(src);
             }
         }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(CpuExecutor {
             exe,
             _dir: dir,
@@ -119,76 +117,9 @@ impl CpuExecutor {
             entries,
             grids: launch_grids,
             buffers,
-            threads,
             resident: HashSet::new(),
             profile: None,
         })
-    }
-}
-
-/// Batched f32 matrix product with the `gemm` crate (near the machine's peak): batches in
-/// parallel when there are enough of them, else each product parallel inside.
-///
-/// # Safety
-/// `a`, `b` and `c` must hold `batch·m·k`, `batch·k·n` and `batch·m·n` f32 values; `c` must not
-/// overlap the others.
-unsafe fn gemm_f32(s: &MatMulShape, a: *mut f32, b: *mut f32, c: *mut f32, threads: usize) {
-    let (batch, m, k, n) = (s.batch as usize, s.m as usize, s.k as usize, s.n as usize);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        std::ptr::write_bytes(c, 0, batch * m * n);
-        return;
-    }
-    let (a_cs, a_rs) = if s.a_trans {
-        (m as isize, 1)
-    } else {
-        (1, k as isize)
-    };
-    let (b_cs, b_rs) = if s.b_trans {
-        (k as isize, 1)
-    } else {
-        (1, n as isize)
-    };
-    let (pa, pb, pc) = (a as usize, b as usize, c as usize);
-    let one = move |bi: usize, par: gemm::Parallelism| {
-        let (a, b, c) = (pa as *const f32, pb as *const f32, pc as *mut f32);
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.add(bi * m * n),
-            1,
-            n as isize,
-            false,
-            a.add(bi * m * k),
-            a_cs,
-            a_rs,
-            b.add(bi * k * n),
-            b_cs,
-            b_rs,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    };
-    if batch >= threads && threads > 1 {
-        (0..batch)
-            .into_par_iter()
-            .for_each(|bi| one(bi, gemm::Parallelism::None));
-    } else {
-        let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        for bi in 0..batch {
-            one(bi, par);
-        }
     }
 }
 
@@ -210,7 +141,7 @@ impl CpuExecutor {
             let p = |j: usize| self.buffers[l.args[j]].words.as_ptr() as *mut f32;
             // SAFETY: the plan sized A, B and C for this shape (f32), and C is distinct from
             // A and B (a kernel's output buffer is always its own).
-            unsafe { gemm_f32(s, p(0), p(1), p(2), self.threads) };
+            unsafe { gemm_f32(s, p(0), p(1), p(2)) };
             return;
         }
         let entry = self.entries[i];
@@ -221,23 +152,19 @@ impl CpuExecutor {
                 .collect(),
         );
         let grid = self.grids[i] as i64;
-        let chunks = (self.threads as i64 * 4).min(grid).max(1);
-        if chunks == 1 {
-            // SAFETY: the argument table matches the kernel's parameters (checked when the
-            // plan was built); the block range is within the grid.
-            unsafe { entry(args.0.as_ptr(), 0, grid) };
-        } else {
-            let per = (grid + chunks - 1) / chunks;
-            (0..chunks).into_par_iter().for_each(|c| {
-                let lo = c * per;
-                let hi = ((c + 1) * per).min(grid);
-                if lo < hi {
-                    let a = &args;
-                    // SAFETY: as above; different chunks run disjoint blocks.
-                    unsafe { entry(a.0.as_ptr(), lo, hi) };
-                }
-            });
-        }
+        let pool = ThreadPool::global();
+        let chunks = (pool.threads() as i64 * 4).min(grid).max(1);
+        let per = (grid + chunks - 1) / chunks;
+        pool.run(chunks as usize, &|c| {
+            let lo = c as i64 * per;
+            let hi = ((c as i64 + 1) * per).min(grid);
+            if lo < hi {
+                let a = &args;
+                // SAFETY: the argument table matches the kernel's parameters (checked when
+                // the plan was built); different chunks run disjoint blocks of the grid.
+                unsafe { entry(a.0.as_ptr(), lo, hi) };
+            }
+        });
     }
 
     /// Runs like [`Executor::run`] and also returns the time of every launch.

@@ -10,11 +10,13 @@
 
 pub mod checkpoint;
 pub mod cpu;
+pub mod cpu_gemm;
 pub mod cuda;
 pub mod error;
 pub mod executable;
 pub mod init;
 pub mod tensor_io;
+pub mod thread_pool;
 
 pub use cpu::CpuExecutor;
 pub use cuda::{cuda_available, CudaExecutor};
