@@ -6,8 +6,8 @@
 //! - A node keeps its own buffer ("is materialised") when it is an input, a non-scalar constant,
 //!   a matmul or existing fused op, a reduction, a graph output, used by an op that cannot absorb
 //!   it (anything but elementwise/view ops and reductions), or shared by several users while
-//!   being expensive to recompute (more than [`FuseElementwise::max_duplicated_cost`] elementwise
-//!   ops), or broadcast to a larger shape while costing at least one transcendental function
+//!   being expensive to recompute (more than [`FuseElementwise::max_duplicated_cost`], counting
+//!   its elementwise ops and its reads of large materialised tensors), or broadcast to a larger shape while costing at least one transcendental function
 //!   (the RoPE tables: `cos(position · frequency)` would otherwise be recomputed for every head
 //!   and batch row). Everything else is inlined into each user's group (cheap ops are recomputed
 //!   rather than stored, as XLA does).
@@ -53,6 +53,14 @@ fn absorbs_operands(n: &Node) -> bool {
 /// Cost of one transcendental function (our math library: a range reduction and a polynomial).
 const TRANSCENDENTAL_COST: usize = 8;
 
+/// Cost of reading one element of a materialised tensor of at least [`STREAM_MIN_ELEMENTS`]
+/// (a stream from memory rather than a small table that stays in cache). Without it a chain of
+/// residual additions looked cheap and every layer's kernels re-read all earlier layers' outputs.
+const LOAD_COST: usize = 4;
+
+/// Tensors smaller than this are read from cache (norm weights, per-row statistics).
+const STREAM_MIN_ELEMENTS: usize = 4096;
+
 /// Work of recomputing one element of a node (for the duplication limit).
 fn own_cost(op: &Op) -> usize {
     use mmada_ir::UnaryOp::{Cos, Exp, Log, Sigmoid, Sin};
@@ -83,8 +91,15 @@ impl FuseElementwise {
             let c = own
                 + g.operands(id)
                     .iter()
-                    .filter(|o| !mat.contains(o))
-                    .map(|o| cost[o])
+                    .map(|o| {
+                        if !mat.contains(o) {
+                            cost[o]
+                        } else if g.node(*o).shape.numel() >= STREAM_MIN_ELEMENTS {
+                            LOAD_COST
+                        } else {
+                            0
+                        }
+                    })
                     .sum::<usize>();
             cost.insert(id, c);
             let users = g.users(id);

@@ -88,6 +88,41 @@ fn fusion_groups_softmax_into_three_kernels_plus_matmul() {
     assert_eq!(got["y"], want["y"], "fusion must not change a single bit");
 }
 
+/// A residual stream `h += r_i` read by every layer: cheap in arithmetic, but recomputing it
+/// in each user re-reads every earlier layer's output from memory.
+#[test]
+fn shared_sums_of_many_large_tensors_are_materialised() {
+    let mut g = Graph::new();
+    let mut h = g.input("x", DType::F32, [64, 128]).unwrap();
+    for i in 0..8 {
+        let r = g.input(&format!("r{i}"), DType::F32, [64, 128]).unwrap();
+        h = g.add2(h, r).unwrap();
+        let s = g.unary(UnaryOp::Sin, h).unwrap();
+        g.set_output(&format!("s{i}"), s).unwrap();
+    }
+    let ins = inputs(&g, 5);
+    let want = interpret(&g, &ins).unwrap();
+    let mut pm = PassManager::new();
+    pm.add(FuseElementwise::default())
+        .add(Dce)
+        .verify_each(true);
+    pm.run(&mut g).unwrap();
+    let widest = g
+        .node_ids()
+        .into_iter()
+        .filter_map(|n| match &g.node(n).op {
+            Op::Fused { body } => Some(body.num_args),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert!(
+        widest <= 4,
+        "a kernel reads {widest} tensors: the stream was recomputed"
+    );
+    assert_eq!(interpret(&g, &ins).unwrap(), want);
+}
+
 #[test]
 fn expensive_shared_values_are_materialised_not_recomputed() {
     let mut g = Graph::new();
