@@ -48,9 +48,12 @@ fn dump(dir: &Option<PathBuf>, name: &str, text: &str) -> Result<(), CodegenErro
     Ok(())
 }
 
-/// Compiles kernels for the requested targets. Every kernel is validated first.
+/// Compiles kernels for the requested targets. Every kernel is validated first. `disjoint`
+/// names the kernels whose parameters never overlap a written one in any launch (see
+/// [`crate::plan::disjoint_kernels`]); their host code marks the buffers `noalias`.
 pub fn compile_kernels(
     kernels: &[Kernel],
+    disjoint: &std::collections::HashSet<String>,
     opts: &BackendOptions,
 ) -> Result<CompiledKernels, CodegenError> {
     for k in kernels {
@@ -69,7 +72,7 @@ pub fn compile_kernels(
     let ctx = mlir::context();
     let mut out = CompiledKernels::default();
     if let Some(cpu) = &opts.host {
-        let m = mlir::host_llvm_ir(&ctx, kernels)?;
+        let m = mlir::host_llvm_ir(&ctx, kernels, disjoint)?;
         dump(d, "host.mlir", &m.built)?;
         dump(d, "host.lowered.mlir", &m.lowered)?;
         dump(d, "host.ll", &m.llvm_ir)?;

@@ -63,7 +63,8 @@ pub fn compile(graph: &Graph, opts: &CompileOptions) -> Result<Artifact, Codegen
     pm.run(&mut g)?;
     let planned_json = serialize::to_json(&g)?;
     let planned = plan(&g)?;
-    let compiled = compile_kernels(&planned.kernels, &opts.backend)?;
+    let disjoint = crate::plan::disjoint_kernels(&planned.plan, &planned.kernels);
+    let compiled = compile_kernels(&planned.kernels, &disjoint, &opts.backend)?;
 
     let mut kernels: Vec<KernelInfo> = planned
         .kernels

@@ -10,7 +10,7 @@ use crate::CodegenError;
 use mmada_ir::{DType, Graph, NodeId, Op, Role, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What a buffer holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +132,40 @@ pub struct Planned {
     pub kernels: Vec<Kernel>,
     /// Constant blob.
     pub constants: Vec<u8>,
+}
+
+/// Kernels whose launches never pass a buffer they write as another of their parameters too:
+/// their host code may tell LLVM that the parameters do not alias (`noalias`), which lets it
+/// vectorise without run-time overlap checks.
+pub fn disjoint_kernels(plan: &Plan, kernels: &[Kernel]) -> HashSet<String> {
+    let mut overlapping: HashSet<&str> = HashSet::new();
+    for l in &plan.launches {
+        for name in std::iter::once(&l.kernel).chain(l.host_kernel.as_ref()) {
+            let Some(k) = kernels.iter().find(|k| &k.name == name) else {
+                continue;
+            };
+            let written = k
+                .params
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.access != crate::kir::Access::Read);
+            for (j, _) in written {
+                let aliased = l
+                    .args
+                    .iter()
+                    .enumerate()
+                    .any(|(i, a)| i != j && Some(a) == l.args.get(j));
+                if aliased || l.args.len() != k.params.len() {
+                    overlapping.insert(name);
+                }
+            }
+        }
+    }
+    kernels
+        .iter()
+        .filter(|k| !overlapping.contains(k.name.as_str()))
+        .map(|k| k.name.clone())
+        .collect()
 }
 
 fn kernel_hash(k: &Kernel) -> Result<String, CodegenError> {

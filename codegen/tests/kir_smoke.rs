@@ -62,7 +62,7 @@ fn row_sum_host_and_ptx() {
         gpu_archs: vec![80, 90],
         ..BackendOptions::default()
     };
-    let out = compile_kernels(&[k], &opts).expect("compile");
+    let out = compile_kernels(&[k], &Default::default(), &opts).expect("compile");
     let lib = out.host_lib.expect("host lib");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.so");

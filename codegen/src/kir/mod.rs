@@ -24,6 +24,7 @@
 
 mod build;
 pub(crate) mod check;
+pub mod lanes;
 mod print;
 
 pub use build::{KernelBuilder, Scope};

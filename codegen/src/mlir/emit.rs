@@ -13,6 +13,7 @@
 //! conversions are integer code, so both targets compute the same bits and the GPU path needs no
 //! libdevice.
 
+use crate::kir::lanes::{split_phase, LANES};
 use crate::kir::{BlockStmt, BufRef, Const, Expr, KBinary, KCmp, KUnary, Kernel, Stmt, VTy};
 use crate::CodegenError;
 use melior::{
@@ -56,6 +57,8 @@ pub(crate) struct Emitter<'c, 'k> {
     pub(crate) private: Vec<V>,
     tid: Option<V>,
     bid: Option<V>,
+    /// Host: the first variable id free for the lane split (see [`crate::kir::lanes`]).
+    pub(crate) first_lane_var: Option<u32>,
 }
 
 pub(crate) fn val<'c, 'a>(v: V) -> Value<'c, 'a> {
@@ -78,6 +81,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
             private: Vec::new(),
             tid: None,
             bid: None,
+            first_lane_var: None,
         }
     }
 
@@ -362,11 +366,43 @@ impl<'c, 'k> Emitter<'c, 'k> {
         }
     }
 
+    fn lane_split(&self, body: &[crate::kir::Stmt]) -> Option<crate::kir::lanes::LaneSplit> {
+        let block = self.k.block as u64;
+        if self.target != Target::Host || !block.is_multiple_of(LANES) {
+            return None;
+        }
+        split_phase(body, block, self.first_lane_var?)
+    }
+
     fn block_stmts(&mut self, b: &Block<'c>, stmts: &[BlockStmt]) -> Result<(), CodegenError> {
         for s in stmts {
             match s {
-                BlockStmt::Phase(body) => match self.target {
-                    Target::Host => {
+                BlockStmt::Phase(body) => match (self.target, self.lane_split(body)) {
+                    (Target::Host, Some(split)) => {
+                        // Two loops, bases and lanes, with indices rewritten as
+                        // `uniform + lane` so that LLVM vectorises the lanes (see `kir::lanes`).
+                        let lo = self.idx(b, 0)?;
+                        let hi = self.idx(b, self.k.block as u64)?;
+                        let step = self.idx(b, LANES)?;
+                        let one = self.idx(b, 1)?;
+                        let lanes = self.idx(b, LANES)?;
+                        self.for_loop(b, lo, hi, step, |this, blk, base| {
+                            this.vars.insert(split.base.0, base);
+                            let zero = this.idx(blk, 0)?;
+                            this.for_loop(blk, zero, lanes, one, |this, blk, lane| {
+                                this.vars.insert(split.lane.0, lane);
+                                this.tid = this.op(
+                                    blk,
+                                    "arith.addi",
+                                    &[base, lane],
+                                    &[Type::index(this.c)],
+                                    &[],
+                                )?;
+                                this.stmts(blk, &split.body)
+                            })
+                        })?;
+                    }
+                    (Target::Host, None) => {
                         let lo = self.idx(b, 0)?;
                         let hi = self.idx(b, self.k.block as u64)?;
                         let one = self.idx(b, 1)?;
@@ -375,7 +411,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
                             this.stmts(blk, body)
                         })?;
                     }
-                    Target::Gpu => self.stmts(b, body)?,
+                    (Target::Gpu, _) => self.stmts(b, body)?,
                 },
                 BlockStmt::Barrier => {
                     if self.target == Target::Gpu {
@@ -545,11 +581,9 @@ impl<'c, 'k> Emitter<'c, 'k> {
         let ty = crate::kir::check::type_of(self.k, e).map_err(CodegenError::Kir)?;
         match e {
             Expr::Const(c) => self.cst(b, *c),
-            Expr::Var(v) => self
-                .vars
-                .get(&v.0)
-                .copied()
-                .ok_or_else(|| CodegenError::Kir(format!("variable v{} has no value", v.0))),
+            Expr::Var(v) => self.vars.get(&v.0).copied().ok_or_else(|| {
+                CodegenError::Kir(format!("{}: variable v{} has no value", self.k.name, v.0))
+            }),
             Expr::Local(l) => {
                 let zero = self.idx(b, 0)?;
                 let m = self.locals[l.0 as usize];

@@ -81,11 +81,17 @@ fn func_type<'c>(c: &'c Context, inputs: &[Type<'c>]) -> Attribute<'c> {
 /// Builds the host module (one `func.func` per kernel taking its buffers and a block range),
 /// lowers it and appends the `<name>__entry(void** args, i64 begin, i64 end)` wrappers the
 /// runtime calls. Returns the LLVM IR.
-pub fn host_llvm_ir(c: &Context, kernels: &[Kernel]) -> Result<MlirOutput, CodegenError> {
+pub fn host_llvm_ir(
+    c: &Context,
+    kernels: &[Kernel],
+    disjoint: &std::collections::HashSet<String>,
+) -> Result<MlirOutput, CodegenError> {
     let loc = Location::unknown(c);
     let mut module = Module::new(loc);
     for k in kernels {
+        let (k, first_lane_var) = &crate::kir::lanes::with_lane_vars(k);
         let mut em = Emitter::new(c, Target::Host, k);
+        em.first_lane_var = Some(*first_lane_var);
         let mut inputs: Vec<Type> = k
             .params
             .iter()
@@ -115,14 +121,23 @@ pub fn host_llvm_ir(c: &Context, kernels: &[Kernel]) -> Result<MlirOutput, Codeg
         em.op(&entry, "func.return", &[], &[], &[])?;
         let region = Region::new();
         region.append_block(entry);
+        let mut attrs = vec![
+            (
+                Identifier::new(c, "sym_name"),
+                StringAttribute::new(c, &k.name).into(),
+            ),
+            (Identifier::new(c, "function_type"), func_type(c, &inputs)),
+        ];
+        if disjoint.contains(&k.name) {
+            // Every buffer parameter `noalias`; the block range arguments nothing.
+            let mut args = vec!["{llvm.noalias}"; k.params.len()];
+            args.extend(["{}", "{}"]);
+            let text = format!("[{}]", args.join(", "));
+            let a = Attribute::parse(c, &text).ok_or_else(|| mlir_err("arg_attrs", &text))?;
+            attrs.push((Identifier::new(c, "arg_attrs"), a));
+        }
         let f = OperationBuilder::new("func.func", loc)
-            .add_attributes(&[
-                (
-                    Identifier::new(c, "sym_name"),
-                    StringAttribute::new(c, &k.name).into(),
-                ),
-                (Identifier::new(c, "function_type"), func_type(c, &inputs)),
-            ])
+            .add_attributes(&attrs)
             .add_regions([region])
             .build()
             .map_err(|e| mlir_err("func.func", e))?;
