@@ -153,7 +153,7 @@ pub fn vjp(g: &mut Graph, n: NodeId, gy: NodeId, slot: usize) -> Result<Option<N
                     let d = g.mul(n, om)?;
                     g.mul(gy, d)?
                 }
-                UnaryOp::Not => return Ok(None),
+                UnaryOp::Not | UnaryOp::StopGradient => return Ok(None),
             }
         }
         Op::Binary { op } => {

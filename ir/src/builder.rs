@@ -170,9 +170,12 @@ impl Graph {
         self.binary_scalar(BinaryOp::Mul, s, 1.0 / shape.0[a] as f64)
     }
 
-    /// Softmax along one axis: `exp(x - max) / Σ exp(x - max)`.
+    /// Softmax along one axis: `exp(x - max) / Σ exp(x - max)`. The max only keeps `exp` in
+    /// range; the result does not depend on it, so no gradient flows through it (as in
+    /// PyTorch's softmax backward, `y ⊙ (g − Σ g·y)`).
     pub fn softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
         let m = self.max(x, axis, true)?;
+        let m = self.unary(UnaryOp::StopGradient, m)?;
         let z = self.sub(x, m)?;
         let e = self.unary(UnaryOp::Exp, z)?;
         let s = self.sum(e, axis, true)?;

@@ -233,8 +233,10 @@ impl Graph {
     }
 
     /// log-softmax along `axis`: `x − max − ln Σ exp(x − max)`.
+    /// As in [`Graph::softmax`], no gradient flows through the max.
     pub fn log_softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
         let m = self.max(x, axis, true)?;
+        let m = self.unary(UnaryOp::StopGradient, m)?;
         let z = self.sub(x, m)?;
         let e = self.unary(UnaryOp::Exp, z)?;
         let s = self.sum(e, axis, true)?;

@@ -95,11 +95,14 @@ pub enum UnaryOp {
     Sigmoid,
     /// logical not (bool only)
     Not,
+    /// x, through which no gradient flows (PyTorch's `detach`): the max subtracted inside
+    /// softmax, whose gradient is exactly zero in exact arithmetic
+    StopGradient,
 }
 
 impl UnaryOp {
     /// All unary ops.
-    pub const ALL: [UnaryOp; 12] = [
+    pub const ALL: [UnaryOp; 13] = [
         UnaryOp::Neg,
         UnaryOp::Abs,
         UnaryOp::Exp,
@@ -112,6 +115,7 @@ impl UnaryOp {
         UnaryOp::Floor,
         UnaryOp::Sigmoid,
         UnaryOp::Not,
+        UnaryOp::StopGradient,
     ];
 
     /// Lower-case name.
@@ -129,6 +133,7 @@ impl UnaryOp {
             UnaryOp::Floor => "floor",
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::Not => "not",
+            UnaryOp::StopGradient => "stop_gradient",
         }
     }
 

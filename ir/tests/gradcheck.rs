@@ -135,7 +135,7 @@ fn check(what: &str, inputs: Vec<In>, f: impl Fn(&mut Graph, &[NodeId]) -> NodeI
 fn unary_ops() {
     for op in UnaryOp::ALL {
         let (lo, hi) = match op {
-            UnaryOp::Not => continue,
+            UnaryOp::Not | UnaryOp::StopGradient => continue,
             UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => (0.3, 3.0),
             _ => (-2.0, 2.0),
         };
@@ -462,4 +462,28 @@ fn gradients_of_unconnected_inputs_are_zero_and_fused_ops_are_rejected() {
     let e = autodiff::grad(&mut g, v, &[v]).unwrap_err().to_string();
     assert!(e.contains("scalar"), "{e}");
     let _ = Shape::scalar();
+}
+
+/// `stop_gradient(x)` is `x` in value, and no gradient flows through it: d/dx of
+/// `Σ stop_gradient(x) · x` is `x`, not `2x`.
+#[test]
+fn stop_gradient_blocks_the_gradient() {
+    let mut g = Graph::new();
+    let x = g.param("x", DType::F64, [5]).unwrap();
+    let s = g.unary(UnaryOp::StopGradient, x).unwrap();
+    let p = g.mul(s, x).unwrap();
+    let loss = g.reduce(ReduceOp::Sum, p, &[0], false).unwrap();
+    g.set_output("loss", loss).unwrap();
+    let grads = autodiff::grad(&mut g, loss, &[x]).unwrap();
+    g.set_output("grad", grads[0]).unwrap();
+    let v = vec![0.5, -1.25, 2.0, 3.5, -0.75];
+    let mut ins = IndexMap::new();
+    ins.insert(
+        "x".to_string(),
+        Tensor::from_f64_vec(vec![5], v.clone()).unwrap(),
+    );
+    let out = interpret(&g, &ins).unwrap();
+    assert_eq!(out["grad"].to_f64_vec(), v);
+    let want: f64 = v.iter().map(|a| a * a).sum();
+    assert_eq!(out["loss"].get_f64(0), want);
 }

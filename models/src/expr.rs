@@ -293,6 +293,7 @@ impl Parser<'_> {
             "abs" => Some(UnaryOp::Abs),
             "floor" => Some(UnaryOp::Floor),
             "sigmoid" => Some(UnaryOp::Sigmoid),
+            "stop_gradient" => Some(UnaryOp::StopGradient),
             "neg" => Some(UnaryOp::Neg),
             _ => None,
         };

@@ -286,6 +286,7 @@ fn unary(op: UnaryOp, x: Expr, t: VTy) -> Expr {
         UnaryOp::Sigmoid => {
             Expr::f32(1.0) / (Expr::f32(1.0) + Expr::un(KUnary::Exp, Expr::un(KUnary::Neg, x)))
         }
+        UnaryOp::StopGradient => x,
         UnaryOp::Not => {
             let _ = t;
             Expr::un(KUnary::Not, x)

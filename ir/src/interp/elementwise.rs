@@ -51,6 +51,7 @@ pub fn unary_f32(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Floor => x.floor(),
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         UnaryOp::Not => (x == 0.0) as u8 as f32,
+        UnaryOp::StopGradient => x,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Floor => x.floor(),
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         UnaryOp::Not => (x == 0.0) as u8 as f64,
+        UnaryOp::StopGradient => x,
     }
 }
 
