@@ -123,6 +123,35 @@ impl CpuExecutor {
     }
 }
 
+/// Copies a buffer out as a tensor. f32 buffers (logits: 4 MB for one bench-tiny sequence,
+/// 0.36 ms through the byte-wise conversion) are copied as words, in parallel.
+fn read_tensor(
+    dtype: mmada_ir::DType,
+    shape: &mmada_ir::Shape,
+    buf: &HostBuffer,
+) -> Result<Tensor, RuntimeError> {
+    let n = shape.numel();
+    if dtype != mmada_ir::DType::F32 || cfg!(target_endian = "big") || buf.bytes != n * 4 {
+        return Ok(Tensor::from_le_bytes(dtype, shape.clone(), buf.as_bytes())?);
+    }
+    let mut v = vec![0f32; n];
+    const PART: usize = 1 << 16;
+    let (src, dst) = (buf.words.as_ptr() as usize, v.as_mut_ptr() as usize);
+    ThreadPool::global().run(n.div_ceil(PART), &|p| {
+        let (lo, hi) = (p * PART, ((p + 1) * PART).min(n));
+        // SAFETY: the buffer holds `n` f32 values (checked above, 8-byte aligned storage);
+        // parts copy disjoint ranges into the distinct vector.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (src as *const f32).add(lo),
+                (dst as *mut f32).add(lo),
+                hi - lo,
+            )
+        };
+    });
+    Ok(Tensor::from_f32(shape.clone(), v)?)
+}
+
 /// Time spent in one launch of a profiled run.
 #[derive(Clone, Debug)]
 pub struct LaunchTime {
@@ -209,8 +238,7 @@ impl Executor for CpuExecutor {
             if self.exe.plan.updates.iter().any(|u| u.output == b.name) {
                 continue;
             }
-            let t =
-                Tensor::from_le_bytes(b.dtype, b.shape.clone(), self.buffers[b.buffer].as_bytes())?;
+            let t = read_tensor(b.dtype, &b.shape, &self.buffers[b.buffer])?;
             out.insert(b.name.clone(), t);
         }
         for u in self.exe.plan.updates.iter().filter(|u| u.from != u.to) {

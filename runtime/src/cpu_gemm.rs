@@ -25,10 +25,12 @@ struct Split {
 impl Split {
     /// Batches are spread first; a product is cut only when there are fewer batches than
     /// threads, along its longer side (cutting M repeats the packing of B in every part,
-    /// cutting N that of A).
+    /// cutting N that of A). Square products with B stored transposed (weights `[n, k]`) are
+    /// cut along N: each part then packs only its own rows of the weight matrix (256² with
+    /// cold weights: 199 against 177 GFLOP/s on the build machine).
     fn of(s: &MatMulShape, threads: usize) -> Split {
         let (batch, m, k, n) = (s.batch as usize, s.m as usize, s.k as usize, s.n as usize);
-        let rows = m >= n;
+        let rows = if s.b_trans { m > n } else { m >= n };
         if batch >= threads || m * n * k < SPLIT_MIN_MACS {
             return Split { parts: 1, rows };
         }
