@@ -144,20 +144,13 @@ pub fn disjoint_kernels(plan: &Plan, kernels: &[Kernel]) -> HashSet<String> {
             let Some(k) = kernels.iter().find(|k| &k.name == name) else {
                 continue;
             };
-            let written = k
-                .params
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.access != crate::kir::Access::Read);
-            for (j, _) in written {
-                let aliased = l
-                    .args
-                    .iter()
-                    .enumerate()
-                    .any(|(i, a)| i != j && Some(a) == l.args.get(j));
-                if aliased || l.args.len() != k.params.len() {
-                    overlapping.insert(name);
-                }
+            let aliased = l.args.len() != k.params.len()
+                || k.params.iter().zip(&l.args).enumerate().any(|(j, (p, a))| {
+                    p.access != crate::kir::Access::Read
+                        && l.args.iter().enumerate().any(|(i, b)| i != j && b == a)
+                });
+            if aliased {
+                overlapping.insert(name);
             }
         }
     }

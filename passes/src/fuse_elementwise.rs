@@ -7,9 +7,10 @@
 //!   a matmul or existing fused op, a reduction, a graph output, used by an op that cannot absorb
 //!   it (anything but elementwise/view ops and reductions), or shared by several users while
 //!   being expensive to recompute (more than [`FuseElementwise::max_duplicated_cost`], counting
-//!   its elementwise ops and its reads of large materialised tensors), or broadcast to a larger shape while costing at least one transcendental function
-//!   (the RoPE tables: `cos(position · frequency)` would otherwise be recomputed for every head
-//!   and batch row). Everything else is inlined into each user's group (cheap ops are recomputed
+//!   its elementwise ops and its reads of large materialised tensors), or broadcast to a larger
+//!   shape while costing at least one transcendental function (the RoPE tables:
+//!   `cos(position · frequency)` would otherwise be recomputed for every head and batch row).
+//!   Everything else is inlined into each user's group (cheap ops are recomputed
 //!   rather than stored, as XLA does).
 //! - Each materialised elementwise/view node and each reduction roots a group: the root plus the
 //!   inlined nodes it reaches through operands. Groups of two or more nodes are replaced by one

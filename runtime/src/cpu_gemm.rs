@@ -43,7 +43,8 @@ impl Split {
         }
     }
 
-    /// The half-open range of rows (or columns) of part `p` out of `len`, aligned to 16.
+    /// The half-open range of rows (or columns) of part `p` out of `len`; part boundaries are
+    /// multiples of 8 rows (16 columns).
     fn range(&self, p: usize, len: usize) -> (usize, usize) {
         let align = if self.rows { 8 } else { 16 };
         let at = |q: usize| {

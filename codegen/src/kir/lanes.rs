@@ -156,10 +156,6 @@ impl Rewriter {
         }
     }
 
-    fn built(&self, e: &(Expr, Form)) -> Expr {
-        e.0.clone()
-    }
-
     /// Rewrites `e`; returns the new expression and its form (for an affine value the new
     /// expression is `build` of the form).
     fn expr(&mut self, e: &Expr) -> (Expr, Form) {
@@ -187,9 +183,9 @@ impl Rewriter {
             },
             Expr::Local(_) => (e.clone(), Form::Varying),
             Expr::Load { buf, index } => {
-                let i = self.expr(index);
-                let out = Expr::load(*buf, self.built(&i));
-                if i.1.is_uniform() {
+                let (i, form) = self.expr(index);
+                let out = Expr::load(*buf, i);
+                if form.is_uniform() {
                     (out.clone(), Form::uniform(out, 1, false))
                 } else {
                     (out, Form::Varying)

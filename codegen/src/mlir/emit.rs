@@ -383,10 +383,9 @@ impl<'c, 'k> Emitter<'c, 'k> {
                         // `uniform + lane` so that LLVM vectorises the lanes (see `kir::lanes`).
                         let lo = self.idx(b, 0)?;
                         let hi = self.idx(b, self.k.block as u64)?;
-                        let step = self.idx(b, LANES)?;
-                        let one = self.idx(b, 1)?;
                         let lanes = self.idx(b, LANES)?;
-                        self.for_loop(b, lo, hi, step, |this, blk, base| {
+                        let one = self.idx(b, 1)?;
+                        self.for_loop(b, lo, hi, lanes, |this, blk, base| {
                             this.vars.insert(split.base.0, base);
                             let zero = this.idx(blk, 0)?;
                             this.for_loop(blk, zero, lanes, one, |this, blk, lane| {
