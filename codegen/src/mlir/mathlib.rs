@@ -73,8 +73,12 @@ impl<'c> Emitter<'c, '_> {
     pub(crate) fn exp(&self, b: &Block<'c>, x: V) -> R {
         let lo = self.f(b, -104.0)?;
         let hi = self.f(b, 89.0)?;
-        let xc = self.bin(b, "arith.maximumf", x, lo)?;
-        let xc = self.bin(b, "arith.minimumf", xc, hi)?;
+        // Clamped by compare-and-select: NaN fails both tests and passes through (cheaper on
+        // x86 than NaN-propagating maximum/minimum, which need fix-up instructions).
+        let below = self.cmpf(b, CmpfPredicate::Olt, x, lo)?;
+        let xc = self.select(b, below, lo, x)?;
+        let above = self.cmpf(b, CmpfPredicate::Ogt, xc, hi)?;
+        let xc = self.select(b, above, hi, xc)?;
         let log2e = self.f(b, std::f32::consts::LOG2_E)?;
         let half = self.f(b, 0.5)?;
         let t = self.fma(b, xc, log2e, half)?;
@@ -97,8 +101,12 @@ impl<'c> Emitter<'c, '_> {
                 1.0 / 5040.0,
             ],
         )?;
-        // kf is an integer in [-150, 128] (or NaN, which must not reach a plain fptosi).
-        let k = self.fptosi_sat(b, kf, 32)?;
+        // kf is an integer in [-150, 128], or NaN (then p is NaN and so is the result): only
+        // NaN needs replacing before a plain conversion.
+        let nan = self.cmpf(b, CmpfPredicate::Uno, kf, kf)?;
+        let zero = self.f(b, 0.0)?;
+        let kf = self.select(b, nan, zero, kf)?;
+        let k = self.cast(b, "arith.fptosi", kf, self.i(32))?;
         let one = self.i32c(b, 1)?;
         let k1 = self.bin(b, "arith.shrsi", k, one)?;
         let k2 = self.bin(b, "arith.subi", k, k1)?;
