@@ -39,12 +39,13 @@ fn kind_of(op: &Op) -> usize {
         Op::Conv2d { .. } => 21,
         Op::Conv2dInputGrad { .. } => 22,
         Op::Conv2dWeightGrad { .. } => 23,
-        Op::Fused { .. } => 24,
+        Op::Softmax { .. } => 24,
+        Op::Fused { .. } => 25,
     }
 }
 
 /// Number of op kinds users build (all but `Fused`, which only passes create).
-const USER_KINDS: usize = 24;
+const USER_KINDS: usize = 25;
 
 #[test]
 fn every_op_kind_is_present_lowered_and_correct() {

@@ -174,8 +174,12 @@ fn kind_name(op: &Op) -> &'static str {
         Op::Fused { body } if matches!(body.nodes[body.root].op, Op::Reduce { .. }) => {
             "fused_reduce"
         }
+        Op::Fused { body } if matches!(body.nodes[body.root].op, Op::Softmax { .. }) => {
+            "fused_softmax"
+        }
         Op::Fused { .. } => "fused",
         Op::Reduce { .. } => "reduce",
+        Op::Softmax { .. } => "softmax",
         Op::Permute { .. } | Op::Broadcast { .. } | Op::Reshape { .. } => "copy",
         _ => "elementwise",
     }
@@ -283,7 +287,7 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
                 let (grid, block) = (k.grid, k.block);
                 let name = intern(k, kind_name(op))?;
                 let host_kernel = match kernels::host_variant(g, id, &provisional)? {
-                    Some(hk) => Some(intern(hk, "host_reduce")?),
+                    Some(hk) => Some(intern(hk, &format!("host_{}", kind_name(op)))?),
                     None => None,
                 };
                 let source = |o: &NodeId| -> usize {

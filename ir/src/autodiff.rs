@@ -304,6 +304,13 @@ pub fn vjp(g: &mut Graph, n: NodeId, gy: NodeId, slot: usize) -> Result<Option<N
             1 => return Ok(None),
             _ => g.gather(gy, x(1), *axis as i64)?,
         },
+        Op::Softmax { axis } => {
+            // dx = y ⊙ (dy − Σ dy ⊙ y), the sum along the axis (PyTorch's softmax backward).
+            let dy_y = g.mul(gy, n)?;
+            let s = g.sum(dy_y, *axis as i64, true)?;
+            let d = g.sub(gy, s)?;
+            g.mul(n, d)?
+        }
         Op::CumSum { axis, reverse } => g.add(
             Op::CumSum {
                 axis: *axis,

@@ -170,16 +170,11 @@ impl Graph {
         self.binary_scalar(BinaryOp::Mul, s, 1.0 / shape.0[a] as f64)
     }
 
-    /// Softmax along one axis: `exp(x - max) / Σ exp(x - max)`. The max only keeps `exp` in
-    /// range; the result does not depend on it, so no gradient flows through it (as in
-    /// PyTorch's softmax backward, `y ⊙ (g − Σ g·y)`).
+    /// Softmax along one axis, `exp(x − max) / Σ exp(x − max)`, as one [`Op::Softmax`] node
+    /// (one kernel reading each row once); its gradient is PyTorch's `y ⊙ (g − Σ g·y)`.
     pub fn softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
-        let m = self.max(x, axis, true)?;
-        let m = self.unary(UnaryOp::StopGradient, m)?;
-        let z = self.sub(x, m)?;
-        let e = self.unary(UnaryOp::Exp, z)?;
-        let s = self.sum(e, axis, true)?;
-        self.div(e, s)
+        let a = self.axis_of(x, axis, "softmax")?;
+        self.add(Op::Softmax { axis: a }, &[x])
     }
 
     /// Matrix product; a rank-2 right operand is broadcast over the left operand's batch dims.

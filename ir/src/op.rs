@@ -446,6 +446,13 @@ pub enum Op {
         /// Sum from the last element backwards.
         reverse: bool,
     },
+    /// Softmax along `axis` (1 float operand): `exp(x − max) / Σ exp(x − max)` over each row,
+    /// computed in f64 by the interpreter and in f32 by kernels, rounded once to the dtype (as
+    /// PyTorch computes a bf16 softmax in f32). One kernel reads each row once.
+    Softmax {
+        /// Axis.
+        axis: usize,
+    },
     /// 2-D convolution (cross-correlation, as in PyTorch) of `x` [N, C, H, W] with `w`
     /// [O, C/groups, KH, KW] (2 operands of one float dtype) → [N, O, OH, OW].
     Conv2d {
@@ -501,6 +508,7 @@ impl Op {
             Op::ScatterAdd { .. } => "scatter_add".into(),
             Op::TopK { .. } => "topk".into(),
             Op::CumSum { .. } => "cumsum".into(),
+            Op::Softmax { .. } => "softmax".into(),
             Op::Conv2d { .. } => "conv2d".into(),
             Op::Conv2dInputGrad { .. } => "conv2d_input_grad".into(),
             Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad".into(),
@@ -521,7 +529,8 @@ impl Op {
             | Op::Slice { .. }
             | Op::Pad { .. }
             | Op::TopK { .. }
-            | Op::CumSum { .. } => 1,
+            | Op::CumSum { .. }
+            | Op::Softmax { .. } => 1,
             Op::Binary { .. }
             | Op::Compare { .. }
             | Op::MatMul
@@ -879,6 +888,13 @@ impl Op {
                 let (dt, s) = operands[0];
                 if *axis >= s.rank() || dt == DType::Bool {
                     return Err(bad(format!("cumsum along axis {axis} of {dt}{s}")));
+                }
+                Ok((dt, s.clone()))
+            }
+            Op::Softmax { axis } => {
+                let (dt, s) = operands[0];
+                if *axis >= s.rank() || !dt.is_float() {
+                    return Err(bad(format!("softmax along axis {axis} of {dt}{s}")));
                 }
                 Ok((dt, s.clone()))
             }

@@ -48,6 +48,9 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
     out("topk", g.topk(x, 3, 1)?);
     out("argmax", g.argmax(x, 0)?);
     out("cumsum", g.cumsum(x, 1, true)?);
+    out("softmax", g.softmax(x, 0)?);
+    let scaled = g.binary_scalar(BinaryOp::Mul, x, 3.0)?;
+    out("softmax_fused", g.softmax(scaled, 1)?);
     let img = g.input("img", dt, [2, 4, 6, 5])?;
     let w = g.input("w", dt, [6, 2, 3, 3])?;
     let geom = ConvGeom {

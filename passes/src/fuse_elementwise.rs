@@ -1,6 +1,6 @@
 //! Elementwise fusion: a connected group of elementwise and index-map ops (views, slices, pads,
-//! concatenations, gathers, iota, random numbers), optionally ending in one reduction, becomes
-//! one [`Op::Fused`] node (one kernel).
+//! concatenations, gathers, iota, random numbers), optionally ending in one reduction or one
+//! softmax, becomes one [`Op::Fused`] node (one kernel).
 //!
 //! Contract:
 //! - A node keeps its own buffer ("is materialised") when it is an input, a non-scalar constant,
@@ -12,7 +12,7 @@
 //!   `cos(position · frequency)` would otherwise be recomputed for every head and batch row).
 //!   Everything else is inlined into each user's group (cheap ops are recomputed
 //!   rather than stored, as XLA does).
-//! - Each materialised elementwise/view node and each reduction roots a group: the root plus the
+//! - Each materialised elementwise/view node, each reduction and each softmax roots a group: the root plus the
 //!   inlined nodes it reaches through operands. Groups of two or more nodes are replaced by one
 //!   fused node whose body is the group and whose operands are the materialised nodes it reads.
 //! - Semantics are unchanged: the fused body is exactly the original subgraph.
@@ -46,9 +46,11 @@ fn is_inlinable(n: &Node) -> bool {
     n.op.is_index_map() || is_scalar_constant(n)
 }
 
-/// Ops whose operands can be inlined into their group.
+/// Ops whose operands can be inlined into their group, and which root a group when
+/// materialised: index maps, reductions and softmaxes (the last two compute their input
+/// inside their kernel).
 fn absorbs_operands(n: &Node) -> bool {
-    n.op.is_index_map() || matches!(n.op, Op::Reduce { .. })
+    n.op.is_index_map() || matches!(n.op, Op::Reduce { .. } | Op::Softmax { .. })
 }
 
 /// Cost of one transcendental function (our math library: a range reduction and a polynomial).
@@ -220,9 +222,7 @@ impl Pass for FuseElementwise {
             .copied()
             .filter(|&id| {
                 let n = g.node(id);
-                mat.contains(&id)
-                    && (is_inlinable(n) || matches!(n.op, Op::Reduce { .. }))
-                    && !is_scalar_constant(n)
+                mat.contains(&id) && absorbs_operands(n) && !is_scalar_constant(n)
             })
             .collect();
         let mut groups = Vec::new();

@@ -53,14 +53,14 @@ fn const_expr(d: DType, v: &Literal, i: usize) -> Expr {
 }
 
 /// Evaluates body nodes at multi-indices, binding each value once per index in one scope.
-struct BodyEval<'b> {
+pub(super) struct BodyEval<'b> {
     body: &'b FusedBody,
     args: &'b [BufRef],
     memo: HashMap<String, Expr>,
 }
 
 impl<'b> BodyEval<'b> {
-    fn new(body: &'b FusedBody, args: &'b [BufRef]) -> BodyEval<'b> {
+    pub(super) fn new(body: &'b FusedBody, args: &'b [BufRef]) -> BodyEval<'b> {
         BodyEval {
             body,
             args,
@@ -82,7 +82,12 @@ impl<'b> BodyEval<'b> {
         }
     }
 
-    fn value(&mut self, s: &mut Scope, o: Operand, idx: &[Expr]) -> Result<Expr, CodegenError> {
+    pub(super) fn value(
+        &mut self,
+        s: &mut Scope,
+        o: Operand,
+        idx: &[Expr],
+    ) -> Result<Expr, CodegenError> {
         let key = format!("{o:?}@{idx:?}");
         if let Some(e) = self.memo.get(&key) {
             return Ok(e.clone());
@@ -262,6 +267,7 @@ impl<'b> BodyEval<'b> {
             | Op::ScatterAdd { .. }
             | Op::TopK { .. }
             | Op::CumSum { .. }
+            | Op::Softmax { .. }
             | Op::Conv2d { .. }
             | Op::Conv2dInputGrad { .. }
             | Op::Conv2dWeightGrad { .. } => {
@@ -271,7 +277,7 @@ impl<'b> BodyEval<'b> {
     }
 }
 
-fn unary(op: UnaryOp, x: Expr, t: VTy) -> Expr {
+pub(super) fn unary(op: UnaryOp, x: Expr, t: VTy) -> Expr {
     match op {
         UnaryOp::Neg => Expr::un(KUnary::Neg, x),
         UnaryOp::Abs => Expr::un(KUnary::Abs, x),
@@ -335,7 +341,7 @@ fn cmp(op: CompareOp) -> KCmp {
     }
 }
 
-fn declare_args(kb: &mut KernelBuilder, body: &FusedBody) -> Vec<BufRef> {
+pub(super) fn declare_args(kb: &mut KernelBuilder, body: &FusedBody) -> Vec<BufRef> {
     body.args
         .iter()
         .enumerate()
@@ -552,6 +558,30 @@ pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErro
     if let Some(e) = err {
         return Err(e);
     }
+    stmts.extend(tree_reduce(&mut kb, partial, op, block));
+    stmts.push(BlockStmt::Barrier);
+    stmts.push(kb.phase(|s| {
+        s.if_(
+            Expr::ThreadId.eq(Expr::idx(0)),
+            |s| {
+                let v = Expr::load(partial, Expr::idx(0));
+                s.store(out, Expr::BlockId, round_to(dt, v));
+            },
+            |_| {},
+        );
+    }));
+    Ok(kb.finish(stmts))
+}
+
+/// Folds the `block` partial results in shared buffer `partial` into `partial[0]` by halving
+/// (a barrier before each step; the caller adds the one after the last).
+pub(super) fn tree_reduce(
+    kb: &mut KernelBuilder,
+    partial: BufRef,
+    op: ReduceOp,
+    block: u64,
+) -> Vec<BlockStmt> {
+    let mut stmts = Vec::new();
     let mut stride = block / 2;
     while stride > 0 {
         stmts.push(BlockStmt::Barrier);
@@ -568,18 +598,7 @@ pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErro
         }));
         stride /= 2;
     }
-    stmts.push(BlockStmt::Barrier);
-    stmts.push(kb.phase(|s| {
-        s.if_(
-            Expr::ThreadId.eq(Expr::idx(0)),
-            |s| {
-                let v = Expr::load(partial, Expr::idx(0));
-                s.store(out, Expr::BlockId, round_to(dt, v));
-            },
-            |_| {},
-        );
-    }));
-    Ok(kb.finish(stmts))
+    stmts
 }
 
 /// Lanes of the host reduction variant (one AVX-512 register of f32).

@@ -11,6 +11,7 @@ pub mod rng;
 pub mod rows;
 pub mod scan;
 pub mod scatter;
+pub mod softmax;
 
 use crate::kir::Kernel;
 use crate::CodegenError;
@@ -18,15 +19,19 @@ use mmada_ir::{BodyNode, FusedBody, Graph, NodeId, Op, Operand};
 use std::collections::HashSet;
 
 /// A host-specific variant of the node's kernel, when one is better on a CPU: reductions over
-/// more than [`fused::HOST_LANES`] elements use lane-parallel accumulators.
+/// more than [`fused::HOST_LANES`] elements use lane-parallel accumulators, softmaxes one
+/// thread per row.
 pub fn host_variant(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kernel>, CodegenError> {
     let n = g.node(id);
     let body = match &n.op {
         Op::Fused { body } => (**body).clone(),
-        Op::Reduce { .. } => single_node_body(g, id),
+        Op::Reduce { .. } | Op::Softmax { .. } => single_node_body(g, id),
         _ => return Ok(None),
     };
     let root = &body.nodes[body.root];
+    if matches!(root.op, Op::Softmax { .. }) {
+        return Ok(Some(softmax::softmax_kernel_host(name, &body)?));
+    }
     let Op::Reduce { axes, .. } = &root.op else {
         return Ok(None);
     };
@@ -170,13 +175,13 @@ pub fn kernel_for_node(
         | Op::Slice { .. }
         | Op::Pad { .. }
         | Op::Concat { .. }
-        | Op::Gather { .. } => single_node_body(g, id),
+        | Op::Gather { .. }
+        | Op::Softmax { .. } => single_node_body(g, id),
     };
-    let root_is_reduce = matches!(body.nodes[body.root].op, Op::Reduce { .. });
-    let k = if root_is_reduce {
-        fused::reduce_kernel(name, &body)
-    } else {
-        fused::elementwise_kernel(name, &body)
+    let k = match body.nodes[body.root].op {
+        Op::Reduce { .. } => fused::reduce_kernel(name, &body),
+        Op::Softmax { .. } => softmax::softmax_kernel(name, &body),
+        _ => fused::elementwise_kernel(name, &body),
     }
     .map_err(|e| match e {
         CodegenError::Unsupported { msg, .. } => unsupported(&msg),

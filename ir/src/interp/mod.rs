@@ -110,6 +110,7 @@ pub fn eval_op(op: &Op, dtype: DType, shape: &Shape, operands: &[&Tensor]) -> Re
         }
         Op::TopK { k, axis } => index_ops::topk(operands[0], *k, *axis, shape),
         Op::CumSum { axis, reverse } => index_ops::cumsum(operands[0], *axis, *reverse),
+        Op::Softmax { axis } => reduce::softmax(operands[0], *axis),
         Op::Conv2d { geom } => conv::conv2d(operands[0], operands[1], geom, shape),
         Op::Conv2dInputGrad { geom, .. } => {
             conv::conv2d_input_grad(operands[0], operands[1], geom, shape)

@@ -74,3 +74,33 @@ pub(super) fn reduce(
         Err(eval_err(format!("reduce_{} on {dt}", op.name())))
     }
 }
+
+/// Softmax along `axis` in f64 (max, exponentials, their sum in order), rounded once.
+pub(super) fn softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
+    let s = x.shape();
+    let n = s.0[axis];
+    let stride = s.strides()[axis];
+    let v = x.to_f64_vec();
+    let mut out = vec![0f64; v.len()];
+    for b in (0..s.numel()).filter(|&i| s.unravel(i)[axis] == 0) {
+        let at = |j: usize| b + j * stride;
+        let m = (0..n).fold(f64::NEG_INFINITY, |m, j| {
+            let x = v[at(j)];
+            if x.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(x)
+            }
+        });
+        let mut sum = 0f64;
+        for j in 0..n {
+            let e = (v[at(j)] - m).exp();
+            out[at(j)] = e;
+            sum += e;
+        }
+        for j in 0..n {
+            out[at(j)] /= sum;
+        }
+    }
+    float_tensor_f64(x.dtype(), s, out)
+}
