@@ -32,6 +32,7 @@ pub mod kir;
 pub mod link;
 #[cfg(feature = "compiler")]
 pub mod llvm;
+pub mod memory;
 #[cfg(feature = "compiler")]
 pub mod mlir;
 pub mod plan;

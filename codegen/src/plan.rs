@@ -364,6 +364,7 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
             });
         }
     }
+    crate::memory::share_buffers(&mut plan);
     Ok(Planned {
         plan,
         kernels,
