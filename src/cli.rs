@@ -6,6 +6,7 @@ use mmada_codegen::artifact::Artifact;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
 use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::plan::BufferKind;
 use mmada_ir::{interp, max_rel_error, serialize, DType, Tensor};
 use mmada_models::GraphSpec;
 use mmada_runtime::{tensor_io, Target};
@@ -512,6 +513,27 @@ fn cmd_inspect(artifact: &Path) -> Result<(), CliError> {
     );
     println!("  GPU targets: {:?}", m.gpu_archs);
     println!("  graph sha256: {}", m.graph_sha256);
+    let plan = mmada_runtime::Executable::new(art.clone())?.plan;
+    let (mut inputs, mut intermediates, mut buffers) = (0u64, 0u64, 0usize);
+    for b in &plan.buffers {
+        let bytes = b.len * b.dtype.size_bytes() as u64;
+        match b.kind {
+            BufferKind::Input { .. } => inputs += bytes,
+            BufferKind::Intermediate if b.len > 0 => {
+                intermediates += bytes;
+                buffers += 1;
+            }
+            _ => {}
+        }
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "  memory: inputs {:.2} MiB, intermediates and outputs {:.2} MiB in {buffers} buffers \
+         (shared where lifetimes allow), {} launches",
+        mib(inputs),
+        mib(intermediates),
+        plan.launches.len()
+    );
     println!("  kernels:");
     for k in &m.kernels {
         let ptx: Vec<String> = k

@@ -60,6 +60,12 @@ fn compile_then_run_gives_the_interpreter_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     compiled(d);
+    let (ok, out, err) = mmada(&["inspect", "s.mmada"], d);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("in 2 buffers") && out.contains("2 launches"),
+        "inspect should show the product and softmax launches and their buffers: {out}"
+    );
     let (ok, _, err) = mmada(
         &["inputs", "s.mmada", "-o", "in.safetensors", "--seed", "3"],
         d,
