@@ -132,6 +132,8 @@ pub struct Planned {
     pub kernels: Vec<Kernel>,
     /// Constant blob.
     pub constants: Vec<u8>,
+    /// Intermediate bytes before and after the memory planner.
+    pub sharing: crate::memory::Sharing,
 }
 
 /// Kernels whose launches never pass a buffer they write as another of their parameters too:
@@ -364,11 +366,12 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
             });
         }
     }
-    crate::memory::share_buffers(&mut plan);
+    let sharing = crate::memory::share_buffers(&mut plan);
     Ok(Planned {
         plan,
         kernels,
         constants,
+        sharing,
     })
 }
 
