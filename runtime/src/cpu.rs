@@ -12,26 +12,71 @@ use std::collections::HashSet;
 
 type Entry = unsafe extern "C" fn(*const *mut u8, i64, i64);
 
-/// Host buffers, 8-byte aligned.
+/// Every buffer of an executor in one zeroed allocation, aligned to 2 MiB and advised as
+/// transparent huge pages (Linux): the weights and the few intermediates a run cycles through
+/// then sit in a handful of 2 MiB pages rather than thousands of 4 KiB ones (bench-tiny
+/// forward 14.3 → 14.1 ms, and 18.3 → 17.8 ms in the build machine's slow mode; 8 interleaved
+/// runs each).
+struct Arena {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+/// Alignment of each buffer in the arena (a cache line).
+const BUFFER_ALIGN: usize = 64;
+const HUGE_PAGE: usize = 2 << 20;
+
+impl Arena {
+    /// An arena holding buffers of the given byte sizes; returns it with their offsets.
+    fn new(sizes: &[usize]) -> Result<(Arena, Vec<usize>), RuntimeError> {
+        let mut offsets = Vec::with_capacity(sizes.len());
+        let mut end = 0usize;
+        for &s in sizes {
+            offsets.push(end);
+            end = (end + s.max(1)).next_multiple_of(BUFFER_ALIGN);
+        }
+        let layout = std::alloc::Layout::from_size_align(end.max(1), HUGE_PAGE)
+            .map_err(|e| RuntimeError::Load(format!("host buffers of {end} bytes: {e}")))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(RuntimeError::Load(format!(
+                "cannot allocate {end} bytes of host buffers"
+            )));
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is this allocation; the advice only changes its page size.
+        unsafe {
+            libc::madvise(ptr as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
+        }
+        Ok((Arena { ptr, layout }, offsets))
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `Arena::new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// One buffer: a range of the executor's arena (which outlives it), 64-byte aligned.
 struct HostBuffer {
-    words: Vec<u64>,
+    ptr: *mut u8,
     bytes: usize,
 }
 
 impl HostBuffer {
-    fn zeros(bytes: usize) -> HostBuffer {
-        HostBuffer {
-            words: vec![0; bytes.div_ceil(8).max(1)],
-            bytes,
-        }
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr
     }
     fn as_bytes(&self) -> &[u8] {
-        // SAFETY: u64 storage reinterpreted as bytes within its length.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.bytes) }
+        // SAFETY: the range lies inside the arena, which outlives the buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) }
     }
     fn as_bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above, exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.bytes) }
+        // SAFETY: as above; `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.bytes) }
     }
 }
 
@@ -50,6 +95,8 @@ pub struct CpuExecutor {
     entries: Vec<Entry>,
     grids: Vec<u64>,
     buffers: Vec<HostBuffer>,
+    /// Storage of `buffers` (declared after them: dropped last).
+    _arena: Arena,
     resident: HashSet<String>,
     profile: Option<Vec<LaunchTime>>,
 }
@@ -98,11 +145,21 @@ impl CpuExecutor {
                 .map_err(|e| RuntimeError::Load(format!("{sym}: {e}")))?;
             entries.push(*f);
         }
-        let mut buffers: Vec<HostBuffer> = exe
+        let sizes: Vec<usize> = exe
             .plan
             .buffers
             .iter()
-            .map(|b| HostBuffer::zeros(b.len as usize * b.dtype.size_bytes()))
+            .map(|b| b.len as usize * b.dtype.size_bytes())
+            .collect();
+        let (arena, offsets) = Arena::new(&sizes)?;
+        let mut buffers: Vec<HostBuffer> = sizes
+            .iter()
+            .zip(&offsets)
+            .map(|(&bytes, &at)| HostBuffer {
+                // SAFETY: `at + bytes` is within the arena (Arena::new laid them out).
+                ptr: unsafe { arena.ptr.add(at) },
+                bytes,
+            })
             .collect();
         for (i, b) in exe.plan.buffers.iter().enumerate() {
             if let BufferKind::Constant { offset, bytes } = &b.kind {
@@ -117,6 +174,7 @@ impl CpuExecutor {
             entries,
             grids: launch_grids,
             buffers,
+            _arena: arena,
             resident: HashSet::new(),
             profile: None,
         })
@@ -136,7 +194,7 @@ fn read_tensor(
     }
     let mut v = vec![0f32; n];
     const PART: usize = 1 << 16;
-    let (src, dst) = (buf.words.as_ptr() as usize, v.as_mut_ptr() as usize);
+    let (src, dst) = (buf.as_ptr() as usize, v.as_mut_ptr() as usize);
     ThreadPool::global().run(n.div_ceil(PART), &|p| {
         let (lo, hi) = (p * PART, ((p + 1) * PART).min(n));
         // SAFETY: the buffer holds `n` f32 values (checked above, 8-byte aligned storage);
@@ -167,19 +225,14 @@ impl CpuExecutor {
     fn launch(&self, i: usize) {
         let l = &self.exe.plan.launches[i];
         if let Some(HostCall::Gemm(s)) = &l.host_call {
-            let p = |j: usize| self.buffers[l.args[j]].words.as_ptr() as *mut f32;
+            let p = |j: usize| self.buffers[l.args[j]].as_ptr() as *mut f32;
             // SAFETY: the plan sized A, B and C for this shape (f32), and C is distinct from
             // A and B (a kernel's output buffer is always its own).
             unsafe { gemm_f32(s, p(0), p(1), p(2)) };
             return;
         }
         let entry = self.entries[i];
-        let args = Args(
-            l.args
-                .iter()
-                .map(|&a| self.buffers[a].words.as_ptr() as *mut u8)
-                .collect(),
-        );
+        let args = Args(l.args.iter().map(|&a| self.buffers[a].as_ptr()).collect());
         let grid = self.grids[i] as i64;
         let pool = ThreadPool::global();
         let chunks = (pool.threads() as i64 * 4).min(grid).max(1);
