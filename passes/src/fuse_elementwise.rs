@@ -12,9 +12,10 @@
 //!   `cos(position · frequency)` would otherwise be recomputed for every head and batch row).
 //!   Everything else is inlined into each user's group (cheap ops are recomputed
 //!   rather than stored, as XLA does).
-//! - Each materialised elementwise/view node, each reduction and each softmax roots a group: the root plus the
-//!   inlined nodes it reaches through operands. Groups of two or more nodes are replaced by one
-//!   fused node whose body is the group and whose operands are the materialised nodes it reads.
+//! - Each materialised elementwise/view node, each reduction and each softmax roots a group:
+//!   the root plus the inlined nodes it reaches through operands. Groups of two or more nodes
+//!   are replaced by one fused node whose body is the group and whose operands are the
+//!   materialised nodes it reads.
 //! - Semantics are unchanged: the fused body is exactly the original subgraph.
 
 use crate::{Pass, PassError};

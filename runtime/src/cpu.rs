@@ -53,6 +53,10 @@ impl Arena {
     }
 }
 
+// SAFETY: the arena owns its allocation exclusively; moving it to another thread moves that
+// ownership (as a Vec would).
+unsafe impl Send for Arena {}
+
 impl Drop for Arena {
     fn drop(&mut self) {
         // SAFETY: allocated in `Arena::new` with this layout.
@@ -65,6 +69,9 @@ struct HostBuffer {
     ptr: *mut u8,
     bytes: usize,
 }
+
+// SAFETY: a buffer is a range of an arena owned by the same executor, moved along with it.
+unsafe impl Send for HostBuffer {}
 
 impl HostBuffer {
     fn as_ptr(&self) -> *mut u8 {
@@ -326,5 +333,15 @@ impl Executor for CpuExecutor {
             b.shape.clone(),
             self.buffers[b.buffer].as_bytes(),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The executor can be handed to another thread, as before its buffers moved into an arena.
+    #[test]
+    fn executor_is_send() {
+        fn send<T: Send>() {}
+        send::<super::CpuExecutor>();
     }
 }

@@ -1,6 +1,6 @@
 //! Softmax kernels ([`Op::Softmax`] roots of fused groups, the group's other nodes computing the
 //! softmax's input): each row is read once from memory, its maximum taken, its exponentials
-//! written and summed, then divided by the sum. The composite form (max, sum of exponentials,
+//! written and summed, then scaled by the reciprocal of the sum. The composite form (max, sum of exponentials,
 //! normalisation) took three kernels that each re-read the row, two of them recomputing the
 //! exponentials.
 //!
@@ -55,7 +55,7 @@ impl<'b> Rows<'b> {
         })
     }
 
-    /// Linear index of element `j` of row `o` (in the output and in every same-shaped operand).
+    /// Linear index of element `j` of the row starting at `base` (in the output).
     fn at(&self, base: &Expr, j: &Expr) -> Expr {
         add(
             base.clone(),
