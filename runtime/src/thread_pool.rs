@@ -7,10 +7,10 @@
 //!
 //! Each thread owns a contiguous share of every job's tasks (the caller the first), so
 //! consecutive kernels over the same tensor hand each core the part it wrote before; the
-//! others take what is left once theirs is done. On the build machine, whose two cores
-//! sometimes sit apart (a "slow mode" that lasts a process), this cut the bench-tiny forward
-//! there from 19.7 to 18.3 ms; where they do not, nothing changed (14.6 ms) — 18 interleaved
-//! runs each, tasks previously taken in order by whichever thread was free.
+//! others take what is left once theirs is done. On the build machine this cut the bench-tiny
+//! forward in its slow mode (stretches in which memory-bound kernels run 2–3× slower) from
+//! 19.7 to 18.3 ms; in its usual mode nothing changed (14.6 ms) — 18 interleaved runs each,
+//! against tasks taken in order by whichever thread was free.
 //!
 //! One caller at a time: the pool is shared by every executor of the process, and a caller
 //! that finds it busy (another thread is running a job, e.g. tests in parallel) runs its tasks
