@@ -171,7 +171,7 @@ impl Graph {
     }
 
     /// Softmax along one axis, `exp(x − max) / Σ exp(x − max)`, as one [`Op::Softmax`] node
-    /// (one kernel reading each row once); its gradient is PyTorch's `y ⊙ (g − Σ g·y)`.
+    /// (one kernel per row); its gradient is PyTorch's `y ⊙ (g − Σ g·y)`.
     pub fn softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
         let a = self.axis_of(x, axis, "softmax")?;
         self.add(Op::Softmax { axis: a }, &[x])

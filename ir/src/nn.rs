@@ -232,8 +232,8 @@ impl Graph {
         self.reshape(b, [n, c, 2 * h, 2 * w])
     }
 
-    /// log-softmax along `axis`: `x − max − ln Σ exp(x − max)`.
-    /// As in [`Graph::softmax`], no gradient flows through the max.
+    /// log-softmax along `axis`: `x − max − ln Σ exp(x − max)`. The max only keeps `exp` in
+    /// range, so no gradient flows through it (as in PyTorch's log-softmax backward).
     pub fn log_softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
         let m = self.max(x, axis, true)?;
         let m = self.unary(UnaryOp::StopGradient, m)?;

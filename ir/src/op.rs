@@ -448,7 +448,8 @@ pub enum Op {
     },
     /// Softmax along `axis` (1 float operand): `exp(x − max) / Σ exp(x − max)` over each row,
     /// computed in f64 by the interpreter and in f32 by kernels, rounded once to the dtype (as
-    /// PyTorch computes a bf16 softmax in f32). One kernel reads each row once.
+    /// PyTorch computes a bf16 softmax in f32). One kernel per row (max, exponentials and
+    /// their sum, scaling), where the composite form took three.
     Softmax {
         /// Axis.
         axis: usize,

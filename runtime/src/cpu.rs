@@ -13,10 +13,11 @@ use std::collections::HashSet;
 type Entry = unsafe extern "C" fn(*const *mut u8, i64, i64);
 
 /// Every buffer of an executor in one zeroed allocation, aligned to 2 MiB and advised as
-/// transparent huge pages (Linux): the weights and the few intermediates a run cycles through
-/// then sit in a handful of 2 MiB pages rather than thousands of 4 KiB ones (bench-tiny
-/// forward 14.3 → 14.1 ms, and 18.3 → 17.8 ms in the build machine's slow mode; 8 interleaved
-/// runs each).
+/// transparent huge pages (Linux) before it is first touched: the weights and the few
+/// intermediates a run cycles through sit in a handful of 2 MiB pages rather than thousands of
+/// 4 KiB ones. Measured on bench-tiny: the single arena 14.3 → 14.1 ms per forward (18.3 →
+/// 17.8 ms in the build machine's slow mode; 8 interleaved runs each, the advice not yet in
+/// effect then); the huge pages themselves no further change (5 more rounds).
 struct Arena {
     ptr: *mut u8,
     layout: std::alloc::Layout,
@@ -31,31 +32,41 @@ impl Arena {
     fn new(sizes: &[usize]) -> Result<(Arena, Vec<usize>), RuntimeError> {
         let mut offsets = Vec::with_capacity(sizes.len());
         let mut end = 0usize;
+        let too_big =
+            || RuntimeError::Load("the plan's host buffers exceed the address space".into());
         for &s in sizes {
             offsets.push(end);
-            end = (end + s.max(1)).next_multiple_of(BUFFER_ALIGN);
+            end = end
+                .checked_add(s.max(1))
+                .and_then(|e| e.checked_next_multiple_of(BUFFER_ALIGN))
+                .ok_or_else(too_big)?;
         }
         let layout = std::alloc::Layout::from_size_align(end.max(1), HUGE_PAGE)
             .map_err(|e| RuntimeError::Load(format!("host buffers of {end} bytes: {e}")))?;
         // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = unsafe { std::alloc::alloc(layout) };
         if ptr.is_null() {
             return Err(RuntimeError::Load(format!(
                 "cannot allocate {end} bytes of host buffers"
             )));
         }
+        // Advised before the first touch, so that zeroing faults the memory in as huge pages
+        // (advice after the pages exist only lets a background daemon merge them later).
         #[cfg(target_os = "linux")]
         // SAFETY: the range is this allocation; the advice only changes its page size.
         unsafe {
             libc::madvise(ptr as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
         }
+        // SAFETY: the allocation holds `layout.size()` bytes.
+        unsafe { std::ptr::write_bytes(ptr, 0, layout.size()) };
         Ok((Arena { ptr, layout }, offsets))
     }
 }
 
 // SAFETY: the arena owns its allocation exclusively; moving it to another thread moves that
-// ownership (as a Vec would).
+// ownership (as a Vec would), and a shared reference gives no way to write through it.
 unsafe impl Send for Arena {}
+unsafe impl Sync for Arena {}
 
 impl Drop for Arena {
     fn drop(&mut self) {
@@ -71,7 +82,10 @@ struct HostBuffer {
 }
 
 // SAFETY: a buffer is a range of an arena owned by the same executor, moved along with it.
+// Through `&HostBuffer` it is only read (`as_bytes`) or its address taken; the executor writes
+// through those addresses only while running, which takes `&mut CpuExecutor`.
 unsafe impl Send for HostBuffer {}
+unsafe impl Sync for HostBuffer {}
 
 impl HostBuffer {
     fn as_ptr(&self) -> *mut u8 {
@@ -156,8 +170,16 @@ impl CpuExecutor {
             .plan
             .buffers
             .iter()
-            .map(|b| b.len as usize * b.dtype.size_bytes())
-            .collect();
+            .enumerate()
+            .map(|(i, b)| {
+                usize::try_from(b.len)
+                    .ok()
+                    .and_then(|n| n.checked_mul(b.dtype.size_bytes()))
+                    .ok_or_else(|| {
+                        RuntimeError::Load(format!("artifact plan: buffer {i} is too large"))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
         let (arena, offsets) = Arena::new(&sizes)?;
         let mut buffers: Vec<HostBuffer> = sizes
             .iter()
@@ -338,10 +360,11 @@ impl Executor for CpuExecutor {
 
 #[cfg(test)]
 mod tests {
-    /// The executor can be handed to another thread, as before its buffers moved into an arena.
+    /// The executor can be handed to and shared with other threads, as before its buffers
+    /// moved into an arena.
     #[test]
-    fn executor_is_send() {
-        fn send<T: Send>() {}
-        send::<super::CpuExecutor>();
+    fn executor_is_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::CpuExecutor>();
     }
 }

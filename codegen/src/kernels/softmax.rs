@@ -1,8 +1,9 @@
 //! Softmax kernels ([`Op::Softmax`] roots of fused groups, the group's other nodes computing the
-//! softmax's input): each row is read once from memory, its maximum taken, its exponentials
-//! written and summed, then scaled by the reciprocal of the sum. The composite form (max, sum of exponentials,
-//! normalisation) took three kernels that each re-read the row, two of them recomputing the
-//! exponentials.
+//! softmax's input): one kernel per row takes the row's maximum, writes and sums the
+//! exponentials, then scales them by the reciprocal of the sum. The row is read from memory by
+//! the first pass and from cache by the later ones (which recompute the fused input). The
+//! composite form (max, sum of exponentials, normalisation) took three kernels that each read
+//! the row from memory, two of them recomputing the exponentials.
 //!
 //! - [`softmax_kernel`]: one block per row, maximum and sum reduced through shared-memory trees
 //!   (the GPU kernel);
@@ -126,13 +127,22 @@ impl<'b> Rows<'b> {
     }
 }
 
+/// The output is read back (the stored exponentials) for f32, only written otherwise.
+fn out_access(dt: DType) -> Access {
+    if dt == DType::F32 {
+        Access::ReadWrite
+    } else {
+        Access::Write
+    }
+}
+
 /// One block per row: the GPU kernel.
 pub fn softmax_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
     let rw = Rows::of(body)?;
     let block = next_pow2(rw.len).clamp(32, BLOCK);
     let mut kb = KernelBuilder::new(name, rw.rows.max(1), block as u32);
     let args = declare_args(&mut kb, body);
-    let out = kb.param("out", rw.dt, rw.shape.numel() as u64, Access::Write);
+    let out = kb.param("out", rw.dt, rw.shape.numel() as u64, out_access(rw.dt));
     let pmax = kb.shared("pmax", VTy::F32, block);
     let psum = kb.shared("psum", VTy::F32, block);
     let o = Expr::BlockId;
@@ -202,7 +212,7 @@ pub fn softmax_kernel_host(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
     let (grid, block) = host_grid_for(rw.rows);
     let mut kb = KernelBuilder::new(name, grid, block);
     let args = declare_args(&mut kb, body);
-    let out = kb.param("out", rw.dt, rw.shape.numel() as u64, Access::Write);
+    let out = kb.param("out", rw.dt, rw.shape.numel() as u64, out_access(rw.dt));
     let lanes = kb.private("lanes", VTy::F32, HOST_LANES);
     let full = rw.len / HOST_LANES * HOST_LANES;
     let mut err = None;
