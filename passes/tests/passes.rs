@@ -34,6 +34,15 @@ fn softmax_linear() -> Graph {
     g
 }
 
+/// Elementwise fusion then DCE, verifying the graph after each pass.
+fn fuse(g: &mut Graph) {
+    let mut pm = PassManager::new();
+    pm.add(FuseElementwise::default())
+        .add(Dce)
+        .verify_each(true);
+    pm.run(g).unwrap();
+}
+
 fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
     g.node_ids()
         .into_iter()
@@ -74,11 +83,7 @@ fn fusion_groups_bias_and_softmax_into_one_kernel_plus_matmul() {
     let mut g = softmax_linear();
     let ins = inputs(&g, 2);
     let want = interpret(&g, &ins).unwrap();
-    let mut pm = PassManager::new();
-    pm.add(FuseElementwise::default())
-        .add(Dce)
-        .verify_each(true);
-    pm.run(&mut g).unwrap();
+    fuse(&mut g);
     // matmul + (bias add, softmax)
     assert_eq!(
         count(
@@ -108,11 +113,7 @@ fn shared_sums_of_many_large_tensors_are_materialised() {
     }
     let ins = inputs(&g, 5);
     let want = interpret(&g, &ins).unwrap();
-    let mut pm = PassManager::new();
-    pm.add(FuseElementwise::default())
-        .add(Dce)
-        .verify_each(true);
-    pm.run(&mut g).unwrap();
+    fuse(&mut g);
     let widest = g
         .node_ids()
         .into_iter()
@@ -143,11 +144,7 @@ fn expensive_shared_values_are_materialised_not_recomputed() {
     g.set_output("b", b).unwrap();
     let ins = inputs(&g, 3);
     let want = interpret(&g, &ins).unwrap();
-    let mut pm = PassManager::new();
-    pm.add(FuseElementwise::default())
-        .add(Dce)
-        .verify_each(true);
-    pm.run(&mut g).unwrap();
+    fuse(&mut g);
     // The 20-op chain is shared by two users and costs more than the duplication limit, so it
     // becomes its own kernel; each user is then a single op.
     assert_eq!(count(&g, |o| matches!(o, Op::Fused { .. })), 1);

@@ -136,6 +136,12 @@ fn out_access(dt: DType) -> Access {
     }
 }
 
+/// Runs `f(j)` for this thread's elements of a row of `len` in a block of `block` threads:
+/// `j` = thread id, + block, + 2·block, …
+fn own_elements(s: &mut Scope, len: u64, block: u64, f: impl FnOnce(&mut Scope, Expr)) {
+    s.for_(Expr::ThreadId, Expr::idx(len), Expr::idx(block), f);
+}
+
 /// One block per row: the GPU kernel.
 pub fn softmax_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
     let rw = Rows::of(body)?;
@@ -154,16 +160,11 @@ pub fn softmax_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErr
     };
     let mut stmts: Vec<BlockStmt> = vec![kb.phase(|s| {
         let m = s.local(Expr::f32(f32::NEG_INFINITY));
-        s.for_(
-            Expr::ThreadId,
-            Expr::idx(rw.len),
-            Expr::idx(block),
-            |s, j| {
-                note(rw.input(s, &args, &o, &j).map(|x| {
-                    s.set(m, Expr::bin(KBinary::Max, Expr::Local(m), x));
-                }))
-            },
-        );
+        own_elements(s, rw.len, block, |s, j| {
+            note(rw.input(s, &args, &o, &j).map(|x| {
+                s.set(m, Expr::bin(KBinary::Max, Expr::Local(m), x));
+            }))
+        });
         s.store(pmax, Expr::ThreadId, Expr::Local(m));
     })];
     stmts.extend(tree_reduce(&mut kb, pmax, ReduceOp::Max, block));
@@ -172,19 +173,14 @@ pub fn softmax_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErr
         let m = s.let_(Expr::load(pmax, Expr::idx(0)));
         let base = s.let_(row_base(&o, &rw.shape, rw.axis));
         let acc = s.local(Expr::f32(0.0));
-        s.for_(
-            Expr::ThreadId,
-            Expr::idx(rw.len),
-            Expr::idx(block),
-            |s, j| {
-                note(rw.exp_at(s, &args, &o, &j, &m).map(|e| {
-                    if rw.dt == DType::F32 {
-                        s.store(out, rw.at(&base, &j), e.clone());
-                    }
-                    s.set(acc, Expr::bin(KBinary::Add, Expr::Local(acc), e));
-                }))
-            },
-        );
+        own_elements(s, rw.len, block, |s, j| {
+            note(rw.exp_at(s, &args, &o, &j, &m).map(|e| {
+                if rw.dt == DType::F32 {
+                    s.store(out, rw.at(&base, &j), e.clone());
+                }
+                s.set(acc, Expr::bin(KBinary::Add, Expr::Local(acc), e));
+            }))
+        });
         s.store(psum, Expr::ThreadId, Expr::Local(acc));
     }));
     stmts.extend(tree_reduce(&mut kb, psum, ReduceOp::Sum, block));
@@ -194,12 +190,9 @@ pub fn softmax_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErr
         let sum = Expr::load(psum, Expr::idx(0));
         let inv = s.let_(Expr::bin(KBinary::Div, Expr::f32(1.0), sum));
         let base = s.let_(row_base(&o, &rw.shape, rw.axis));
-        s.for_(
-            Expr::ThreadId,
-            Expr::idx(rw.len),
-            Expr::idx(block),
-            |s, j| note(rw.store_normalised(s, &args, out, &o, &base, &j, &m, &inv)),
-        );
+        own_elements(s, rw.len, block, |s, j| {
+            note(rw.store_normalised(s, &args, out, &o, &base, &j, &m, &inv))
+        });
     }));
     err.map_or(Ok(kb.finish(stmts)), Err)
 }
