@@ -1,9 +1,63 @@
-//! The `mmada` command line: argument parsing and wiring only.
+//! The `mmada` command line: argument parsing and dispatch; each command lives in
+//! `src/cmd/<command>.rs`.
 
-mod cli;
-mod train_cli;
+mod cmd;
+mod error;
 
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mmada",
+    version,
+    about = "Compiler and runtime for MMaDA-style masked-diffusion models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile a graph spec (TOML), a model config.json or a preset into an artifact.
+    Compile(cmd::compile::Args),
+    /// Run an artifact's entry on inputs from a safetensors file.
+    Run(cmd::run::Args),
+    /// Write random inputs for an artifact (uniform in [-1, 1) for floats).
+    Inputs(cmd::inputs::Args),
+    /// Show what an artifact contains.
+    Inspect(cmd::inspect::Args),
+    /// Train an MMaDA model with the masked-diffusion objective (default: the tiny preset on
+    /// the embedded dataset).
+    Train(cmd::train::Args),
+    /// Logits of token ids for an HF checkpoint directory: `input_ids` (int [B, L]) and an
+    /// optional `attention_mask` (key padding) in, `logits` (f32 [B, L, V]) out.
+    Logits(cmd::logits::Args),
+    /// Time the BENCHMARKS.md configurations (training step and forward of bench-tiny and
+    /// bench-small): median time, achieved GFLOP/s, and the ratio to the official PyTorch figures.
+    Bench(cmd::bench::Args),
+    /// Compile the built-in check graphs (every op kind, random streams, a transformer block
+    /// with its gradients), run them on this machine and compare with the interpreter.
+    Selfcheck(cmd::selfcheck::Args),
+    /// Compile the embedded example, run it compiled and on the reference interpreter, and
+    /// compare.
+    Demo(cmd::demo::Args),
+}
+
+fn dispatch(cmd: Cmd) -> Result<(), error::CliError> {
+    match cmd {
+        Cmd::Compile(a) => cmd::compile::run(a),
+        Cmd::Run(a) => cmd::run::run(a),
+        Cmd::Inputs(a) => cmd::inputs::run(a),
+        Cmd::Inspect(a) => cmd::inspect::run(a),
+        Cmd::Train(a) => cmd::train::run(a),
+        Cmd::Logits(a) => cmd::logits::run(a),
+        Cmd::Bench(a) => cmd::bench::run(a),
+        Cmd::Selfcheck(a) => cmd::selfcheck::run(a),
+        Cmd::Demo(a) => cmd::demo::run(a),
+    }
+}
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`mmada inspect x | head`), like other command-line tools,
@@ -12,7 +66,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    match cli::main() {
+    match dispatch(Cli::parse().cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = e.to_string();

@@ -1,10 +1,11 @@
 //! On a machine with a CUDA device: compiled PTX runs and matches the interpreter.
-//! Skipped (with a message) where there is no device; scripts/gpu-check.sh runs it on GPUs.
+//! Skipped (with a message) where there is no device, unless `MMADA_REQUIRE_CUDA=1`, which
+//! makes a missing device a failure; scripts/gpu-check.sh runs it on GPUs.
 
 mod common;
 
 use mmada_ir::{interp, max_rel_error, Graph};
-use mmada_runtime::{cuda_available, open_artifact, Target};
+use mmada_runtime::{open_artifact, Target};
 
 fn check_on_cuda(g: &Graph, seeds: &[u64], tol: f64) {
     let art = common::compile_all(g);
@@ -23,8 +24,7 @@ fn check_on_cuda(g: &Graph, seeds: &[u64], tol: f64) {
 
 #[test]
 fn example_on_cuda_matches_interpreter() {
-    if !cuda_available() {
-        eprintln!("SKIPPED: no CUDA device");
+    if !common::cuda_or_skip() {
         return;
     }
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/softmax_linear.toml");
@@ -35,8 +35,7 @@ fn example_on_cuda_matches_interpreter() {
 
 #[test]
 fn larger_shapes_on_cuda_match_interpreter() {
-    if !cuda_available() {
-        eprintln!("SKIPPED: no CUDA device");
+    if !common::cuda_or_skip() {
         return;
     }
     for (m, k, n) in [(3, 5, 7), (130, 257, 301)] {

@@ -12,9 +12,12 @@ fn example_spec_matches_interpreter_on_several_seeds() {
     let spec = GraphSpec::read(std::path::Path::new(path)).unwrap();
     let g = spec.build(path).unwrap();
     let art = compile_all(&g);
-    let plan: mmada_codegen::plan::Plan =
-        serde_json::from_slice(art.section("plan.json").unwrap()).unwrap();
-    assert_eq!(plan.launches.len(), 2, "matmul + softmax (bias add fused)");
+    let prog = common::program(&art);
+    assert_eq!(
+        prog.entries[0].launches.len(),
+        2,
+        "matmul + softmax (bias add fused)"
+    );
     let worst = worst_error_cpu(&g, &art, &[0, 1, 2, 3, 4, 5, 6, 7], -1.0, 1.0, 1e-30);
     eprintln!("softmax(x@w+b) 37x53 @ 53x29: worst relative error {worst:.3e}");
     assert!(worst <= 1e-5, "worst relative error {worst:e}");

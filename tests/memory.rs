@@ -5,7 +5,8 @@
 mod common;
 
 use common::{compile_all, worst_error_cpu};
-use mmada_codegen::plan::{BufferKind, Plan};
+use mmada_codegen::plan::BufferKind;
+use mmada_codegen::program::Program;
 use mmada_ir::{BinaryOp, DType, Graph, UnaryOp};
 
 /// `h_i = sin(0.2 · h_{i-1} · w_i) + h_{i-3}` for 9 layers, with `h_4` and `h_9` as outputs.
@@ -35,8 +36,8 @@ fn skip_graph() -> Graph {
 fn shared_buffers_keep_results_exact() {
     let g = skip_graph();
     let art = compile_all(&g);
-    let plan: Plan = serde_json::from_slice(art.section("plan.json").unwrap()).unwrap();
-    let live = |p: &Plan| {
+    let prog = common::program(&art);
+    let live = |p: &Program| {
         p.buffers
             .iter()
             .filter(|b| matches!(b.kind, BufferKind::Intermediate) && b.len > 0)
@@ -44,8 +45,8 @@ fn shared_buffers_keep_results_exact() {
     };
     // 18 launches (9 products, 9 sin-and-add kernels) each write an intermediate; two are
     // outputs. Without sharing there would be 18 buffers.
-    assert_eq!(plan.launches.len(), 18);
-    let n = live(&plan);
+    assert_eq!(prog.entries[0].launches.len(), 18);
+    let n = live(&prog);
     assert!(n <= 8, "{n} intermediate buffers after sharing");
     let worst = worst_error_cpu(&g, &art, &[1, 2, 3], -1.0, 1.0, 1.0);
     assert!(worst <= 1e-5, "worst relative error {worst:e}");

@@ -4,7 +4,8 @@
 
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
-use mmada_codegen::plan::{BufferKind, Plan};
+use mmada_codegen::plan::BufferKind;
+use mmada_codegen::program::Program;
 use mmada_ir::Role;
 use mmada_models::config::LladaConfig;
 
@@ -27,22 +28,23 @@ fn mmada_8b_forward_and_train_step_compile() {
                 name: format!("mmada-8b {what}"),
                 backend: BackendOptions {
                     host: None,
-                    gpu_archs: vec![90],
-                    dump_dir: None,
+                    gpu_archs: vec![mmada_codegen::SmArch::SM90],
                 },
                 ptx_check: PtxCheck::Skip,
+                ..CompileOptions::default()
             },
         )
         .unwrap();
-        let plan: Plan = serde_json::from_slice(art.section("plan.json").unwrap()).unwrap();
-        let params: u64 = plan
+        let prog: Program = serde_json::from_slice(art.section("program.json").unwrap()).unwrap();
+        let entry = &prog.entries[0];
+        let params: u64 = entry
             .inputs
             .iter()
             .filter(|b| b.role == Role::Param)
             .map(|b| b.shape.numel() as u64)
             .sum();
         assert_eq!(params, 8_082_690_048, "{what}");
-        assert!(plan
+        assert!(prog
             .buffers
             .iter()
             .all(|b| !matches!(b.kind, BufferKind::Constant { bytes, .. } if bytes > 1 << 20)));
@@ -50,7 +52,7 @@ fn mmada_8b_forward_and_train_step_compile() {
         assert!(ptx.contains(".target sm_90"));
         eprintln!(
             "mmada-8b {what}: {} launches, {} kernels",
-            plan.launches.len(),
+            entry.launches.len(),
             art.manifest.kernels.len()
         );
     }

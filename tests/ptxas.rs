@@ -7,6 +7,7 @@
 mod common;
 
 use mmada_codegen::ptxas::{assemble, find_ptxas};
+use mmada_codegen::SmArch;
 use mmada_models::GraphSpec;
 
 fn ptxas_or_skip() -> Option<std::path::PathBuf> {
@@ -26,18 +27,17 @@ fn every_op_kind_assembles_for_sm80_and_sm90() {
     for dt in [mmada_ir::DType::F32, mmada_ir::DType::BF16] {
         let g = common::all_ops_graph(dt);
         let art = common::compile_all(&g);
-        for arch in [80u32, 90] {
-            let ptx = art.section_str(&format!("ptx.sm_{arch}")).unwrap();
-            let report =
-                assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{dt} sm_{arch}: {e}"));
+        for arch in [SmArch::SM80, SmArch::SM90] {
+            let ptx = art.section_str(&format!("ptx.{arch}")).unwrap();
+            let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{dt} {arch}: {e}"));
             assert_eq!(report.len(), art.manifest.kernels.len());
             let regs = report.iter().map(|k| k.registers).max().unwrap_or(0);
             let spills: u32 = report.iter().map(|k| k.spill_stores + k.spill_loads).sum();
             eprintln!(
-                "all ops {dt} sm_{arch}: {} kernels, max {regs} registers, {spills} spill bytes",
+                "all ops {dt} {arch}: {} kernels, max {regs} registers, {spills} spill bytes",
                 report.len()
             );
-            assert_eq!(spills, 0, "{dt} sm_{arch} spills");
+            assert_eq!(spills, 0, "{dt} {arch} spills");
         }
     }
 }
@@ -53,9 +53,9 @@ fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
         "{:<28} {:>6} {:>6} {:>8} {:>8}",
         "kernel", "arch", "regs", "spill B", "smem B"
     );
-    for arch in [80u32, 90] {
-        let ptx = art.section_str(&format!("ptx.sm_{arch}")).unwrap();
-        assert!(ptx.contains(&format!(".target sm_{arch}")));
+    for arch in [SmArch::SM80, SmArch::SM90] {
+        let ptx = art.section_str(&format!("ptx.{arch}")).unwrap();
+        assert!(ptx.contains(&format!(".target {arch}")));
         let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             report.len(),
@@ -66,7 +66,7 @@ fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
             eprintln!(
                 "{:<28} {:>6} {:>6} {:>8} {:>8}",
                 k.name,
-                format!("sm_{arch}"),
+                arch.to_string(),
                 k.registers,
                 k.spill_stores + k.spill_loads,
                 k.shared_bytes
@@ -74,7 +74,7 @@ fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
             assert_eq!(
                 k.spill_stores + k.spill_loads,
                 0,
-                "{} spills on sm_{arch}",
+                "{} spills on {arch}",
                 k.name
             );
             assert!(k.registers > 0);

@@ -6,13 +6,15 @@
 //! ```
 //! The trailing SHA-256 covers every byte before it, so truncation and alteration are detected
 //! before anything is parsed; each section also carries its own hash in the manifest.
-//! Sections: `graph.source.json` (the graph as written, for `--reference`), `graph.planned.json`
-//! (after the passes), `plan.json`, `constants.bin`, `kernels.kir.json`, `host.so` (when built),
-//! `ptx.sm_XX` (one per GPU target).
+//! Sections: per entry `graph.<entry>.source.json` (the graph as written, for `--reference`) and
+//! `graph.<entry>.planned.json` (after the passes); `program.json` (the entries over one buffer
+//! table, [`crate::program::Program`]), `constants.bin`, `kernels.kir.json`, `host.so` (when
+//! built), `ptx.sm_XX` (one per GPU target).
 
 use crate::host_cpu::HostCpu;
 use crate::ptxas::PtxasKernelInfo;
-use crate::CodegenError;
+use crate::template::{Choices, TemplateUse};
+use crate::{CodegenError, SmArch};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,8 +22,9 @@ use std::path::Path;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"MMADAART";
-/// Current file format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current file format version: 2 since entries (several graphs over one buffer table), one
+/// launch type and kernel templates (version 1 held one graph).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Where a section lives in the file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,9 +48,21 @@ pub struct KernelInfo {
     pub grid: u64,
     /// Threads per block.
     pub block: u32,
-    /// ptxas reports per SM version (empty when ptxas was not available at compile time).
+    /// The template and configuration it was built from.
     #[serde(default)]
-    pub ptxas: Vec<(u32, PtxasKernelInfo)>,
+    pub template: Option<TemplateUse>,
+    /// ptxas reports per architecture (empty when ptxas was not available at compile time).
+    #[serde(default)]
+    pub ptxas: Vec<(SmArch, PtxasKernelInfo)>,
+}
+
+/// One entry of an artifact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryInfo {
+    /// Entry name.
+    pub name: String,
+    /// SHA-256 of its source graph encoding (hex).
+    pub graph_sha256: String,
 }
 
 /// Versions and contents of an artifact.
@@ -61,14 +76,16 @@ pub struct Manifest {
     pub llvm_version: String,
     /// Name of the compiled spec.
     pub name: String,
-    /// SHA-256 of the source graph encoding (hex).
-    pub graph_sha256: String,
+    /// The entries (graphs), in order.
+    pub entries: Vec<EntryInfo>,
     /// CPU the host code targets (None: no host code).
     pub host_cpu: Option<HostCpu>,
-    /// SM versions with PTX.
-    pub gpu_archs: Vec<u32>,
+    /// GPU architectures with PTX.
+    pub gpu_archs: Vec<SmArch>,
     /// PTX ISA feature used.
     pub ptx_features: String,
+    /// The knob settings the kernels were built with (defaults where absent).
+    pub choices: Choices,
     /// Kernels.
     pub kernels: Vec<KernelInfo>,
     /// Sections, in file order.
@@ -145,10 +162,22 @@ impl Artifact {
             return Err(bad(path, format!("truncated ({} bytes)", bytes.len())));
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version < FORMAT_VERSION {
+            return Err(bad(
+                path,
+                format!(
+                    "format version {version} was written by an older mmada; this one reads \
+                     version {FORMAT_VERSION}: compile it again with `mmada compile`"
+                ),
+            ));
+        }
         if version != FORMAT_VERSION {
             return Err(bad(
                 path,
-                format!("format version {version}, this mmada reads version {FORMAT_VERSION}"),
+                format!(
+                    "format version {version} is newer than this mmada reads \
+                     ({FORMAT_VERSION}): use a newer mmada"
+                ),
             ));
         }
         let (body, trailer) = bytes.split_at(bytes.len() - 32);

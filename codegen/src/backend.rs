@@ -6,26 +6,23 @@
 
 use crate::kir::{self, Kernel};
 use crate::llvm::{self, HostCpu};
-use crate::{link, mlir, CodegenError};
-use std::path::{Path, PathBuf};
+use crate::{link, mlir, CodegenError, SmArch};
+use mmada_passes::DumpSink;
 
 /// What to build.
 #[derive(Clone, Debug)]
 pub struct BackendOptions {
     /// Build host code for this CPU (None: no host code).
     pub host: Option<HostCpu>,
-    /// Build PTX for these SM versions (e.g. 80, 90).
-    pub gpu_archs: Vec<u32>,
-    /// Write every stage here.
-    pub dump_dir: Option<PathBuf>,
+    /// Build PTX for these GPU architectures.
+    pub gpu_archs: Vec<SmArch>,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
         BackendOptions {
             host: Some(HostCpu::native()),
-            gpu_archs: vec![80, 90],
-            dump_dir: std::env::var_os("MMADA_DUMP_DIR").map(|d| PathBuf::from(d).join("kernels")),
+            gpu_archs: vec![SmArch::SM80, SmArch::SM90],
         }
     }
 }
@@ -35,17 +32,8 @@ impl Default for BackendOptions {
 pub struct CompiledKernels {
     /// The host shared library (ELF bytes); exports `<kernel>__entry` for each kernel.
     pub host_lib: Option<Vec<u8>>,
-    /// PTX text per SM version.
-    pub ptx: Vec<(u32, String)>,
-}
-
-fn dump(dir: &Option<PathBuf>, name: &str, text: &str) -> Result<(), CodegenError> {
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d).map_err(|e| CodegenError::io(d, e))?;
-        let p: PathBuf = Path::new(d).join(name);
-        std::fs::write(&p, text).map_err(|e| CodegenError::io(&p, e))?;
-    }
-    Ok(())
+    /// PTX text per GPU architecture.
+    pub ptx: Vec<(SmArch, String)>,
 }
 
 /// Compiles kernels for the requested targets. Every kernel is validated first. `disjoint`
@@ -55,13 +43,13 @@ pub fn compile_kernels(
     kernels: &[Kernel],
     disjoint: &std::collections::HashSet<String>,
     opts: &BackendOptions,
+    dump: &DumpSink,
 ) -> Result<CompiledKernels, CodegenError> {
     for k in kernels {
         kir::check(k).map_err(CodegenError::Kir)?;
     }
-    let d = &opts.dump_dir;
-    dump(
-        d,
+    let d = |name: &str, text: &str| dump.write(name, text);
+    d(
         "kernels.kir.txt",
         &kernels
             .iter()
@@ -72,23 +60,23 @@ pub fn compile_kernels(
     let ctx = mlir::context();
     let mut out = CompiledKernels::default();
     if let Some(cpu) = &opts.host {
-        let m = mlir::host_llvm_ir(&ctx, kernels, disjoint)?;
-        dump(d, "host.mlir", &m.built)?;
-        dump(d, "host.lowered.mlir", &m.lowered)?;
-        dump(d, "host.ll", &m.llvm_ir)?;
+        let m = mlir::host_llvm_ir(&ctx, kernels, disjoint, cpu.f32_lanes())?;
+        d("host.mlir", &m.built)?;
+        d("host.lowered.mlir", &m.lowered)?;
+        d("host.ll", &m.llvm_ir)?;
         let (opt_ir, obj) = llvm::host_object(&m.llvm_ir, cpu)?;
-        dump(d, "host.opt.ll", &opt_ir)?;
+        d("host.opt.ll", &opt_ir)?;
         out.host_lib = Some(link::shared_library(&obj)?);
     }
     if !opts.gpu_archs.is_empty() {
         let m = mlir::gpu_llvm_ir(&ctx, kernels)?;
-        dump(d, "gpu.mlir", &m.built)?;
-        dump(d, "gpu.lowered.mlir", &m.lowered)?;
-        dump(d, "gpu.ll", &m.llvm_ir)?;
+        d("gpu.mlir", &m.built)?;
+        d("gpu.lowered.mlir", &m.lowered)?;
+        d("gpu.ll", &m.llvm_ir)?;
         for &arch in &opts.gpu_archs {
             let (opt_ir, ptx) = llvm::ptx(&m.llvm_ir, arch)?;
-            dump(d, &format!("gpu.sm_{arch}.opt.ll"), &opt_ir)?;
-            dump(d, &format!("gpu.sm_{arch}.ptx"), &ptx)?;
+            d(&format!("gpu.{arch}.opt.ll"), &opt_ir)?;
+            d(&format!("gpu.{arch}.ptx"), &ptx)?;
             out.ptx.push((arch, ptx));
         }
     }

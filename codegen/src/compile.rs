@@ -1,13 +1,31 @@
-//! The compiler driver: graph → passes → plan → kernels → machine code → artifact.
+//! The compiler driver: a named list of stages from graphs to an artifact.
+//!
+//! | # | stage | what it does | dumps (under the [`DumpSink`]) |
+//! |---|---|---|---|
+//! | 1 | `verify` | checks each entry's graph | — |
+//! | 2 | `passes` | the graph pipeline of [`mmada_passes::default_pipeline`] | `<entry>/00-source.txt`, `<entry>/NN-after-<pass>.txt\|.dot` |
+//! | 3 | `plan` | buffers, kernels and launches of each graph, with the [`Choices`] | `<entry>/NN-plan.json` |
+//! | 4 | `memory` | intermediates with disjoint lifetimes share storage | `<entry>/NN-memory.json` |
+//! | 5 | `link` | the entries over one buffer table ([`Program`]) | `program.json` |
+//! | 6 | `lower` | KIR → MLIR → LLVM → host library and PTX per architecture | `kernels/…` |
+//! | 7 | `ptxas` | assembles the PTX (registers, spills) | — |
+//! | 8 | `package` | sections and manifest | `manifest.json` |
+//!
+//! Each stage is timed ([`Report`]); `mmada compile -v` prints the table.
 
-use crate::artifact::{Artifact, KernelInfo, Manifest};
+use crate::artifact::{Artifact, EntryInfo, KernelInfo, Manifest};
 use crate::backend::{compile_kernels, BackendOptions};
-use crate::plan::plan;
-use crate::ptxas;
-use crate::CodegenError;
+use crate::kir::Kernel;
+use crate::memory::share_buffers;
+use crate::plan::{disjoint_kernels, plan};
+use crate::program::Program;
+use crate::template::{Choices, TargetLimits};
+use crate::{ptxas, CodegenError};
 use indexmap::IndexMap;
 use mmada_ir::{serialize, verify, Graph};
+use mmada_passes::DumpSink;
 use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
 
 /// Whether to assemble the PTX with ptxas while compiling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,10 +43,14 @@ pub enum PtxCheck {
 pub struct CompileOptions {
     /// Name recorded in the manifest.
     pub name: String,
-    /// Targets and dumps.
+    /// Targets.
     pub backend: BackendOptions,
     /// ptxas validation.
     pub ptx_check: PtxCheck,
+    /// Knob choices of kernel templates (defaults where absent).
+    pub choices: Choices,
+    /// Where every stage writes what it produced (nowhere by default).
+    pub dump: DumpSink,
 }
 
 impl Default for CompileOptions {
@@ -37,7 +59,43 @@ impl Default for CompileOptions {
             name: "graph".into(),
             backend: BackendOptions::default(),
             ptx_check: PtxCheck::Auto,
+            choices: Choices::default(),
+            dump: DumpSink::none(),
         }
+    }
+}
+
+/// The stages, in order.
+pub const STAGES: [&str; 8] = [
+    "verify", "passes", "plan", "memory", "link", "lower", "ptxas", "package",
+];
+
+/// How long each stage took.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// (stage, time), in [`STAGES`] order; stages run per entry are summed.
+    pub stages: Vec<(&'static str, Duration)>,
+    /// Intermediate bytes of each entry before and after memory sharing.
+    pub memory: Vec<(String, crate::memory::Sharing)>,
+}
+
+impl Report {
+    fn add(&mut self, stage: &'static str, t: Duration) {
+        match self.stages.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, d)) => *d += t,
+            None => self.stages.push((stage, t)),
+        }
+    }
+
+    fn time<T>(
+        &mut self,
+        stage: &'static str,
+        f: impl FnOnce() -> Result<T, CodegenError>,
+    ) -> Result<T, CodegenError> {
+        let t = Instant::now();
+        let r = f();
+        self.add(stage, t.elapsed());
+        r
     }
 }
 
@@ -47,84 +105,158 @@ pub fn llvm_version() -> String {
     format!("{a}.{b}.{c}")
 }
 
-/// Compiles a graph into an artifact.
+/// Compiles one graph into an artifact with one entry, `main`.
 pub fn compile(graph: &Graph, opts: &CompileOptions) -> Result<Artifact, CodegenError> {
-    verify(graph)?;
-    if graph.outputs().is_empty() {
-        return Err(CodegenError::Unsupported {
-            node: "graph".into(),
-            msg: "it has no outputs".into(),
-        });
-    }
-    let source = serialize::to_json(graph)?;
-    let mut g = graph.clone();
-    let mut pm = mmada_passes::default_pipeline();
-    pm.verify_each(true);
-    pm.run(&mut g)?;
-    let planned_json = serialize::to_json(&g)?;
-    let planned = plan(&g)?;
-    let disjoint = crate::plan::disjoint_kernels(&planned.plan, &planned.kernels);
-    let compiled = compile_kernels(&planned.kernels, &disjoint, &opts.backend)?;
+    Ok(compile_entries(&[("main", graph)], opts)?.0)
+}
 
-    let mut kernels: Vec<KernelInfo> = planned
-        .kernels
+fn json<T: serde::Serialize>(v: &T) -> Result<String, CodegenError> {
+    serde_json::to_string_pretty(v).map_err(|e| CodegenError::Kir(e.to_string()))
+}
+
+/// Compiles named graphs into one artifact whose entries share their resident inputs (see
+/// [`Program`]). Returns the artifact and the stage timings.
+pub fn compile_entries(
+    entries: &[(&str, &Graph)],
+    opts: &CompileOptions,
+) -> Result<(Artifact, Report), CodegenError> {
+    let mut report = Report::default();
+    let dump = &opts.dump;
+    let mut choices = opts.choices.clone();
+    choices.targets = TargetLimits::new(opts.backend.host.as_ref(), &opts.backend.gpu_archs);
+    choices.check().map_err(|msg| CodegenError::Unsupported {
+        node: "kernel choices".into(),
+        msg,
+    })?;
+    let mut sources: Vec<(String, String)> = Vec::new();
+    let mut planned_graphs: Vec<(String, String)> = Vec::new();
+    let mut plans = Vec::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
+    for (name, graph) in entries {
+        let name = name.to_string();
+        let sink = dump.sub(&name);
+        report.time("verify", || {
+            verify(graph)?;
+            if graph.outputs().is_empty() {
+                return Err(CodegenError::Unsupported {
+                    node: format!("entry '{name}'"),
+                    msg: "its graph has no outputs".into(),
+                });
+            }
+            Ok(())
+        })?;
+        sources.push((name.clone(), serialize::to_json(graph)?));
+        let mut g = (*graph).clone();
+        let mut pm = mmada_passes::default_pipeline();
+        pm.verify_each(true).dump_to(sink.clone(), 0);
+        let n_passes = pm.names().len();
+        report.time("passes", || Ok(pm.run(&mut g)?))?;
+        planned_graphs.push((name.clone(), serialize::to_json(&g)?));
+        let mut planned = report.time("plan", || plan(&g, &choices))?;
+        sink.write(
+            &format!("{:02}-plan.json", n_passes + 1),
+            &json(&planned.plan)?,
+        )?;
+        let sharing = report.time("memory", || Ok(share_buffers(&mut planned.plan)))?;
+        sink.write(
+            &format!("{:02}-memory.json", n_passes + 2),
+            &json(&planned.plan)?,
+        )?;
+        report.memory.push((name.clone(), sharing));
+        // Kernels of several entries are one set: names are content hashes, so a kernel two
+        // entries share is the same kernel.
+        for k in planned.kernels {
+            if !kernels.iter().any(|have| have.name == k.name) {
+                kernels.push(k);
+            }
+        }
+        plans.push((name, planned.plan, planned.constants));
+    }
+    let (program, constants) = report.time("link", || Program::link(plans))?;
+    dump.write("program.json", &json(&program)?)?;
+    let disjoint = disjoint_kernels(program.entries.iter().flat_map(|e| &e.launches), &kernels);
+    let compiled = report.time("lower", || {
+        compile_kernels(&kernels, &disjoint, &opts.backend, &dump.sub("kernels"))
+    })?;
+
+    let mut infos: Vec<KernelInfo> = kernels
         .iter()
         .map(|k| KernelInfo {
             name: k.name.clone(),
             grid: k.grid,
             block: k.block,
+            template: k.template.clone(),
             ptxas: Vec::new(),
         })
         .collect();
-    let ptxas_bin = match opts.ptx_check {
-        PtxCheck::Skip => None,
-        PtxCheck::Auto => ptxas::find_ptxas(),
-        PtxCheck::Require => Some(ptxas::find_ptxas().ok_or_else(|| CodegenError::Ptxas {
-            arch: "-".into(),
-            msg: "ptxas not found (set MMADA_PTXAS or put ptxas on PATH)".into(),
-        })?),
-    };
-    if let Some(bin) = &ptxas_bin {
-        for (arch, ptx) in &compiled.ptx {
-            for info in ptxas::assemble(bin, ptx, *arch)? {
-                if let Some(k) = kernels.iter_mut().find(|k| k.name == info.name) {
-                    k.ptxas.push((*arch, info));
+    report.time("ptxas", || {
+        let ptxas_bin = match opts.ptx_check {
+            PtxCheck::Skip => None,
+            PtxCheck::Auto => ptxas::find_ptxas(),
+            PtxCheck::Require => Some(ptxas::find_ptxas().ok_or_else(|| CodegenError::Ptxas {
+                arch: "-".into(),
+                msg: "ptxas not found (set MMADA_PTXAS or put ptxas on PATH)".into(),
+            })?),
+        };
+        if let Some(bin) = &ptxas_bin {
+            for (arch, ptx) in &compiled.ptx {
+                for info in ptxas::assemble(bin, ptx, *arch)? {
+                    if let Some(k) = infos.iter_mut().find(|k| k.name == info.name) {
+                        k.ptxas.push((*arch, info));
+                    }
                 }
             }
         }
-    }
+        Ok(())
+    })?;
 
-    let mut sections: IndexMap<String, Vec<u8>> = IndexMap::new();
-    sections.insert("graph.source.json".into(), source.clone().into_bytes());
-    sections.insert("graph.planned.json".into(), planned_json.into_bytes());
-    sections.insert(
-        "plan.json".into(),
-        serde_json::to_vec(&planned.plan).map_err(|e| CodegenError::Kir(e.to_string()))?,
-    );
-    sections.insert("constants.bin".into(), planned.constants);
-    sections.insert(
-        "kernels.kir.json".into(),
-        serde_json::to_vec(&planned.kernels).map_err(|e| CodegenError::Kir(e.to_string()))?,
-    );
-    if let Some(lib) = compiled.host_lib {
-        sections.insert("host.so".into(), lib);
-    }
-    for (arch, ptx) in &compiled.ptx {
-        sections.insert(format!("ptx.sm_{arch}"), ptx.clone().into_bytes());
-    }
-    Ok(Artifact {
-        manifest: Manifest {
+    let art = report.time("package", || {
+        let mut sections: IndexMap<String, Vec<u8>> = IndexMap::new();
+        let mut entry_infos = Vec::new();
+        for ((name, source), (_, planned)) in sources.iter().zip(&planned_graphs) {
+            sections.insert(
+                format!("graph.{name}.source.json"),
+                source.clone().into_bytes(),
+            );
+            sections.insert(
+                format!("graph.{name}.planned.json"),
+                planned.clone().into_bytes(),
+            );
+            entry_infos.push(EntryInfo {
+                name: name.clone(),
+                graph_sha256: hex::encode(Sha256::digest(source.as_bytes())),
+            });
+        }
+        sections.insert(
+            "program.json".into(),
+            serde_json::to_vec(&program).map_err(|e| CodegenError::Kir(e.to_string()))?,
+        );
+        sections.insert("constants.bin".into(), constants);
+        sections.insert(
+            "kernels.kir.json".into(),
+            serde_json::to_vec(&kernels).map_err(|e| CodegenError::Kir(e.to_string()))?,
+        );
+        if let Some(lib) = compiled.host_lib {
+            sections.insert("host.so".into(), lib);
+        }
+        for (arch, ptx) in &compiled.ptx {
+            sections.insert(format!("ptx.{arch}"), ptx.clone().into_bytes());
+        }
+        let manifest = Manifest {
             format: "mmada-artifact".into(),
             mmada_version: env!("CARGO_PKG_VERSION").into(),
             llvm_version: llvm_version(),
             name: opts.name.clone(),
-            graph_sha256: hex::encode(Sha256::digest(source.as_bytes())),
+            entries: entry_infos,
             host_cpu: opts.backend.host.clone(),
             gpu_archs: compiled.ptx.iter().map(|(a, _)| *a).collect(),
             ptx_features: crate::llvm::PTX_FEATURES.into(),
-            kernels,
+            choices: choices.clone(),
+            kernels: infos,
             sections: Vec::new(),
-        },
-        sections,
-    })
+        };
+        dump.write("manifest.json", &json(&manifest)?)?;
+        Ok(Artifact { manifest, sections })
+    })?;
+    Ok((art, report))
 }

@@ -26,3 +26,22 @@ impl HostCpu {
         crate::llvm::native_cpu()
     }
 }
+
+impl HostCpu {
+    /// f32 values per vector register this CPU is assumed to have: 16 with AVX-512, 8 with
+    /// AVX, 4 otherwise (SSE2 is part of x86-64).
+    pub fn f32_lanes(&self) -> u64 {
+        let has = |f: &str| {
+            self.features
+                .split(',')
+                .any(|x| x.strip_prefix('+') == Some(f))
+        };
+        if has("avx512f") {
+            16
+        } else if has("avx") || has("avx2") {
+            8
+        } else {
+            4
+        }
+    }
+}

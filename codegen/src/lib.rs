@@ -19,6 +19,7 @@
 //! [`backend`], [`compile`]. Without it, the crate still reads and validates artifacts and plans
 //! (what the runtime needs), so a runner can be built with no LLVM at all.
 
+pub mod arch;
 pub mod artifact;
 #[cfg(feature = "compiler")]
 pub mod backend;
@@ -36,7 +37,10 @@ pub mod memory;
 #[cfg(feature = "compiler")]
 pub mod mlir;
 pub mod plan;
+pub mod program;
 pub mod ptxas;
+pub mod template;
 
+pub use arch::SmArch;
 pub use error::CodegenError;
 pub use host_cpu::HostCpu;

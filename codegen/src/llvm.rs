@@ -76,8 +76,8 @@ pub fn host_object(ir: &str, cpu: &HostCpu) -> Result<(String, Vec<u8>), Codegen
     Ok((optimised, obj.as_slice().to_vec()))
 }
 
-/// Optimises NVVM LLVM IR and emits PTX text for `sm_<arch>`.
-pub fn ptx(ir: &str, arch: u32) -> Result<(String, String), CodegenError> {
+/// Optimises NVVM LLVM IR and emits PTX text for `arch`.
+pub fn ptx(ir: &str, arch: crate::SmArch) -> Result<(String, String), CodegenError> {
     init();
     let ctx = Context::create();
     let m = parse(&ctx, ir, "gpu")?;
@@ -87,13 +87,13 @@ pub fn ptx(ir: &str, arch: u32) -> Result<(String, String), CodegenError> {
     let tm = target
         .create_target_machine(
             &triple,
-            &format!("sm_{arch}"),
+            &arch.llvm_cpu(),
             PTX_FEATURES,
             OptimizationLevel::Aggressive,
             RelocMode::Default,
             CodeModel::Default,
         )
-        .ok_or_else(|| CodegenError::Llvm(format!("no NVPTX target machine for sm_{arch}")))?;
+        .ok_or_else(|| CodegenError::Llvm(format!("no NVPTX target machine for {arch}")))?;
     optimise(&m, &tm)?;
     let optimised = m.print_to_string().to_string();
     let buf = tm

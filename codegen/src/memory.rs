@@ -133,7 +133,7 @@ pub fn share_buffers(plan: &mut Plan) -> Sharing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Binding, BufferDesc, Launch};
+    use crate::plan::{Binding, BufferDesc, Dispatch, KernelLaunch, Launch};
     use mmada_ir::{DType, Role, Shape};
     use rand::{Rng, SeedableRng};
 
@@ -177,14 +177,17 @@ mod tests {
                 })
                 .collect();
             args.push(out);
-            plan.launches.push(Launch {
+            let k = KernelLaunch {
                 kernel: format!("k{l}"),
-                args,
                 grid: 1,
                 block: 1,
+                shared_bytes: 0,
+            };
+            plan.launches.push(Launch {
                 node: format!("%{l}"),
-                host_call: None,
-                host_kernel: None,
+                args,
+                host: Dispatch::Kernel(k.clone()),
+                gpu: k,
             });
             if rng.random_bool(0.1) {
                 plan.outputs.push(Binding {
@@ -220,7 +223,7 @@ mod tests {
                             held.get(&now),
                             Some(&orig),
                             "seed {seed}: {} reads {orig}",
-                            lb.kernel
+                            lb.node
                         );
                     }
                 }
@@ -228,7 +231,7 @@ mod tests {
                 assert!(
                     !la.args[..n - 1].contains(&now),
                     "seed {seed}: {} writes storage it reads",
-                    lb.kernel
+                    lb.node
                 );
                 assert!(after.buffers[now].len >= before.buffers[orig].len);
                 assert_eq!(after.buffers[now].dtype, before.buffers[orig].dtype);

@@ -6,6 +6,7 @@
 
 use crate::kernels;
 use crate::kir::{BlockStmt, BufRef, Kernel, Stmt};
+use crate::template::Choices;
 use crate::CodegenError;
 use mmada_ir::{DType, Graph, NodeId, Op, Role, Shape, Tensor};
 use serde::{Deserialize, Serialize};
@@ -78,34 +79,76 @@ pub struct Update {
     pub to: usize,
 }
 
-/// A host library routine that computes a launch on the CPU instead of its generated kernel
-/// (the kernel still serves the GPU).
+/// A routine of a well-kept library that computes a launch instead of a generated kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum HostCall {
-    /// f32 batched matrix product (the `gemm` crate): args are A, B, C.
-    Gemm(crate::kernels::matmul::MatMulShape),
+#[serde(rename_all = "snake_case", tag = "library")]
+pub enum LibraryCall {
+    /// f32 batched matrix product on the host (the `gemm` crate): args are A, B, C.
+    GemmF32(crate::kernels::matmul::MatMulShape),
 }
 
-/// One kernel launch.
+/// A generated kernel launched over a 1-D grid of 1-D blocks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Launch {
-    /// Kernel symbol.
+pub struct KernelLaunch {
+    /// Kernel symbol (in the host library and in every PTX module).
     pub kernel: String,
-    /// Buffer index of each kernel parameter, in order.
-    pub args: Vec<usize>,
     /// Number of blocks.
     pub grid: u64,
     /// Threads per block.
     pub block: u32,
+    /// Dynamic shared memory per block, bytes (above 48 KiB the launch raises the kernel's
+    /// limit first).
+    #[serde(default)]
+    pub shared_bytes: u32,
+}
+
+/// How one target computes a launch: a generated kernel or a library call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Dispatch {
+    /// A generated kernel.
+    Kernel(KernelLaunch),
+    /// A library routine.
+    Call(LibraryCall),
+}
+
+impl Dispatch {
+    /// The kernel, when this is one.
+    pub fn kernel(&self) -> Option<&KernelLaunch> {
+        match self {
+            Dispatch::Kernel(k) => Some(k),
+            Dispatch::Call(_) => None,
+        }
+    }
+
+    /// A short name for profiles and errors: the kernel symbol or the library routine.
+    pub fn label(&self) -> String {
+        match self {
+            Dispatch::Kernel(k) => k.kernel.clone(),
+            Dispatch::Call(LibraryCall::GemmF32(_)) => "gemm_f32".into(),
+        }
+    }
+}
+
+/// One launch: the buffers it reads and writes, and how each target computes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
     /// The graph node this launch computes (for errors and profiles).
     pub node: String,
-    /// On the host, run this library routine instead of the kernel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_call: Option<HostCall>,
-    /// On the host, run this kernel instead (a CPU-friendly variant of the same computation).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_kernel: Option<String>,
+    /// Buffer index of each parameter, in order (operands first, the result last).
+    pub args: Vec<usize>,
+    /// On the GPU: always a generated kernel.
+    pub gpu: KernelLaunch,
+    /// On the host: the same kernel, a CPU-friendly variant of it, or a library call.
+    pub host: Dispatch,
+}
+
+impl Launch {
+    /// Every kernel this launch runs: the GPU's, then the host's (the same kernel when the host
+    /// has no variant; each launch description is listed, so both are checked).
+    pub fn kernels(&self) -> impl Iterator<Item = &KernelLaunch> {
+        std::iter::once(&self.gpu).chain(self.host.kernel())
+    }
 }
 
 /// A complete execution plan.
@@ -132,17 +175,18 @@ pub struct Planned {
     pub kernels: Vec<Kernel>,
     /// Constant blob.
     pub constants: Vec<u8>,
-    /// Intermediate bytes before and after the memory planner.
-    pub sharing: crate::memory::Sharing,
 }
 
 /// Kernels whose launches never pass a buffer they write as another of their parameters too:
 /// their host code may tell LLVM that the parameters do not alias (`noalias`), which lets it
 /// vectorise without run-time overlap checks.
-pub fn disjoint_kernels(plan: &Plan, kernels: &[Kernel]) -> HashSet<String> {
+pub fn disjoint_kernels<'a>(
+    launches: impl IntoIterator<Item = &'a Launch>,
+    kernels: &[Kernel],
+) -> HashSet<String> {
     let mut overlapping: HashSet<&str> = HashSet::new();
-    for l in &plan.launches {
-        for name in std::iter::once(&l.kernel).chain(l.host_kernel.as_ref()) {
+    for l in launches {
+        for name in l.kernels().map(|k| &k.kernel) {
             let Some(k) = kernels.iter().find(|k| &k.name == name) else {
                 continue;
             };
@@ -187,8 +231,9 @@ fn kind_name(op: &Op) -> &'static str {
     }
 }
 
-/// Plans an optimised graph.
-pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
+/// Plans an optimised graph, building each kernel from its template's configuration under
+/// `choices`.
+pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
     let mut plan = Plan::default();
     let mut kernels: Vec<Kernel> = Vec::new();
     let mut by_hash: HashMap<String, String> = HashMap::new();
@@ -270,7 +315,8 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
                     continue;
                 }
                 let provisional = format!("{}_{}", kind_name(op), id.index());
-                let Some(k) = kernels::kernel_for_node(g, id, &provisional, &absorbed)? else {
+                let Some(k) = kernels::kernel_for_node(g, id, &provisional, &absorbed, choices)?
+                else {
                     continue;
                 };
                 let mut intern = |mut k: Kernel, kind: &str| -> Result<String, CodegenError> {
@@ -286,10 +332,19 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
                         }
                     })
                 };
-                let (grid, block) = (k.grid, k.block);
-                let name = intern(k, kind_name(op))?;
-                let host_kernel = match kernels::host_variant(g, id, &provisional)? {
-                    Some(hk) => Some(intern(hk, &format!("host_{}", kind_name(op)))?),
+                let gpu = KernelLaunch {
+                    grid: k.grid,
+                    block: k.block,
+                    shared_bytes: 0,
+                    kernel: intern(k, kind_name(op))?,
+                };
+                let host_kernel = match kernels::host_variant(g, id, &provisional, choices)? {
+                    Some(hk) => Some(KernelLaunch {
+                        grid: hk.grid,
+                        block: hk.block,
+                        shared_bytes: 0,
+                        kernel: intern(hk, &format!("host_{}", kind_name(op)))?,
+                    }),
                     None => None,
                 };
                 let source = |o: &NodeId| -> usize {
@@ -301,16 +356,18 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
                 };
                 let mut args: Vec<usize> = g.operands(id).iter().map(source).collect();
                 args.push(b);
-                let host_call = (matches!(op, Op::MatMul) && n.dtype == DType::F32)
-                    .then(|| HostCall::Gemm(kernels::matmul_shape(g, id, &absorbed)));
+                let host = if matches!(op, Op::MatMul) && n.dtype == DType::F32 {
+                    Dispatch::Call(LibraryCall::GemmF32(kernels::matmul_shape(
+                        g, id, &absorbed,
+                    )))
+                } else {
+                    Dispatch::Kernel(host_kernel.unwrap_or_else(|| gpu.clone()))
+                };
                 plan.launches.push(Launch {
-                    kernel: name,
-                    args,
-                    grid,
-                    block,
                     node: g.describe(id),
-                    host_call,
-                    host_kernel,
+                    args,
+                    gpu,
+                    host,
                 });
             }
         }
@@ -366,12 +423,10 @@ pub fn plan(g: &Graph) -> Result<Planned, CodegenError> {
             });
         }
     }
-    let sharing = crate::memory::share_buffers(&mut plan);
     Ok(Planned {
         plan,
         kernels,
         constants,
-        sharing,
     })
 }
 
@@ -433,10 +488,11 @@ fn use_in_place_variant(
     kernels: &mut Vec<Kernel>,
     to: usize,
 ) -> Result<(), CodegenError> {
+    // Only launches that run the same kernel on both targets (no host variant or call).
     let Some(launch) = plan
         .launches
         .iter_mut()
-        .find(|l| l.args.last() == Some(&to) && l.host_call.is_none() && l.host_kernel.is_none())
+        .find(|l| l.args.last() == Some(&to) && l.host.kernel().is_some_and(|h| *h == l.gpu))
     else {
         return Ok(());
     };
@@ -445,9 +501,9 @@ fn use_in_place_variant(
     let [slot] = readers[..] else {
         return Ok(());
     };
-    let name = format!("{}_inplace{slot}", launch.kernel);
+    let name = format!("{}_inplace{slot}", launch.gpu.kernel);
     if !kernels.iter().any(|k| k.name == name) {
-        let Some(base) = kernels.iter().find(|k| k.name == launch.kernel) else {
+        let Some(base) = kernels.iter().find(|k| k.name == launch.gpu.kernel) else {
             return Ok(());
         };
         let mut k = base.clone();
@@ -459,14 +515,16 @@ fn use_in_place_variant(
         }
         kernels.push(k);
     }
-    launch.kernel = name;
+    launch.gpu.kernel = name;
+    launch.host = Dispatch::Kernel(launch.gpu.clone());
     Ok(())
 }
 
 fn redirect_block_stores(b: &mut BlockStmt, from: BufRef, to: BufRef) {
     match b {
         BlockStmt::Phase(stmts) => stmts.iter_mut().for_each(|s| redirect_stores(s, from, to)),
-        BlockStmt::Barrier => {}
+        // Barriers store nothing; shuffles store private slots only.
+        BlockStmt::Barrier | BlockStmt::Shuffle { .. } => {}
         BlockStmt::For { body, .. } => body
             .iter_mut()
             .for_each(|s| redirect_block_stores(s, from, to)),
@@ -483,7 +541,7 @@ fn redirect_stores(s: &mut Stmt, from: BufRef, to: BufRef) {
             .iter_mut()
             .chain(otherwise.iter_mut())
             .for_each(|s| redirect_stores(s, from, to)),
-        _ => {}
+        Stmt::Store { .. } | Stmt::Let { .. } | Stmt::Set { .. } => {}
     }
 }
 

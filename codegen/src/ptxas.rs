@@ -45,18 +45,18 @@ pub fn find_ptxas() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Assembles `ptx` for `sm_<arch>` and returns the per-kernel report.
+/// Assembles `ptx` for `arch` and returns the per-kernel report.
 pub fn assemble(
     ptxas: &std::path::Path,
     ptx: &str,
-    arch: u32,
+    arch: crate::SmArch,
 ) -> Result<Vec<PtxasKernelInfo>, CodegenError> {
     let dir = tempfile::tempdir().map_err(|e| CodegenError::io("tempdir", e))?;
     let src = dir.path().join("kernels.ptx");
     let out = dir.path().join("kernels.cubin");
     std::fs::write(&src, ptx).map_err(|e| CodegenError::io(&src, e))?;
     let res = Command::new(ptxas)
-        .arg(format!("-arch=sm_{arch}"))
+        .arg(format!("-arch={arch}"))
         .arg("-v")
         .arg(&src)
         .arg("-o")
@@ -70,7 +70,7 @@ pub fn assemble(
     );
     if !res.status.success() {
         return Err(CodegenError::Ptxas {
-            arch: format!("sm_{arch}"),
+            arch: arch.to_string(),
             msg: text,
         });
     }

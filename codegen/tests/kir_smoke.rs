@@ -11,7 +11,7 @@ fn row_sum_kernel(rows: u64, cols: u64, threads: u32) -> mmada_codegen::kir::Ker
     let mut kb = KernelBuilder::new("row_sum", rows, threads);
     let x = kb.param("x", DType::F32, rows * cols, Access::Read);
     let y = kb.param("y", DType::F32, rows, Access::Write);
-    let sm = kb.shared("partial", VTy::F32, threads as u64);
+    let sm = kb.shared("partial", DType::F32, threads as u64);
     let mut body: Vec<BlockStmt> = vec![kb.phase(|s| {
         let acc = s.local(Expr::f32(0.0));
         s.for_(
@@ -59,10 +59,10 @@ fn row_sum_host_and_ptx() {
     let k = row_sum_kernel(rows, cols, 32);
     let opts = BackendOptions {
         host: Some(HostCpu::native()),
-        gpu_archs: vec![80, 90],
-        ..BackendOptions::default()
+        gpu_archs: vec![mmada_codegen::SmArch::SM80, mmada_codegen::SmArch::SM90],
     };
-    let out = compile_kernels(&[k], &Default::default(), &opts).expect("compile");
+    let out =
+        compile_kernels(&[k], &Default::default(), &opts, &Default::default()).expect("compile");
     let lib = out.host_lib.expect("host lib");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.so");

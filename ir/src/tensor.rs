@@ -286,7 +286,8 @@ impl Tensor {
 
 /// Largest relative error `|a-b| / max(|b|, floor)` between two tensors of equal shape, with a
 /// floor so that values near zero are compared absolutely. Returns `f64::INFINITY` on shape
-/// mismatch or when exactly one side is NaN.
+/// mismatch, when exactly one side is NaN, and when the values differ and either is infinite
+/// (1 against +∞, +∞ against −∞: there `|a-b| / |b|` is ∞/∞, a NaN that a plain maximum drops).
 pub fn max_rel_error(actual: &Tensor, expected: &Tensor, floor: f64) -> f64 {
     if actual.shape() != expected.shape() {
         return f64::INFINITY;
@@ -304,6 +305,9 @@ pub fn max_rel_error(actual: &Tensor, expected: &Tensor, floor: f64) -> f64 {
         if a == e {
             continue;
         }
+        if a.is_infinite() || e.is_infinite() {
+            return f64::INFINITY;
+        }
         let err = (a - e).abs() / e.abs().max(floor);
         worst = worst.max(err);
     }
@@ -313,6 +317,41 @@ pub fn max_rel_error(actual: &Tensor, expected: &Tensor, floor: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rel_error_sees_infinities_and_nans() {
+        let t = |v: &[f32]| Tensor::from_f32([v.len()], v.to_vec()).unwrap();
+        let inf = f32::INFINITY;
+        // Each pair differs; the old code returned 0 for the first two (∞/∞ is NaN, dropped
+        // by the maximum).
+        for (a, b) in [
+            (1.0, inf),
+            (inf, -inf),
+            (inf, 1.0),
+            (-inf, 0.0),
+            (f32::NAN, 2.0),
+            (2.0, f32::NAN),
+        ] {
+            assert_eq!(
+                max_rel_error(&t(&[0.5, a]), &t(&[0.5, b]), 1e-6),
+                f64::INFINITY,
+                "{a} vs {b}"
+            );
+        }
+        for v in [inf, -inf, f32::NAN, 0.0] {
+            assert_eq!(
+                max_rel_error(&t(&[v]), &t(&[v]), 1e-6),
+                0.0,
+                "{v} vs itself"
+            );
+        }
+        let e = max_rel_error(&t(&[1.0, 2.0]), &t(&[1.0, 2.5]), 1e-6);
+        assert!((e - 0.2).abs() < 1e-12, "{e}");
+        assert_eq!(
+            max_rel_error(&t(&[1.0]), &t(&[1.0, 1.0]), 1e-6),
+            f64::INFINITY
+        );
+    }
 
     #[test]
     fn bytes_roundtrip_every_dtype() {

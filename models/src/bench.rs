@@ -3,13 +3,13 @@
 //! achieved FLOP/s and the ratio to the official PyTorch figures measured on the build machine.
 
 use crate::config::LladaConfig;
-use crate::llada::{forward_graph, param_specs};
+use crate::llada::forward_graph;
 use crate::loss::{row_weights, RowKind};
 use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
-use mmada_ir::{DType, RngDist, Tensor};
+use mmada_ir::{DType, Tensor};
 use mmada_runtime::{open_artifact, Executor, Target};
 use std::time::Instant;
 
@@ -91,24 +91,9 @@ pub fn flops(cfg: &LladaConfig, batch: usize, seq: usize, figure: Figure) -> f64
     }
 }
 
-/// Random weights (Philox normals × 0.02, norms 1).
-pub fn random_weights(
-    cfg: &LladaConfig,
-    seed: i64,
-) -> Result<IndexMap<String, Tensor>, mmada_ir::IrError> {
-    let mut out = IndexMap::new();
-    for (k, p) in param_specs(cfg).into_iter().enumerate() {
-        let n: usize = p.shape.iter().product();
-        let v: Vec<f32> = if p.shape.len() == 1 {
-            vec![1.0; n]
-        } else {
-            (0..n as u64)
-                .map(|i| mmada_ir::philox::sample(RngDist::Normal, seed, 0, k as u32, i) * 0.02)
-                .collect()
-        };
-        out.insert(p.name, Tensor::from_f32(p.shape, v)?);
-    }
-    Ok(out)
+/// Random weights: [`crate::llada::init_weights`] with std 0.02 and streams from 0.
+pub fn random_weights(cfg: &LladaConfig, seed: i64) -> IndexMap<String, Tensor> {
+    crate::llada::init_weights(cfg, seed, 0, 0.02)
 }
 
 /// A prepared benchmark: an executor with resident weights (and optimiser state) and the
@@ -141,6 +126,7 @@ fn compile_case(
             name: format!("{}-{:?}", case.preset, case.figure),
             backend,
             ptx_check: PtxCheck::Skip,
+            ..CompileOptions::default()
         },
     )?;
     Ok((art, ins))
@@ -152,7 +138,7 @@ fn set_weights(
     cfg: &LladaConfig,
     figure: Figure,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    for (n, t) in random_weights(cfg, 7)? {
+    for (n, t) in random_weights(cfg, 7) {
         if figure == Figure::TrainStep {
             let z = Tensor::zeros(DType::F32, t.shape().clone());
             exe.set_input(&exp_avg(&n), &z)?;
@@ -190,7 +176,7 @@ pub fn profile(
         exe.run(&ins)?;
     }
     let t0 = Instant::now();
-    let (_, times) = exe.run_profiled(&ins)?;
+    let times = exe.run_profiled("main", &ins)?;
     let total = t0.elapsed().as_secs_f64();
     let mut by_kernel: IndexMap<String, KernelTime> = IndexMap::new();
     for t in times {

@@ -23,6 +23,10 @@ fn llama() -> String {
 fn rms() -> String {
     "rms".into()
 }
+/// The most bytes one process can address on x86-64 (47-bit user space): a configuration whose
+/// tensors need more can never run, and is rejected before any work.
+pub const ADDRESSABLE_BYTES: u64 = 1 << 47;
+
 fn default_max_seq() -> usize {
     4096
 }
@@ -145,6 +149,57 @@ impl LladaConfig {
         2 * self.rows() * d + self.n_layers * (4 * d * d + 3 * d * self.mlp_hidden_size + 2 * d) + d
     }
 
+    /// Bytes of the f32 parameters, or `None` when the count overflows 64 bits.
+    pub fn param_bytes(&self) -> Option<u64> {
+        let (d, f, r, n) = (
+            self.d_model as u64,
+            self.mlp_hidden_size as u64,
+            self.rows() as u64,
+            self.n_layers as u64,
+        );
+        let dd = d.checked_mul(d)?;
+        let layer = dd
+            .checked_mul(4)?
+            .checked_add(d.checked_mul(f)?.checked_mul(3)?)?
+            .checked_add(d.checked_mul(2)?)?;
+        r.checked_mul(d)?
+            .checked_mul(2)?
+            .checked_add(layer.checked_mul(n)?)?
+            .checked_add(d)?
+            .checked_mul(4)
+    }
+
+    /// Checks that a batch of `batch` rows of `seq` tokens fits the model and memory: `seq` at
+    /// most `max_sequence_length`, and the largest activation (`[batch, seq, max(rows, ffn)]`
+    /// f32, the logits or the MLP's hidden layer) addressable. Errors name the option.
+    pub fn check_shape(&self, batch: usize, seq: usize) -> Result<(), String> {
+        if batch == 0 {
+            return Err("--batch must be at least 1, got 0".into());
+        }
+        if seq == 0 {
+            return Err("--seq must be at least 1, got 0".into());
+        }
+        if seq > self.max_sequence_length {
+            return Err(format!(
+                "--seq {seq} exceeds the model's max_sequence_length {}",
+                self.max_sequence_length
+            ));
+        }
+        let widest = self.rows().max(self.mlp_hidden_size).max(self.d_model) as u64;
+        let bytes = (batch as u64)
+            .checked_mul(seq as u64)
+            .and_then(|t| t.checked_mul(widest))
+            .and_then(|t| t.checked_mul(4));
+        match bytes {
+            Some(b) if b <= ADDRESSABLE_BYTES => Ok(()),
+            _ => Err(format!(
+                "--batch {batch} × --seq {seq}: one activation of [{batch}, {seq}, {widest}] \
+                 f32 exceeds the {} TiB a process can address",
+                ADDRESSABLE_BYTES >> 40
+            )),
+        }
+    }
+
     /// Checks that the configuration describes the architecture implemented here; errors name
     /// the field (`path` is the file, for messages).
     pub fn validate(&self, path: &str) -> Result<(), SpecError> {
@@ -248,7 +303,23 @@ impl LladaConfig {
         if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return Err(bad("rope_theta", "must be positive".into()));
         }
-        Ok(())
+        if self.max_sequence_length == 0 {
+            return Err(bad("max_sequence_length", "must be positive".into()));
+        }
+        match self.param_bytes() {
+            Some(b) if b <= ADDRESSABLE_BYTES => Ok(()),
+            _ => Err(bad(
+                "d_model",
+                format!(
+                    "with n_layers {}, mlp_hidden_size {} and {} embedding rows the parameters \
+                     would take more than the {} TiB a process can address",
+                    self.n_layers,
+                    self.mlp_hidden_size,
+                    self.rows(),
+                    ADDRESSABLE_BYTES >> 40
+                ),
+            )),
+        }
     }
 
     /// Reads and validates a `config.json`.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod expr;
+pub mod failpoint;
 pub mod llada;
 pub mod logits;
 pub mod loss;

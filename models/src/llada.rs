@@ -19,6 +19,26 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
 }
 
+/// Initial weights of a model: parameter `k` (checkpoint order) is
+/// [`mmada_runtime::init::init_tensor`] with stream `first_stream + k` (normals × `std`; norm
+/// weights are ones).
+pub fn init_weights(
+    cfg: &LladaConfig,
+    seed: i64,
+    first_stream: u32,
+    std: f32,
+) -> IndexMap<String, mmada_ir::Tensor> {
+    let mut out = IndexMap::new();
+    for (k, p) in param_specs(cfg).into_iter().enumerate() {
+        let shape = mmada_ir::Shape(p.shape.clone());
+        let stream = first_stream + k as u32;
+        if let Some(t) = mmada_runtime::init::init_tensor(&shape, Role::Param, seed, stream, std) {
+            out.insert(p.name, t);
+        }
+    }
+    out
+}
+
 /// The parameters of a model, in checkpoint order.
 pub fn param_specs(cfg: &LladaConfig) -> Vec<ParamSpec> {
     let (d, f, v) = (cfg.d_model, cfg.mlp_hidden_size, cfg.rows());

@@ -68,6 +68,7 @@ pub fn compile_forward(
             name: format!("logits_b{batch}_l{seq}"),
             backend,
             ptx_check: PtxCheck::Skip,
+            ..CompileOptions::default()
         },
     )?)
 }

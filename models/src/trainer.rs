@@ -16,6 +16,7 @@
 use crate::checkpoint::{load_model, save_model, CheckpointError};
 use crate::config::LladaConfig;
 use crate::data::{embedded_rows, read_jsonl, Batcher, DataError, DataPosition, Row};
+use crate::failpoint;
 use crate::llada::param_specs;
 use crate::loss::row_weights;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
@@ -23,7 +24,7 @@ use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
-use mmada_ir::{DType, RngDist, Tensor};
+use mmada_ir::{DType, Tensor};
 use mmada_runtime::tensor_io::{atomic_write, read_safetensors, write_safetensors};
 use mmada_runtime::{open_artifact, Executor, Target};
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,57 @@ impl Default for TrainOptions {
     }
 }
 
+impl TrainOptions {
+    /// Checks every numeric option (finite, positive, in range) and, given the model, the
+    /// sequence length against its `max_sequence_length` and memory. Errors name the option
+    /// (`--lr`) and the limit. Runs before any compilation or allocation.
+    pub fn check(&self, cfg: Option<&LladaConfig>) -> Result<(), String> {
+        let count = |name: &str, v: usize, min: usize| {
+            if v < min {
+                Err(format!("--{name} must be at least {min}, got {v}"))
+            } else {
+                Ok(())
+            }
+        };
+        count("steps", self.steps, 1)?;
+        count("batch", self.batch, 1)?;
+        count("seq", self.seq, 2)?;
+        count("keep", self.keep, 1)?;
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be a finite number above 0, got {v}"))
+            }
+        };
+        positive("lr", self.lr)?;
+        if self.lr > 1.0 {
+            return Err(format!(
+                "--lr {} is above 1, which diverges at once with AdamW",
+                self.lr
+            ));
+        }
+        positive("init-std", self.init_std)?;
+        let unit = |name: &str, v: f64| {
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be between 0 and 1, got {v}"))
+            }
+        };
+        unit("min-lr-scale", self.min_lr_scale)?;
+        for (name, v) in [("coef-lm", self.coef_lm), ("coef-sft", self.coef_sft)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("--{name} must be a finite number ≥ 0, got {v}"));
+            }
+        }
+        if let Some(cfg) = cfg {
+            cfg.check_shape(self.batch, self.seq)?;
+        }
+        Ok(())
+    }
+}
+
 /// One logged step.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
@@ -172,29 +224,6 @@ pub fn rng_offset(step: usize) -> i64 {
     (step as i64) << 32
 }
 
-fn init_weights(
-    cfg: &LladaConfig,
-    std: f64,
-    seed: u64,
-) -> Result<IndexMap<String, Tensor>, TrainError> {
-    let mut out = IndexMap::new();
-    for (k, p) in param_specs(cfg).into_iter().enumerate() {
-        let n: usize = p.shape.iter().product();
-        let v: Vec<f32> = if p.shape.len() == 1 {
-            vec![1.0; n] // RMSNorm weights
-        } else {
-            (0..n as u64)
-                .map(|i| {
-                    mmada_ir::philox::sample(RngDist::Normal, seed as i64, 0, 1000 + k as u32, i)
-                        * std as f32
-                })
-                .collect()
-        };
-        out.insert(p.name, Tensor::from_f32(p.shape, v)?);
-    }
-    Ok(out)
-}
-
 /// Loads the rows of the run (and how many rows were skipped as too long).
 pub fn load_rows(
     opts: &TrainOptions,
@@ -226,15 +255,6 @@ fn fsync_dir(dir: &Path) -> Result<(), TrainError> {
         .map_err(io(dir))
 }
 
-fn test_delay() {
-    if let Some(ms) = std::env::var("MMADA_TEST_SAVE_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-}
-
 /// Saves a complete checkpoint atomically; returns its directory.
 pub fn save_checkpoint(
     exe: &mut dyn Executor,
@@ -257,12 +277,13 @@ pub fn save_checkpoint(
         optim.insert(exp_avg_sq(&p.name), exe.get_input(&exp_avg_sq(&p.name))?);
     }
     save_model(&tmp, cfg, &weights, DType::F32, 2 << 30)?;
-    test_delay();
+    failpoint::hit("save-after-weights", state.step);
     write_safetensors(&tmp.join("optimizer.safetensors"), &optim)?;
-    test_delay();
+    failpoint::hit("save-after-optimizer", state.step);
     let js = serde_json::to_string_pretty(state).map_err(|e| TrainError::Options(e.to_string()))?;
     atomic_write(&tmp.join("trainer_state.json"), js.as_bytes())?;
     fsync_dir(&tmp)?;
+    failpoint::hit("save-before-publish", state.step);
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
@@ -399,6 +420,7 @@ pub fn train(
     backend: BackendOptions,
     progress: &mut dyn Progress,
 ) -> Result<Vec<StepRecord>, TrainError> {
+    opts.check(None).map_err(TrainError::Options)?;
     let tok = match &opts.tokenizer {
         Some(p) => TextTokenizer::from_file(p)?,
         None => TextTokenizer::tiny()?,
@@ -448,10 +470,11 @@ pub fn train(
                     LladaConfig::PRESETS.join(", ")
                 ))
             })?;
-            let w = init_weights(&cfg, opts.init_std, opts.seed)?;
+            let w = crate::llada::init_weights(&cfg, opts.seed as i64, 1000, opts.init_std as f32);
             (cfg, w)
         }
     };
+    opts.check(Some(&cfg)).map_err(TrainError::Options)?;
     if tok.len() > cfg.rows() || tok.mask != cfg.mask_token_id {
         return Err(TrainError::Options(format!(
             "the tokenizer ({} ids, [MASK] = {}) does not fit the model ({} rows, mask_token_id = {})",
@@ -477,6 +500,7 @@ pub fn train(
             name: format!("train_step_{}_b{}_l{}", opts.preset, opts.batch, opts.seq),
             backend,
             ptx_check: PtxCheck::Skip,
+            ..CompileOptions::default()
         },
     )?;
     let mut exe = open_artifact(art, target)?;

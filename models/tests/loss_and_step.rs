@@ -277,6 +277,7 @@ fn one_compiled_training_step_matches_the_interpreter() {
                 ..BackendOptions::default()
             },
             ptx_check: PtxCheck::Skip,
+            ..CompileOptions::default()
         },
     )
     .unwrap();

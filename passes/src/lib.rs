@@ -2,11 +2,12 @@
 //!
 //! A [`Pass`] rewrites a [`mmada_ir::Graph`] in place and reports whether it changed anything.
 //! The [`PassManager`] runs a pipeline, verifies after each pass (always in debug builds, on
-//! request otherwise) and, when `MMADA_DUMP_DIR` is set, writes numbered dumps of the graph after
-//! each pass (`NN-after-<pass>.txt` and `.dot`).
+//! request otherwise) and, given a [`DumpSink`], writes numbered dumps of the graph after each
+//! pass (`NN-after-<pass>.txt` and `.dot`).
 
 pub mod cse;
 pub mod dce;
+pub mod dump;
 pub mod error;
 pub mod fuse_elementwise;
 pub mod manager;
@@ -14,6 +15,7 @@ pub mod simplify_transposes;
 
 pub use cse::Cse;
 pub use dce::Dce;
+pub use dump::DumpSink;
 pub use error::PassError;
 pub use fuse_elementwise::FuseElementwise;
 pub use manager::{Pass, PassManager};

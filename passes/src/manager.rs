@@ -1,8 +1,7 @@
 //! The pass trait and the pass manager.
 
-use crate::PassError;
-use mmada_ir::{display, verify, Graph};
-use std::path::PathBuf;
+use crate::{DumpSink, PassError};
+use mmada_ir::{verify, Graph};
 
 /// A graph-to-graph transformation.
 pub trait Pass {
@@ -16,7 +15,9 @@ pub trait Pass {
 pub struct PassManager {
     passes: Vec<Box<dyn Pass>>,
     verify_each: bool,
-    dump_dir: Option<PathBuf>,
+    dump: DumpSink,
+    /// Number of the first dump file (the caller's earlier stages take the ones before).
+    first_index: usize,
 }
 
 impl Default for PassManager {
@@ -26,13 +27,14 @@ impl Default for PassManager {
 }
 
 impl PassManager {
-    /// An empty pipeline. Verifies after each pass in debug builds; dumps go to
-    /// `$MMADA_DUMP_DIR/graph` when that variable is set.
+    /// An empty pipeline. Verifies after each pass in debug builds; dumps nothing until
+    /// given a sink ([`PassManager::dump_to`]).
     pub fn new() -> PassManager {
         PassManager {
             passes: Vec::new(),
             verify_each: cfg!(debug_assertions),
-            dump_dir: std::env::var_os("MMADA_DUMP_DIR").map(|d| PathBuf::from(d).join("graph")),
+            dump: DumpSink::none(),
+            first_index: 0,
         }
     }
 
@@ -48,9 +50,11 @@ impl PassManager {
         self
     }
 
-    /// Sets (or clears) the dump directory.
-    pub fn dump_dir(&mut self, dir: Option<PathBuf>) -> &mut Self {
-        self.dump_dir = dir;
+    /// Writes the graph after each pass to `sink` as `NN-after-<pass>.txt|.dot`, numbered
+    /// from `first_index + 1` (the graph as given is `NN = first_index`, `NN-source`).
+    pub fn dump_to(&mut self, sink: DumpSink, first_index: usize) -> &mut Self {
+        self.dump = sink;
+        self.first_index = first_index;
         self
     }
 
@@ -60,23 +64,13 @@ impl PassManager {
     }
 
     fn dump(&self, index: usize, name: &str, g: &Graph) -> Result<(), PassError> {
-        let Some(dir) = &self.dump_dir else {
-            return Ok(());
+        let n = self.first_index + index;
+        let stem = if index == 0 {
+            format!("{n:02}-source")
+        } else {
+            format!("{n:02}-after-{name}")
         };
-        let io = |path: &PathBuf, e| PassError::Dump {
-            path: path.display().to_string(),
-            source: e,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let invalid = |e| PassError::Invalid {
-            pass: name.to_string(),
-            source: e,
-        };
-        let txt = dir.join(format!("{index:02}-after-{name}.txt"));
-        std::fs::write(&txt, display::to_text(g).map_err(invalid)?).map_err(|e| io(&txt, e))?;
-        let dot = dir.join(format!("{index:02}-after-{name}.dot"));
-        std::fs::write(&dot, display::to_dot(g).map_err(invalid)?).map_err(|e| io(&dot, e))?;
-        Ok(())
+        self.dump.write_graph(&stem, g)
     }
 
     /// Verifies the input, then runs every pass in order. Returns the names of passes that

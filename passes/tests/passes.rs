@@ -205,14 +205,14 @@ fn pass_manager_writes_numbered_dumps() {
     let dir = tempfile::tempdir().unwrap();
     let mut g = softmax_linear();
     let mut pm = mmada_passes::default_pipeline();
-    pm.dump_dir(Some(dir.path().to_path_buf()));
+    pm.dump_to(mmada_passes::DumpSink::to_dir(dir.path()), 0);
     pm.run(&mut g).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.contains(&"00-after-input.txt".to_string()));
+    assert!(names.contains(&"00-source.txt".to_string()));
     assert!(names.contains(&"05-after-fuse-elementwise.txt".to_string()));
     assert!(names.contains(&"06-after-dce.dot".to_string()));
     let text = std::fs::read_to_string(dir.path().join("05-after-fuse-elementwise.txt")).unwrap();

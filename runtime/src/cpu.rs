@@ -1,16 +1,18 @@
 //! The CPU executor: loads the artifact's host library and runs each launch's blocks, split
-//! across threads (blocks of one launch are independent by construction).
+//! across threads (blocks of one launch are independent by construction). Each launch is
+//! dispatched on its host [`Dispatch`]: a generated kernel over its own grid, or a library call.
 
 use crate::cpu_gemm::gemm_f32;
-use crate::executable::{Executable, Executor};
+use crate::executable::{Executable, Executor, Transfers};
 use crate::thread_pool::ThreadPool;
 use crate::RuntimeError;
 use indexmap::IndexMap;
-use mmada_codegen::plan::{BufferKind, HostCall};
-use mmada_ir::Tensor;
+use mmada_codegen::kernels::matmul::MatMulShape;
+use mmada_codegen::plan::{BufferKind, Dispatch, LibraryCall};
+use mmada_ir::{Role, Tensor};
 use std::collections::HashSet;
 
-type Entry = unsafe extern "C" fn(*const *mut u8, i64, i64);
+type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64);
 
 /// Every buffer of an executor in one zeroed allocation, aligned to 2 MiB and advised as
 /// transparent huge pages (Linux) before it is first touched: the weights and the few
@@ -41,6 +43,15 @@ impl Arena {
                 .and_then(|e| e.checked_next_multiple_of(BUFFER_ALIGN))
                 .ok_or_else(too_big)?;
         }
+        if let Some(phys) = physical_memory() {
+            if end as u64 > phys {
+                return Err(RuntimeError::Load(format!(
+                    "the plan needs {:.1} GiB of host buffers, this machine has {:.1} GiB",
+                    end as f64 / (1u64 << 30) as f64,
+                    phys as f64 / (1u64 << 30) as f64
+                )));
+            }
+        }
         let layout = std::alloc::Layout::from_size_align(end.max(1), HUGE_PAGE)
             .map_err(|e| RuntimeError::Load(format!("host buffers of {end} bytes: {e}")))?;
         // SAFETY: the layout has a non-zero size.
@@ -61,6 +72,24 @@ impl Arena {
         unsafe { std::ptr::write_bytes(ptr, 0, layout.size()) };
         Ok((Arena { ptr, layout }, offsets))
     }
+}
+
+/// Bytes of physical memory, where the OS says.
+fn physical_memory() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system configuration.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return (pages as u64).checked_mul(size as u64);
+        }
+    }
+    None
 }
 
 // SAFETY: the arena owns its allocation exclusively; moving it to another thread moves that
@@ -107,19 +136,29 @@ struct Args(Vec<*mut u8>);
 unsafe impl Send for Args {}
 unsafe impl Sync for Args {}
 
+/// How the host computes one launch, resolved when the executor is made.
+#[derive(Clone, Copy)]
+enum HostLaunch {
+    /// A kernel of the host library over `grid` blocks.
+    Kernel { entry: KernelFn, grid: u64 },
+    /// f32 gemm.
+    Gemm(MatMulShape),
+}
+
 /// Runs artifacts on the host.
 pub struct CpuExecutor {
     exe: Executable,
     _dir: tempfile::TempDir,
-    /// Keeps the host library loaded while `entries` point into it.
+    /// Keeps the host library loaded while `code` points into it.
     _lib: libloading::Library,
-    entries: Vec<Entry>,
-    grids: Vec<u64>,
+    /// Per entry, per launch.
+    code: Vec<Vec<HostLaunch>>,
     buffers: Vec<HostBuffer>,
     /// Storage of `buffers` (declared after them: dropped last).
     _arena: Arena,
     resident: HashSet<String>,
     profile: Option<Vec<LaunchTime>>,
+    transfers: Transfers,
 }
 
 impl CpuExecutor {
@@ -140,34 +179,28 @@ impl CpuExecutor {
         // beyond the C runtime's.
         let lib = unsafe { libloading::Library::new(&path) }
             .map_err(|e| RuntimeError::Load(e.to_string()))?;
-        let grids: std::collections::HashMap<&str, u64> = exe
-            .artifact
-            .manifest
-            .kernels
-            .iter()
-            .map(|k| (k.name.as_str(), k.grid))
-            .collect();
-        let mut entries = Vec::with_capacity(exe.plan.launches.len());
-        let mut launch_grids = Vec::with_capacity(exe.plan.launches.len());
-        for l in &exe.plan.launches {
-            // The host variant of a kernel, when the plan has one.
-            let kernel = l.host_kernel.as_deref().unwrap_or(&l.kernel);
-            let grid = if l.host_kernel.is_some() {
-                *grids.get(kernel).ok_or_else(|| {
-                    RuntimeError::Load(format!("host kernel {kernel} is not in the manifest"))
-                })?
-            } else {
-                l.grid
-            };
-            launch_grids.push(grid);
-            let sym = format!("{kernel}__entry");
-            // SAFETY: every kernel entry has the signature `Entry`.
-            let f: libloading::Symbol<Entry> = unsafe { lib.get(sym.as_bytes()) }
-                .map_err(|e| RuntimeError::Load(format!("{sym}: {e}")))?;
-            entries.push(*f);
+        let mut code = Vec::with_capacity(exe.program.entries.len());
+        for e in &exe.program.entries {
+            let mut launches = Vec::with_capacity(e.launches.len());
+            for l in &e.launches {
+                launches.push(match &l.host {
+                    Dispatch::Call(LibraryCall::GemmF32(s)) => HostLaunch::Gemm(*s),
+                    Dispatch::Kernel(k) => {
+                        let sym = format!("{}__entry", k.kernel);
+                        // SAFETY: every kernel entry has the signature `KernelFn`.
+                        let f: libloading::Symbol<KernelFn> = unsafe { lib.get(sym.as_bytes()) }
+                            .map_err(|e| RuntimeError::Load(format!("{sym}: {e}")))?;
+                        HostLaunch::Kernel {
+                            entry: *f,
+                            grid: k.grid,
+                        }
+                    }
+                });
+            }
+            code.push(launches);
         }
         let sizes: Vec<usize> = exe
-            .plan
+            .program
             .buffers
             .iter()
             .enumerate()
@@ -190,7 +223,7 @@ impl CpuExecutor {
                 bytes,
             })
             .collect();
-        for (i, b) in exe.plan.buffers.iter().enumerate() {
+        for (i, b) in exe.program.buffers.iter().enumerate() {
             if let BufferKind::Constant { offset, bytes } = &b.kind {
                 let src = &exe.constants[*offset as usize..(*offset + *bytes) as usize];
                 buffers[i].as_bytes_mut().copy_from_slice(src);
@@ -200,12 +233,12 @@ impl CpuExecutor {
             exe,
             _dir: dir,
             _lib: lib,
-            entries,
-            grids: launch_grids,
+            code,
             buffers,
             _arena: arena,
             resident: HashSet::new(),
             profile: None,
+            transfers: Transfers::default(),
         })
     }
 }
@@ -251,18 +284,19 @@ pub struct LaunchTime {
 }
 
 impl CpuExecutor {
-    fn launch(&self, i: usize) {
-        let l = &self.exe.plan.launches[i];
-        if let Some(HostCall::Gemm(s)) = &l.host_call {
-            let p = |j: usize| self.buffers[l.args[j]].as_ptr() as *mut f32;
-            // SAFETY: the plan sized A, B and C for this shape (f32), and C is distinct from
-            // A and B (a kernel's output buffer is always its own).
-            unsafe { gemm_f32(s, p(0), p(1), p(2)) };
-            return;
-        }
-        let entry = self.entries[i];
+    fn launch(&self, entry: usize, i: usize) {
+        let l = &self.exe.program.entries[entry].launches[i];
+        let p = |j: usize| self.buffers[l.args[j]].as_ptr();
+        let (entry, grid) = match self.code[entry][i] {
+            HostLaunch::Gemm(s) => {
+                // SAFETY: the program was validated: A, B and C are f32 buffers that hold
+                // this shape, and C is distinct from A and B.
+                unsafe { gemm_f32(&s, p(0) as *mut f32, p(1) as *mut f32, p(2) as *mut f32) };
+                return;
+            }
+            HostLaunch::Kernel { entry, grid } => (entry, grid as i64),
+        };
         let args = Args(l.args.iter().map(|&a| self.buffers[a].as_ptr()).collect());
-        let grid = self.grids[i] as i64;
         let pool = ThreadPool::global();
         let chunks = (pool.threads() as i64 * 4).min(grid).max(1);
         let per = (grid + chunks - 1) / chunks;
@@ -271,22 +305,24 @@ impl CpuExecutor {
             let hi = ((c as i64 + 1) * per).min(grid);
             if lo < hi {
                 let a = &args;
-                // SAFETY: the argument table matches the kernel's parameters (checked when
-                // the plan was built); different chunks run disjoint blocks of the grid.
+                // SAFETY: the argument table matches the kernel's parameters and every
+                // parameter fits its buffer (checked when the program was validated);
+                // different chunks run disjoint blocks of the grid.
                 unsafe { entry(a.0.as_ptr(), lo, hi) };
             }
         });
     }
 
-    /// Runs like [`Executor::run`] and also returns the time of every launch.
+    /// Runs entry `entry` like [`Executor::run_entry`] and returns the time of every launch.
     pub fn run_profiled(
         &mut self,
+        entry: &str,
         inputs: &IndexMap<String, Tensor>,
-    ) -> Result<(IndexMap<String, Tensor>, Vec<LaunchTime>), RuntimeError> {
+    ) -> Result<Vec<LaunchTime>, RuntimeError> {
         self.profile = Some(Vec::new());
-        let out = self.run(inputs);
+        let out = self.run_entry(entry, inputs);
         let times = self.profile.take().unwrap_or_default();
-        Ok((out?, times))
+        out.map(|()| times)
     }
 }
 
@@ -295,66 +331,82 @@ impl Executor for CpuExecutor {
         "cpu"
     }
 
-    fn run(
+    fn executable(&self) -> &Executable {
+        &self.exe
+    }
+
+    fn run_entry(
         &mut self,
+        entry: &str,
         inputs: &IndexMap<String, Tensor>,
-    ) -> Result<IndexMap<String, Tensor>, RuntimeError> {
-        self.exe.check_inputs_with(inputs, &self.resident)?;
-        for (name, t) in inputs {
-            self.set_input(name, t)?;
+    ) -> Result<(), RuntimeError> {
+        let ei = self.exe.entry_index(entry)?;
+        let bufs = self
+            .exe
+            .check_inputs(&self.exe.program.entries[ei], inputs, &self.resident)?;
+        for ((name, t), b) in inputs.iter().zip(bufs) {
+            self.buffers[b]
+                .as_bytes_mut()
+                .copy_from_slice(&t.to_le_bytes());
+            self.transfers.to_device += 1;
+            self.resident.insert(name.clone());
         }
-        for i in 0..self.exe.plan.launches.len() {
+        for i in 0..self.exe.program.entries[ei].launches.len() {
             let t = std::time::Instant::now();
-            self.launch(i);
+            self.launch(ei, i);
             if let Some(p) = self.profile.as_mut() {
-                let l = &self.exe.plan.launches[i];
+                let l = &self.exe.program.entries[ei].launches[i];
                 p.push(LaunchTime {
-                    kernel: l.kernel.clone(),
+                    kernel: l.host.label(),
                     node: l.node.clone(),
                     seconds: t.elapsed().as_secs_f64(),
                 });
             }
         }
-        let mut out = IndexMap::new();
-        for b in &self.exe.plan.outputs {
-            if self.exe.plan.updates.iter().any(|u| u.output == b.name) {
-                continue;
-            }
-            let t = read_tensor(b.dtype, &b.shape, &self.buffers[b.buffer])?;
-            out.insert(b.name.clone(), t);
+        let e = &self.exe.program.entries[ei];
+        for u in e.updates.iter().filter(|u| u.from != u.to) {
+            // Distinct buffers of one size (validated): a copy inside the executor's memory.
+            let (src, dst) = (self.buffers[u.from].as_ptr(), self.buffers[u.to].as_ptr());
+            // SAFETY: both ranges lie in the arena, do not overlap (distinct buffers) and
+            // have the same length.
+            unsafe { std::ptr::copy_nonoverlapping(src, dst, self.buffers[u.to].bytes) };
         }
-        for u in self.exe.plan.updates.iter().filter(|u| u.from != u.to) {
-            let src = self.buffers[u.from].as_bytes().to_vec();
-            self.buffers[u.to].as_bytes_mut().copy_from_slice(&src);
-        }
-        Ok(out)
+        Ok(())
+    }
+
+    fn read_output(&mut self, entry: &str, name: &str) -> Result<Tensor, RuntimeError> {
+        let e = self.exe.entry(entry)?;
+        let b = self.exe.output_binding(e, name)?;
+        let t = read_tensor(b.dtype, &b.shape, &self.buffers[b.buffer])?;
+        self.transfers.to_host += 1;
+        self.transfers.bytes_to_host += self.buffers[b.buffer].bytes as u64;
+        Ok(t)
     }
 
     fn set_input(&mut self, name: &str, t: &Tensor) -> Result<(), RuntimeError> {
-        let buf = self.exe.check_input(name, t)?;
-        self.buffers[buf]
-            .as_bytes_mut()
-            .copy_from_slice(&t.to_le_bytes());
+        let bufs = self.exe.input_buffers(name, t)?;
+        let bytes = t.to_le_bytes();
+        for b in bufs {
+            self.buffers[b].as_bytes_mut().copy_from_slice(&bytes);
+        }
+        self.transfers.to_device += 1;
         self.resident.insert(name.to_string());
         Ok(())
     }
 
     fn get_input(&mut self, name: &str) -> Result<Tensor, RuntimeError> {
-        let b = self
-            .exe
-            .plan
-            .inputs
-            .iter()
-            .find(|b| b.name == name)
-            .ok_or_else(|| RuntimeError::Input {
-                name: name.into(),
-                msg: "the graph has no such input".into(),
-            })?;
-        Ok(Tensor::from_le_bytes(
-            b.dtype,
-            b.shape.clone(),
-            self.buffers[b.buffer].as_bytes(),
-        )?)
+        let b = self.exe.input_binding(name)?;
+        let t = Tensor::from_le_bytes(b.dtype, b.shape.clone(), self.buffers[b.buffer].as_bytes())?;
+        self.transfers.to_host += 1;
+        self.transfers.bytes_to_host += self.buffers[b.buffer].bytes as u64;
+        if b.role != Role::Data {
+            self.transfers.resident_to_host += 1;
+        }
+        Ok(t)
+    }
+
+    fn transfers(&self) -> Transfers {
+        self.transfers
     }
 }
 

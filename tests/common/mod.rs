@@ -6,6 +6,9 @@ use mmada_codegen::artifact::Artifact;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
 use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::plan::Dispatch;
+use mmada_codegen::program::Program;
+use mmada_codegen::SmArch;
 use mmada_ir::{interp, max_rel_error, DType, Graph, Op, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -17,13 +20,18 @@ pub fn compile_all(g: &Graph) -> Artifact {
             name: "test".into(),
             backend: BackendOptions {
                 host: Some(HostCpu::native()),
-                gpu_archs: vec![80, 90],
-                dump_dir: None,
+                gpu_archs: vec![SmArch::SM80, SmArch::SM90],
             },
             ptx_check: PtxCheck::Skip,
+            ..CompileOptions::default()
         },
     )
     .expect("compile")
+}
+
+/// The program of an artifact.
+pub fn program(art: &Artifact) -> Program {
+    serde_json::from_slice(art.section("program.json").expect("program section")).expect("program")
 }
 
 /// Random inputs for every graph input: floats uniform in [lo, hi), ints in [0, 10), bools.
@@ -94,4 +102,37 @@ pub fn softmax_linear(m: usize, k: usize, n: usize) -> Graph {
     let y = g.softmax(h, -1).unwrap();
     g.set_output("y", y).unwrap();
     g
+}
+
+/// The same artifact with every launch running its GPU kernel on the host (through the host
+/// lowering of the same KIR) instead of a host variant or a library call; returns it with the
+/// number of launches changed.
+pub fn gpu_kernels_on_host(art: &Artifact) -> (Artifact, usize) {
+    let mut art = art.clone();
+    let mut prog = program(&art);
+    let mut replaced = 0;
+    for l in prog.entries.iter_mut().flat_map(|e| e.launches.iter_mut()) {
+        let gpu = Dispatch::Kernel(l.gpu.clone());
+        if l.host != gpu {
+            l.host = gpu;
+            replaced += 1;
+        }
+    }
+    art.sections
+        .insert("program.json".into(), serde_json::to_vec(&prog).unwrap());
+    (art, replaced)
+}
+
+/// Whether the CUDA tests can run here. Without a device they are skipped with a message,
+/// unless `MMADA_REQUIRE_CUDA=1` (set by `scripts/gpu-check.sh` on GPU machines), where a
+/// missing device fails the test instead.
+pub fn cuda_or_skip() -> bool {
+    if mmada_runtime::cuda_available() {
+        return true;
+    }
+    if std::env::var("MMADA_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+        panic!("MMADA_REQUIRE_CUDA=1 but no CUDA device (driver library or device) was found");
+    }
+    eprintln!("SKIPPED: no CUDA device (MMADA_REQUIRE_CUDA=1 makes this a failure)");
+    false
 }

@@ -1,5 +1,6 @@
 //! 2-D convolution and its two gradients: one thread per output element, looping over the
-//! contributing terms with bounds checks, f32 accumulation with fma.
+//! contributing terms with bounds checks, f32 accumulation with fma. Template `conv`: `max_block`
+//! threads per block at most.
 
 use super::fused::round_to;
 use super::index::unravel;
@@ -26,12 +27,13 @@ pub fn conv2d_kernel(
     ws: &Shape,
     ys: &Shape,
     geom: ConvGeom,
+    max_block: u64,
 ) -> Kernel {
     let (h, w) = (xs.0[2], xs.0[3]);
     let (o_ch, cg, kh, kw) = (ws.0[0], ws.0[1], ws.0[2], ws.0[3]);
     let og = o_ch / geom.groups;
     let n_out = ys.numel() as u64;
-    let (grid, block) = grid_for(n_out);
+    let (grid, block) = grid_for(n_out, max_block);
     let mut kb = KernelBuilder::new(name, grid, block);
     let x = kb.param("x", dtype, xs.numel() as u64, Access::Read);
     let wt = kb.param("w", dtype, ws.numel() as u64, Access::Read);
@@ -85,12 +87,13 @@ pub fn conv2d_input_grad_kernel(
     ws: &Shape,
     xs: &Shape,
     geom: ConvGeom,
+    max_block: u64,
 ) -> Kernel {
     let (oh_n, ow_n) = (gs.0[2], gs.0[3]);
     let (o_ch, cg, kh, kw) = (ws.0[0], ws.0[1], ws.0[2], ws.0[3]);
     let og = o_ch / geom.groups;
     let n_out = xs.numel() as u64;
-    let (grid, block) = grid_for(n_out);
+    let (grid, block) = grid_for(n_out, max_block);
     let mut kb = KernelBuilder::new(name, grid, block);
     let gp = kb.param("g", dtype, gs.numel() as u64, Access::Read);
     let wt = kb.param("w", dtype, ws.numel() as u64, Access::Read);
@@ -160,13 +163,14 @@ pub fn conv2d_weight_grad_kernel(
     gs: &Shape,
     ws: &Shape,
     geom: ConvGeom,
+    max_block: u64,
 ) -> Kernel {
     let (n_b, c_in, h, w) = (xs.0[0], xs.0[1], xs.0[2], xs.0[3]);
     let (o_ch, oh_n, ow_n) = (gs.0[1], gs.0[2], gs.0[3]);
     let cg = ws.0[1];
     let og = o_ch / geom.groups;
     let n_out = ws.numel() as u64;
-    let (grid, block) = grid_for(n_out);
+    let (grid, block) = grid_for(n_out, max_block);
     let mut kb = KernelBuilder::new(name, grid, block);
     let x = kb.param("x", dtype, xs.numel() as u64, Access::Read);
     let gp = kb.param("g", dtype, gs.numel() as u64, Access::Read);

@@ -18,9 +18,6 @@ use std::collections::HashMap;
 
 /// Reductions at most this long run one thread per output.
 const SERIAL_REDUCE_MAX: usize = 64;
-/// Threads per block for elementwise kernels.
-const BLOCK: u64 = 256;
-
 fn unsupported(msg: String) -> CodegenError {
     CodegenError::Unsupported {
         node: "fused body".into(),
@@ -349,16 +346,17 @@ pub(super) fn declare_args(kb: &mut KernelBuilder, body: &FusedBody) -> Vec<BufR
         .collect()
 }
 
-/// One thread per output element.
-pub fn elementwise_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+/// One thread per output element, at most `max_block` threads per block (template
+/// `elementwise`, or `rng`/`index` for a lone random stream or gather).
+pub fn elementwise_kernel(
+    name: &str,
+    body: &FusedBody,
+    max_block: u64,
+) -> Result<Kernel, CodegenError> {
     let out_shape = body.shape();
     let n = out_shape.numel() as u64;
-    let block = if n >= BLOCK {
-        BLOCK
-    } else {
-        next_pow2(n).max(32)
-    };
-    let grid = n.div_ceil(block);
+    let (grid, block) = super::rows::grid_for(n, max_block);
+    let block = block as u64;
     let mut kb = KernelBuilder::new(name, grid, block as u32);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", body.dtype(), n, Access::Write);
@@ -528,19 +526,20 @@ impl<'b> Reduction<'b> {
     }
 }
 
-/// The reduction rooted at the body's root.
-pub fn reduce_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+/// The reduction rooted at the body's root: one block per output with a shared-memory tree of
+/// at most `max_block` threads (template `reduction`), or one thread per output for short rows.
+pub fn reduce_kernel(name: &str, body: &FusedBody, max_block: u64) -> Result<Kernel, CodegenError> {
     let rd = Reduction::of(body)?;
     let (op, r_len, n_out, dt, t) = (rd.op, rd.r_len, rd.n_out, rd.dt, rd.t);
     if r_len as usize <= SERIAL_REDUCE_MAX {
-        let (grid, block) = super::rows::grid_for(n_out);
+        let (grid, block) = super::rows::grid_for(n_out, max_block);
         return rd.serial_kernel(name, grid, block);
     }
-    let block = next_pow2(r_len).clamp(32, BLOCK);
+    let block = next_pow2(r_len).clamp(32, max_block);
     let mut kb = KernelBuilder::new(name, n_out, block as u32);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", dt, n_out, Access::Write);
-    let partial = kb.shared("partial", t, block);
+    let partial = kb.shared("partial", t.storage(), block);
     let mut err = None;
     let mut stmts: Vec<BlockStmt> = vec![kb.phase(|s| {
         let acc = s.local(reduce_init(op, t));
@@ -601,14 +600,15 @@ pub(super) fn tree_reduce(
     stmts
 }
 
-/// Lanes of the host reduction variant (one AVX-512 register of f32).
-pub const HOST_LANES: u64 = 16;
-
 /// The host variant of a reduction: one thread per output, accumulating into
-/// [`HOST_LANES`] independent partial results (so the loop over lanes vectorises without
+/// `lanes` independent partial results (the template's `host_lanes`: the CPU's f32 vector width) (so the loop over lanes vectorises without
 /// reassociating any sum), then combining the lanes in order. Slow on a GPU (one thread per
 /// output), fast on a CPU; the planner uses it only for host execution.
-pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+pub fn reduce_kernel_lanes(
+    name: &str,
+    body: &FusedBody,
+    n_lanes: u64,
+) -> Result<Kernel, CodegenError> {
     let rd = Reduction::of(body)?;
     let (op, r_len, n_out, dt, t) = (rd.op, rd.r_len, rd.n_out, rd.dt, rd.t);
     if matches!(op, ReduceOp::Max | ReduceOp::Min) && rd.axes.contains(&(rd.in_rank - 1)) {
@@ -622,60 +622,45 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
     if !rd.axes.contains(&(rd.in_rank - 1)) {
         // Column mode: the innermost axis is kept, so 16 consecutive outputs read 16
         // consecutive inputs; each thread owns 16 outputs and walks the reduced elements.
-        let groups = n_out.div_ceil(HOST_LANES);
+        let groups = n_out.div_ceil(n_lanes);
         let (grid, block) = super::rows::host_grid_for(groups);
         let mut kb = KernelBuilder::new(name, grid, block);
         let args = declare_args(&mut kb, body);
         let out = kb.param("out", dt, n_out, Access::Write);
-        let lanes = kb.private("lanes", t, HOST_LANES);
+        let lanes = kb.private("lanes", t.storage(), n_lanes);
         let body_phase = super::rows::per_item(&mut kb, groups, |s, grp| {
-            s.for_(
-                Expr::idx(0),
-                Expr::idx(HOST_LANES),
-                Expr::idx(1),
-                |s, lane| {
-                    s.store(lanes, lane, reduce_init(op, t));
-                },
-            );
+            s.for_(Expr::idx(0), Expr::idx(n_lanes), Expr::idx(1), |s, lane| {
+                s.store(lanes, lane, reduce_init(op, t));
+            });
             s.for_(Expr::idx(0), Expr::idx(r_len), Expr::idx(1), |s, r| {
-                s.for_(
-                    Expr::idx(0),
-                    Expr::idx(HOST_LANES),
-                    Expr::idx(1),
-                    |s, lane| {
-                        // Lanes past the last output compute a clamped (valid) element and are
-                        // never stored.
-                        let o = add(mul(grp.clone(), Expr::idx(HOST_LANES)), lane.clone());
-                        let o = if n_out.is_multiple_of(HOST_LANES) {
-                            o
-                        } else {
-                            Expr::bin(KBinary::Min, o, Expr::idx(n_out - 1))
-                        };
-                        let o = s.let_(o);
-                        match rd.element(s, &args, &o, &r) {
-                            Ok(v) => {
-                                let acc = Expr::load(lanes, lane.clone());
-                                s.store(lanes, lane, reduce_combine(op, acc, v));
-                            }
-                            Err(e) => err = Some(e),
+                s.for_(Expr::idx(0), Expr::idx(n_lanes), Expr::idx(1), |s, lane| {
+                    // Lanes past the last output compute a clamped (valid) element and are
+                    // never stored.
+                    let o = add(mul(grp.clone(), Expr::idx(n_lanes)), lane.clone());
+                    let o = if n_out.is_multiple_of(n_lanes) {
+                        o
+                    } else {
+                        Expr::bin(KBinary::Min, o, Expr::idx(n_out - 1))
+                    };
+                    let o = s.let_(o);
+                    match rd.element(s, &args, &o, &r) {
+                        Ok(v) => {
+                            let acc = Expr::load(lanes, lane.clone());
+                            s.store(lanes, lane, reduce_combine(op, acc, v));
                         }
-                    },
+                        Err(e) => err = Some(e),
+                    }
+                });
+            });
+            s.for_(Expr::idx(0), Expr::idx(n_lanes), Expr::idx(1), |s, lane| {
+                let o = s.let_(add(mul(grp.clone(), Expr::idx(n_lanes)), lane.clone()));
+                let v = round_to(dt, Expr::load(lanes, lane));
+                s.if_(
+                    o.clone().lt(Expr::idx(n_out)),
+                    |s| s.store(out, o.clone(), v.clone()),
+                    |_| {},
                 );
             });
-            s.for_(
-                Expr::idx(0),
-                Expr::idx(HOST_LANES),
-                Expr::idx(1),
-                |s, lane| {
-                    let o = s.let_(add(mul(grp.clone(), Expr::idx(HOST_LANES)), lane.clone()));
-                    let v = round_to(dt, Expr::load(lanes, lane));
-                    s.if_(
-                        o.clone().lt(Expr::idx(n_out)),
-                        |s| s.store(out, o.clone(), v.clone()),
-                        |_| {},
-                    );
-                },
-            );
         });
         if let Some(e) = err {
             return Err(e);
@@ -686,37 +671,27 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
     let mut kb = KernelBuilder::new(name, grid, block);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", dt, n_out, Access::Write);
-    let lanes = kb.private("lanes", t, HOST_LANES);
-    let full = r_len / HOST_LANES * HOST_LANES;
+    let lanes = kb.private("lanes", t.storage(), n_lanes);
+    let full = r_len / n_lanes * n_lanes;
     let body_phase = super::rows::per_item(&mut kb, n_out, |s, o| {
-        s.for_(
-            Expr::idx(0),
-            Expr::idx(HOST_LANES),
-            Expr::idx(1),
-            |s, lane| {
-                s.store(lanes, lane, reduce_init(op, t));
-            },
-        );
+        s.for_(Expr::idx(0), Expr::idx(n_lanes), Expr::idx(1), |s, lane| {
+            s.store(lanes, lane, reduce_init(op, t));
+        });
         s.for_(
             Expr::idx(0),
             Expr::idx(full),
-            Expr::idx(HOST_LANES),
+            Expr::idx(n_lanes),
             |s, r0| {
-                s.for_(
-                    Expr::idx(0),
-                    Expr::idx(HOST_LANES),
-                    Expr::idx(1),
-                    |s, lane| {
-                        let r = s.let_(add(r0.clone(), lane.clone()));
-                        match rd.element(s, &args, &o, &r) {
-                            Ok(v) => {
-                                let acc = Expr::load(lanes, lane.clone());
-                                s.store(lanes, lane, reduce_combine(op, acc, v));
-                            }
-                            Err(e) => err = Some(e),
+                s.for_(Expr::idx(0), Expr::idx(n_lanes), Expr::idx(1), |s, lane| {
+                    let r = s.let_(add(r0.clone(), lane.clone()));
+                    match rd.element(s, &args, &o, &r) {
+                        Ok(v) => {
+                            let acc = Expr::load(lanes, lane.clone());
+                            s.store(lanes, lane, reduce_combine(op, acc, v));
                         }
-                    },
-                );
+                        Err(e) => err = Some(e),
+                    }
+                });
             },
         );
         if full < r_len {
@@ -734,7 +709,7 @@ pub fn reduce_kernel_lanes(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
             );
         }
         let total = s.local(Expr::load(lanes, Expr::idx(0)));
-        for lane in 1..HOST_LANES {
+        for lane in 1..n_lanes {
             s.set(
                 total,
                 reduce_combine(op, Expr::Local(total), Expr::load(lanes, Expr::idx(lane))),

@@ -1,5 +1,5 @@
-//! Batched matrix product `[B, M, K] × [B, K, N]`: 16×16 output tiles per block, one output per
-//! thread, A and B tiles staged through shared memory, the accumulator in a private buffer
+//! Batched matrix product `[B, M, K] × [B, K, N]`: `tile × tile` output tiles per block (template
+//! `matmul`, knob `tile`, 16 by default), one output per thread, A and B tiles staged through shared memory, the accumulator in a private buffer
 //! across the k-loop's barriers; f32 accumulation with fma.
 //!
 //! This is the correctness baseline; tuned variants (register tiling, tensor cores) come with
@@ -7,10 +7,8 @@
 
 use super::fused::round_to;
 use super::index::{add, mul};
-use crate::kir::{Access, BlockStmt, Expr, Kernel, KernelBuilder, VTy};
+use crate::kir::{Access, BlockStmt, Expr, Kernel, KernelBuilder};
 use mmada_ir::DType;
-
-const T: u64 = 16;
 
 /// Shapes of one matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,17 +29,18 @@ pub struct MatMulShape {
     pub b_trans: bool,
 }
 
-/// The tiled matmul kernel for operands of `dtype` (result also `dtype`).
-pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
-    let (tm, tn) = (s.m.div_ceil(T), s.n.div_ceil(T));
+/// The tiled matmul kernel for operands of `dtype` (result also `dtype`), `tile × tile` threads
+/// per block.
+pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType, tile: u64) -> Kernel {
+    let (tm, tn) = (s.m.div_ceil(tile), s.n.div_ceil(tile));
     let grid = s.batch * tm * tn;
-    let mut kb = KernelBuilder::new(name, grid.max(1), (T * T) as u32);
+    let mut kb = KernelBuilder::new(name, grid.max(1), (tile * tile) as u32);
     let a = kb.param("a", dtype, s.batch * s.m * s.k, Access::Read);
     let b = kb.param("b", dtype, s.batch * s.k * s.n, Access::Read);
     let c = kb.param("c", dtype, s.batch * s.m * s.n, Access::Write);
-    let a_tile = kb.shared("a_tile", VTy::F32, T * T);
-    let b_tile = kb.shared("b_tile", VTy::F32, T * T);
-    let acc = kb.private("acc", VTy::F32, 1);
+    let a_tile = kb.shared("a_tile", DType::F32, tile * tile);
+    let b_tile = kb.shared("b_tile", DType::F32, tile * tile);
+    let acc = kb.private("acc", DType::F32, 1);
 
     // Per-thread coordinates, recomputed in each phase (phase-local values do not survive
     // barriers).
@@ -49,25 +48,25 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
         let bid = Expr::BlockId;
         let batch = s_.let_(bid.clone() / Expr::idx(tm * tn));
         let t = s_.let_(bid % Expr::idx(tm * tn));
-        let row0 = mul(t.clone() / Expr::idx(tn), Expr::idx(T));
-        let col0 = mul(t % Expr::idx(tn), Expr::idx(T));
-        let ty = s_.let_(Expr::ThreadId / Expr::idx(T));
-        let tx = s_.let_(Expr::ThreadId % Expr::idx(T));
+        let row0 = mul(t.clone() / Expr::idx(tn), Expr::idx(tile));
+        let col0 = mul(t % Expr::idx(tn), Expr::idx(tile));
+        let ty = s_.let_(Expr::ThreadId / Expr::idx(tile));
+        let tx = s_.let_(Expr::ThreadId % Expr::idx(tile));
         let row = s_.let_(add(row0, ty.clone()));
         let col = s_.let_(add(col0, tx.clone()));
         (batch, ty, tx, row, col)
     };
 
     let mut body = vec![kb.phase(|s_| s_.store(acc, Expr::idx(0), Expr::f32(0.0)))];
-    let k_tiles = s.k.div_ceil(T);
+    let k_tiles = s.k.div_ceil(tile);
     let (m, k, n) = (s.m, s.k, s.n);
     let kloop = kb.block_for(Expr::idx(0), Expr::idx(k_tiles), Expr::idx(1), |kb, kt| {
         let kt2 = kt.clone();
         vec![
             kb.phase(|s_| {
                 let (batch, ty, tx, row, col) = coords(s_);
-                let tile_idx = s_.let_(add(mul(ty.clone(), Expr::idx(T)), tx.clone()));
-                let ak = s_.let_(add(mul(kt.clone(), Expr::idx(T)), tx.clone()));
+                let tile_idx = s_.let_(add(mul(ty.clone(), Expr::idx(tile)), tx.clone()));
+                let ak = s_.let_(add(mul(kt.clone(), Expr::idx(tile)), tx.clone()));
                 let a_ok = row
                     .clone()
                     .lt(Expr::idx(m))
@@ -84,7 +83,7 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
                     |s_| s_.store(a_tile, ti.clone(), Expr::load(a, a_at)),
                     |s_| s_.store(a_tile, ti.clone(), Expr::f32(0.0)),
                 );
-                let bk = s_.let_(add(mul(kt.clone(), Expr::idx(T)), ty));
+                let bk = s_.let_(add(mul(kt.clone(), Expr::idx(tile)), ty));
                 let b_ok = bk
                     .clone()
                     .lt(Expr::idx(k))
@@ -104,12 +103,14 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType) -> Kernel {
             BlockStmt::Barrier,
             kb.phase(|s_| {
                 let _ = &kt2;
-                let ty = s_.let_(Expr::ThreadId / Expr::idx(T));
-                let tx = s_.let_(Expr::ThreadId % Expr::idx(T));
+                let ty = s_.let_(Expr::ThreadId / Expr::idx(tile));
+                let tx = s_.let_(Expr::ThreadId % Expr::idx(tile));
                 let sum = s_.local(Expr::load(acc, Expr::idx(0)));
-                for kk in 0..T {
-                    let av = Expr::load(a_tile, add(mul(ty.clone(), Expr::idx(T)), Expr::idx(kk)));
-                    let bv = Expr::load(b_tile, add(mul(Expr::idx(kk), Expr::idx(T)), tx.clone()));
+                for kk in 0..tile {
+                    let av =
+                        Expr::load(a_tile, add(mul(ty.clone(), Expr::idx(tile)), Expr::idx(kk)));
+                    let bv =
+                        Expr::load(b_tile, add(mul(Expr::idx(kk), Expr::idx(tile)), tx.clone()));
                     s_.set(sum, Expr::fma(av, bv, Expr::Local(sum)));
                 }
                 s_.store(acc, Expr::idx(0), Expr::Local(sum));

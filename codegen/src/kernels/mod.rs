@@ -1,7 +1,11 @@
 //! Kernel templates: graph nodes → KIR kernels.
 //!
+//! Each node belongs to one template family ([`template_of`], keys in [`crate::template`]); its
+//! kernel is built from the configuration the [`Choices`] resolve for that family.
+//!
 //! - [`fused`]: fused groups and single elementwise / view / reduction nodes;
-//! - [`matmul`]: batched matrix products.
+//! - [`softmax`]: row softmaxes; [`matmul`]: batched matrix products; [`conv`]: convolutions;
+//! - [`scan`]: cumulative sums and top-k; [`scatter`]: scatter-adds; [`rng`]: Philox streams.
 
 pub mod conv;
 pub mod fused;
@@ -14,14 +18,61 @@ pub mod scatter;
 pub mod softmax;
 
 use crate::kir::Kernel;
+use crate::template::{self, Choices, Template, TemplateUse};
 use crate::CodegenError;
 use mmada_ir::{BodyNode, FusedBody, Graph, NodeId, Op, Operand};
 use std::collections::HashSet;
 
+/// The template family of the kernel computing node `id`.
+pub fn template_of(g: &Graph, id: NodeId) -> &'static Template {
+    let root = |op: &Op| -> &'static Template {
+        match op {
+            Op::Reduce { .. } => &template::REDUCTION,
+            Op::Softmax { .. } => &template::SOFTMAX,
+            _ => &template::ELEMENTWISE,
+        }
+    };
+    match &g.node(id).op {
+        Op::MatMul => &template::MATMUL,
+        Op::Conv2d { .. } | Op::Conv2dInputGrad { .. } | Op::Conv2dWeightGrad { .. } => {
+            &template::CONV
+        }
+        Op::TopK { .. } | Op::CumSum { .. } => &template::SCAN,
+        Op::ScatterAdd { .. } | Op::Gather { .. } => &template::INDEX,
+        Op::Rng { .. } => &template::RNG,
+        Op::Fused { body } => root(&body.nodes[body.root].op),
+        op => root(op),
+    }
+}
+
+/// The configuration of `t` under `choices`, as an error naming the node when it is invalid.
+fn resolve(
+    g: &Graph,
+    id: NodeId,
+    t: &Template,
+    choices: &Choices,
+) -> Result<TemplateUse, CodegenError> {
+    choices.config(t).map_err(|msg| CodegenError::Unsupported {
+        node: g.describe(id),
+        msg,
+    })
+}
+
 /// A host-specific variant of the node's kernel, when one is better on a CPU: reductions over
-/// more than [`fused::HOST_LANES`] elements use lane-parallel accumulators, softmaxes one
-/// thread per row.
-pub fn host_variant(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kernel>, CodegenError> {
+/// more than `host_lanes` elements use lane-parallel accumulators, softmaxes one thread per
+/// row.
+pub fn host_variant(
+    g: &Graph,
+    id: NodeId,
+    name: &str,
+    choices: &Choices,
+) -> Result<Option<Kernel>, CodegenError> {
+    let t = template_of(g, id);
+    if t.key != template::REDUCTION.key && t.key != template::SOFTMAX.key {
+        return Ok(None);
+    }
+    let used = resolve(g, id, t, choices)?;
+    let lanes = used.config.get("host_lanes");
     let n = g.node(id);
     let body = match &n.op {
         Op::Fused { body } => (**body).clone(),
@@ -29,8 +80,14 @@ pub fn host_variant(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kernel>,
         _ => return Ok(None),
     };
     let root = &body.nodes[body.root];
+    let with_template = |mut k: Kernel| {
+        k.template = Some(used.clone());
+        Some(k)
+    };
     if matches!(root.op, Op::Softmax { .. }) {
-        return Ok(Some(softmax::softmax_kernel_host(name, &body)?));
+        return Ok(with_template(softmax::softmax_kernel_host(
+            name, &body, lanes,
+        )?));
     }
     let Op::Reduce { axes, .. } = &root.op else {
         return Ok(None);
@@ -41,10 +98,12 @@ pub fn host_variant(g: &Graph, id: NodeId, name: &str) -> Result<Option<Kernel>,
     };
     let r: usize = axes.iter().map(|&a| src_shape.0[a]).product();
     let column = !axes.contains(&(src_shape.rank() - 1));
-    if !column && (r as u64) <= fused::HOST_LANES {
+    if !column && (r as u64) <= lanes {
         return Ok(None);
     }
-    Ok(Some(fused::reduce_kernel_lanes(name, &body)?))
+    Ok(with_template(fused::reduce_kernel_lanes(
+        name, &body, lanes,
+    )?))
 }
 
 /// Wraps one node in a one-node fused body whose arguments are its operands.
@@ -83,7 +142,8 @@ pub fn matmul_shape(g: &Graph, id: NodeId, absorbed: &HashSet<NodeId>) -> matmul
 }
 
 /// The kernel computing node `id`, whose operands are the kernel's first parameters (in slot
-/// order) and whose result is the last parameter. `None` for nodes that need no kernel.
+/// order) and whose result is the last parameter, built from its template's configuration
+/// under `choices` (recorded in [`Kernel::template`]). `None` for nodes that need no kernel.
 /// Matmul operands in `absorbed` (transposes only matmuls use) are read transposed from the
 /// transpose's own operand.
 pub fn kernel_for_node(
@@ -91,7 +151,28 @@ pub fn kernel_for_node(
     id: NodeId,
     name: &str,
     absorbed: &HashSet<NodeId>,
+    choices: &Choices,
 ) -> Result<Option<Kernel>, CodegenError> {
+    if matches!(g.node(id).op, Op::Input { .. } | Op::Constant { .. }) {
+        return Ok(None);
+    }
+    let used = resolve(g, id, template_of(g, id), choices)?;
+    let k = build(g, id, name, absorbed, &used.config)?;
+    Ok(k.map(|mut k| {
+        k.template = Some(used);
+        k
+    }))
+}
+
+/// Builds the kernel of node `id` from a configuration of its template.
+fn build(
+    g: &Graph,
+    id: NodeId,
+    name: &str,
+    absorbed: &HashSet<NodeId>,
+    config: &template::Config,
+) -> Result<Option<Kernel>, CodegenError> {
+    let block = config.get("block");
     let n = g.node(id);
     let unsupported = |msg: &str| CodegenError::Unsupported {
         node: g.describe(id),
@@ -109,11 +190,12 @@ pub fn kernel_for_node(
                 &shape_of(0),
                 *axis,
                 *k,
+                block,
             )))
         }
         Op::CumSum { axis, reverse } => {
             return Ok(Some(scan::cumsum_kernel(
-                name, n.dtype, &n.shape, *axis, *reverse,
+                name, n.dtype, &n.shape, *axis, *reverse, block,
             )))
         }
         Op::ScatterAdd { axis } => {
@@ -124,6 +206,7 @@ pub fn kernel_for_node(
                 dtype_of(1),
                 &shape_of(1),
                 *axis,
+                block,
             )))
         }
         Op::Conv2d { geom } => {
@@ -134,6 +217,7 @@ pub fn kernel_for_node(
                 &shape_of(1),
                 &n.shape,
                 *geom,
+                block,
             )))
         }
         Op::Conv2dInputGrad { geom, .. } => {
@@ -144,6 +228,7 @@ pub fn kernel_for_node(
                 &shape_of(1),
                 &n.shape,
                 *geom,
+                block,
             )))
         }
         Op::Conv2dWeightGrad { geom, .. } => {
@@ -154,11 +239,17 @@ pub fn kernel_for_node(
                 &shape_of(1),
                 &n.shape,
                 *geom,
+                block,
             )))
         }
         Op::MatMul => {
             let shape = matmul_shape(g, id, absorbed);
-            return Ok(Some(matmul::matmul_kernel(name, shape, n.dtype)));
+            return Ok(Some(matmul::matmul_kernel(
+                name,
+                shape,
+                n.dtype,
+                config.get("tile"),
+            )));
         }
         Op::Fused { body } => (**body).clone(),
         Op::Unary { .. }
@@ -179,9 +270,9 @@ pub fn kernel_for_node(
         | Op::Softmax { .. } => single_node_body(g, id),
     };
     let k = match body.nodes[body.root].op {
-        Op::Reduce { .. } => fused::reduce_kernel(name, &body),
-        Op::Softmax { .. } => softmax::softmax_kernel(name, &body),
-        _ => fused::elementwise_kernel(name, &body),
+        Op::Reduce { .. } => fused::reduce_kernel(name, &body, block),
+        Op::Softmax { .. } => softmax::softmax_kernel(name, &body, block),
+        _ => fused::elementwise_kernel(name, &body, block),
     }
     .map_err(|e| match e {
         CodegenError::Unsupported { msg, .. } => unsupported(&msg),

@@ -4,15 +4,13 @@ use super::index::{add, linearize, mul, next_pow2, unravel};
 use crate::kir::{Expr, KernelBuilder, Scope};
 use mmada_ir::Shape;
 
-/// Threads per block for one-thread-per-item kernels.
-pub const BLOCK: u64 = 256;
-
-/// (grid, block) for `n` independent items.
-pub fn grid_for(n: u64) -> (u64, u32) {
-    let block = if n >= BLOCK {
-        BLOCK
+/// (grid, block) for `n` independent items, at most `max_block` threads per block (the
+/// template's `block` knob); fewer items take the next power of two, at least a warp.
+pub fn grid_for(n: u64, max_block: u64) -> (u64, u32) {
+    let block = if n >= max_block {
+        max_block
     } else {
-        next_pow2(n).max(32)
+        next_pow2(n).clamp(32, max_block.max(32))
     };
     (n.div_ceil(block).max(1), block as u32)
 }

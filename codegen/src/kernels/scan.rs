@@ -18,10 +18,11 @@ pub fn cumsum_kernel(
     shape: &Shape,
     axis: usize,
     reverse: bool,
+    max_block: u64,
 ) -> Kernel {
     let n = shape.0[axis] as u64;
     let rows = without_axis(shape, axis).numel() as u64;
-    let (grid, block) = grid_for(rows);
+    let (grid, block) = grid_for(rows, max_block);
     let mut kb = KernelBuilder::new(name, grid, block);
     let x = kb.param("x", dtype, shape.numel() as u64, Access::Read);
     let out = kb.param("out", dtype, shape.numel() as u64, Access::Write);
@@ -65,7 +66,14 @@ fn beats(t: VTy, a: Expr, ia: Expr, b: Expr, ib: Expr) -> Expr {
 }
 
 /// Indices of the k largest along `axis` (i64 output).
-pub fn topk_kernel(name: &str, dtype: DType, shape: &Shape, axis: usize, k: usize) -> Kernel {
+pub fn topk_kernel(
+    name: &str,
+    dtype: DType,
+    shape: &Shape,
+    axis: usize,
+    k: usize,
+    max_block: u64,
+) -> Kernel {
     let n = shape.0[axis] as u64;
     let rows = without_axis(shape, axis).numel() as u64;
     let mut out_shape = shape.clone();
@@ -74,7 +82,7 @@ pub fn topk_kernel(name: &str, dtype: DType, shape: &Shape, axis: usize, k: usiz
     let (st, ost) = (stride(shape, axis), stride(&out_shape, axis));
     let shape = shape.clone();
     if k == 1 {
-        let (grid, block) = grid_for(rows);
+        let (grid, block) = grid_for(rows, max_block);
         let mut kb = KernelBuilder::new(name, grid, block);
         let x = kb.param("x", dtype, shape.numel() as u64, Access::Read);
         let out = kb.param("out", DType::I64, out_shape.numel() as u64, Access::Write);
@@ -106,7 +114,7 @@ pub fn topk_kernel(name: &str, dtype: DType, shape: &Shape, axis: usize, k: usiz
         return kb.finish(vec![body]);
     }
     let total = rows * n;
-    let (grid, block) = grid_for(total);
+    let (grid, block) = grid_for(total, max_block);
     let mut kb = KernelBuilder::new(name, grid, block);
     let x = kb.param("x", dtype, shape.numel() as u64, Access::Read);
     let out = kb.param("out", DType::I64, out_shape.numel() as u64, Access::Write);

@@ -20,11 +20,12 @@ pub fn scatter_add_kernel(
     idx_dtype: DType,
     idx_shape: &Shape,
     axis: usize,
+    max_block: u64,
 ) -> Kernel {
     let cols = without_axis(base_shape, axis).numel() as u64;
     let (n, m) = (base_shape.0[axis] as u64, idx_shape.0[axis] as u64);
     let (sb, si) = (stride(base_shape, axis), stride(idx_shape, axis));
-    let (grid, block) = grid_for(cols);
+    let (grid, block) = grid_for(cols, max_block);
     let mut kb = KernelBuilder::new(name, grid, block);
     let base = kb.param("base", dtype, base_shape.numel() as u64, Access::Read);
     let idx = kb.param("idx", idx_dtype, idx_shape.numel() as u64, Access::Read);

@@ -7,21 +7,18 @@
 //!
 //! - [`softmax_kernel`]: one block per row, maximum and sum reduced through shared-memory trees
 //!   (the GPU kernel);
-//! - [`softmax_kernel_host`]: one thread per row, the sum accumulated in [`HOST_LANES`]
+//! - [`softmax_kernel_host`]: one thread per row, the sum accumulated in `host_lanes`
 //!   partial sums so the loop vectorises (the host variant).
 //!
 //! Values are f32; a 16-bit output is rounded once, after the division (the exponentials are
 //! recomputed for the division rather than read back rounded).
 
-use super::fused::{declare_args, round_to, tree_reduce, unary, BodyEval, HOST_LANES};
+use super::fused::{declare_args, round_to, tree_reduce, unary, BodyEval};
 use super::index::{add, mul, next_pow2, unravel};
 use super::rows::{host_grid_for, per_item, row_base, stride, without_axis};
 use crate::kir::{Access, BlockStmt, BufRef, Expr, KBinary, Kernel, KernelBuilder, Scope, VTy};
 use crate::CodegenError;
 use mmada_ir::{DType, FusedBody, Op, Operand, ReduceOp, Shape, UnaryOp};
-
-/// Threads per block of the GPU kernel, at most.
-const BLOCK: u64 = 256;
 
 /// The facts of the softmax at a fused body's root.
 struct Rows<'b> {
@@ -143,14 +140,18 @@ fn own_elements(s: &mut Scope, len: u64, block: u64, f: impl FnOnce(&mut Scope, 
 }
 
 /// One block per row: the GPU kernel.
-pub fn softmax_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+pub fn softmax_kernel(
+    name: &str,
+    body: &FusedBody,
+    max_block: u64,
+) -> Result<Kernel, CodegenError> {
     let rw = Rows::of(body)?;
-    let block = next_pow2(rw.len).clamp(32, BLOCK);
+    let block = next_pow2(rw.len).clamp(32, max_block);
     let mut kb = KernelBuilder::new(name, rw.rows.max(1), block as u32);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", rw.dt, rw.shape.numel() as u64, out_access(rw.dt));
-    let pmax = kb.shared("pmax", VTy::F32, block);
-    let psum = kb.shared("psum", VTy::F32, block);
+    let pmax = kb.shared("pmax", DType::F32, block);
+    let psum = kb.shared("psum", DType::F32, block);
     let o = Expr::BlockId;
     let mut err = None;
     let mut note = |r: Result<(), CodegenError>| {
@@ -198,16 +199,20 @@ pub fn softmax_kernel(name: &str, body: &FusedBody) -> Result<Kernel, CodegenErr
 }
 
 /// One thread per row: the host variant. The maximum is one accumulator (any order gives the
-/// same maximum, and LLVM vectorises the loop); the sum runs in [`HOST_LANES`] partial sums
+/// same maximum, and LLVM vectorises the loop); the sum runs in `n_lanes` partial sums (template knob `host_lanes`)
 /// combined in order.
-pub fn softmax_kernel_host(name: &str, body: &FusedBody) -> Result<Kernel, CodegenError> {
+pub fn softmax_kernel_host(
+    name: &str,
+    body: &FusedBody,
+    n_lanes: u64,
+) -> Result<Kernel, CodegenError> {
     let rw = Rows::of(body)?;
     let (grid, block) = host_grid_for(rw.rows);
     let mut kb = KernelBuilder::new(name, grid, block);
     let args = declare_args(&mut kb, body);
     let out = kb.param("out", rw.dt, rw.shape.numel() as u64, out_access(rw.dt));
-    let lanes = kb.private("lanes", VTy::F32, HOST_LANES);
-    let full = rw.len / HOST_LANES * HOST_LANES;
+    let lanes = kb.private("lanes", DType::F32, n_lanes);
+    let full = rw.len / n_lanes * n_lanes;
     let mut err = None;
     let mut note = |r: Result<(), CodegenError>| {
         if let Err(e) = r {
@@ -225,12 +230,9 @@ pub fn softmax_kernel_host(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
         });
         let m = s.let_(Expr::Local(m));
         let lane_loop = |s: &mut Scope, f: &mut dyn FnMut(&mut Scope, Expr)| {
-            s.for_(
-                Expr::idx(0),
-                Expr::idx(HOST_LANES),
-                Expr::idx(1),
-                |s, lane| f(s, lane),
-            )
+            s.for_(Expr::idx(0), Expr::idx(n_lanes), Expr::idx(1), |s, lane| {
+                f(s, lane)
+            })
         };
         lane_loop(s, &mut |s, lane| s.store(lanes, lane, Expr::f32(0.0)));
         // Exponential of element j, stored (f32 outputs) and added to partial sum `lane`.
@@ -246,7 +248,7 @@ pub fn softmax_kernel_host(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
         s.for_(
             Expr::idx(0),
             Expr::idx(full),
-            Expr::idx(HOST_LANES),
+            Expr::idx(n_lanes),
             |s, j0| {
                 lane_loop(s, &mut |s, lane| {
                     let j = s.let_(add(j0.clone(), lane.clone()));
@@ -260,7 +262,7 @@ pub fn softmax_kernel_host(name: &str, body: &FusedBody) -> Result<Kernel, Codeg
             });
         }
         let sum = s.local(Expr::load(lanes, Expr::idx(0)));
-        for lane in 1..HOST_LANES {
+        for lane in 1..n_lanes {
             let l = Expr::load(lanes, Expr::idx(lane));
             s.set(sum, Expr::bin(KBinary::Add, Expr::Local(sum), l));
         }

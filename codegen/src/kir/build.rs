@@ -26,6 +26,7 @@ impl KernelBuilder {
                 grid,
                 block,
                 body: Vec::new(),
+                template: None,
             },
         }
     }
@@ -47,20 +48,20 @@ impl KernelBuilder {
     }
 
     /// Declares a per-block shared buffer.
-    pub fn shared(&mut self, name: &str, ty: VTy, len: u64) -> BufRef {
+    pub fn shared(&mut self, name: &str, dtype: DType, len: u64) -> BufRef {
         self.k.shared.push(ScratchDecl {
             name: name.to_string(),
-            ty,
+            dtype,
             len,
         });
         BufRef::Shared(self.k.shared.len() as u32 - 1)
     }
 
     /// Declares a per-thread buffer that survives barriers.
-    pub fn private(&mut self, name: &str, ty: VTy, len: u64) -> BufRef {
+    pub fn private(&mut self, name: &str, dtype: DType, len: u64) -> BufRef {
         self.k.private.push(ScratchDecl {
             name: name.to_string(),
-            ty,
+            dtype,
             len,
         });
         BufRef::Private(self.k.private.len() as u32 - 1)
@@ -141,7 +142,7 @@ impl<'a> Scope<'a> {
     pub fn let_(&mut self, e: Expr) -> Expr {
         if matches!(
             e,
-            Expr::Const(_) | Expr::Var(_) | Expr::ThreadId | Expr::BlockId
+            Expr::Const(_) | Expr::Var(_) | Expr::ThreadId | Expr::BlockId | Expr::LaneId
         ) {
             return e;
         }

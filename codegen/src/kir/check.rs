@@ -1,7 +1,9 @@
 //! KIR validation: types, variable scoping, and the barrier discipline (uniform block-level
 //! control flow; no per-thread value crosses a phase boundary except through memory).
 
-use super::{BlockStmt, BufRef, Const, Expr, KBinary, KUnary, Kernel, Stmt, VTy};
+use super::{
+    BlockStmt, BufRef, Const, Expr, KBinary, KUnary, Kernel, ShuffleMode, Stmt, VTy, WARP,
+};
 use std::collections::HashSet;
 
 fn buf_ty(k: &Kernel, b: BufRef) -> Result<VTy, String> {
@@ -14,12 +16,12 @@ fn buf_ty(k: &Kernel, b: BufRef) -> Result<VTy, String> {
         BufRef::Shared(i) => k
             .shared
             .get(i as usize)
-            .map(|s| s.ty)
+            .map(|s| VTy::of_storage(s.dtype))
             .ok_or(format!("no shared buffer {i}")),
         BufRef::Private(i) => k
             .private
             .get(i as usize)
-            .map(|s| s.ty)
+            .map(|s| VTy::of_storage(s.dtype))
             .ok_or(format!("no private buffer {i}")),
     }
 }
@@ -42,7 +44,7 @@ pub fn type_of(k: &Kernel, e: &Expr) -> Result<VTy, String> {
             .locals
             .get(l.0 as usize)
             .ok_or(format!("no local {}", l.0))?,
-        Expr::ThreadId | Expr::BlockId => VTy::Index,
+        Expr::ThreadId | Expr::BlockId | Expr::LaneId => VTy::Index,
         Expr::Load { buf, index } => {
             if type_of(k, index)? != VTy::Index {
                 return Err("load index must be index-typed".into());
@@ -161,7 +163,7 @@ impl Checker<'_> {
                 self.scan(b, uniform)?;
                 self.scan(c, uniform)?;
             }
-            Expr::Const(_) | Expr::ThreadId | Expr::BlockId | Expr::Local(_) => {}
+            Expr::Const(_) | Expr::ThreadId | Expr::BlockId | Expr::LaneId | Expr::Local(_) => {}
         }
         Ok(())
     }
@@ -237,11 +239,63 @@ impl Checker<'_> {
         Ok(())
     }
 
+    fn shuffle(
+        &self,
+        mode: ShuffleMode,
+        src: (BufRef, u64),
+        dst: (BufRef, u64),
+    ) -> Result<(), String> {
+        if !self.k.block.is_multiple_of(WARP) {
+            return Err(format!(
+                "a shuffle needs whole warps, the block has {} threads",
+                self.k.block
+            ));
+        }
+        let (ShuffleMode::Xor(n) | ShuffleMode::Down(n) | ShuffleMode::Idx(n)) = mode;
+        if n >= WARP {
+            return Err(format!("shuffle {mode:?}: lanes are 0..32"));
+        }
+        let mut ty = None;
+        for (b, i) in [src, dst] {
+            let BufRef::Private(p) = b else {
+                return Err(format!("shuffles move private values, not {b:?}"));
+            };
+            let decl = &self.k.private[p as usize];
+            if i >= decl.len {
+                return Err(format!(
+                    "shuffle slot {i} of {} (length {})",
+                    decl.name, decl.len
+                ));
+            }
+            if !matches!(decl.dtype, mmada_ir::DType::F32 | mmada_ir::DType::I32) {
+                return Err(format!(
+                    "shuffles move f32 or i32 values, {} is {}",
+                    decl.name, decl.dtype
+                ));
+            }
+            if ty.is_some_and(|t| t != decl.dtype) {
+                return Err("shuffle source and destination differ in type".into());
+            }
+            ty = Some(decl.dtype);
+        }
+        if src == dst {
+            return Err("a shuffle reads and writes one slot (the host needs them apart)".into());
+        }
+        Ok(())
+    }
+
     fn block_stmts(&mut self, stmts: &[BlockStmt]) -> Result<(), String> {
         for s in stmts {
             match s {
                 BlockStmt::Phase(b) => self.stmts(b)?,
                 BlockStmt::Barrier => {}
+                BlockStmt::Shuffle {
+                    mode,
+                    src,
+                    src_index,
+                    dst,
+                    dst_index,
+                } => self.shuffle(*mode, (*src, *src_index), (*dst, *dst_index))?,
                 BlockStmt::For {
                     var,
                     start,

@@ -3,11 +3,12 @@
 //! On the host a phase is a loop over thread ids. Fused kernels compute their indices from the
 //! flat element number with `div` and `rem` (`p[((i / 32) % 256) * 256 + i % 32]` for a head
 //! transpose), which LLVM's vectoriser cannot see through: such kernels ran one element at a
-//! time. Here the loop becomes `for base in (0..block).step_by(LANES) { for lane in 0..LANES }`
+//! time. Here the loop becomes `for base in (0..block).step_by(LANES) { for lane in 0..LANES }`,
+//! with `LANES` the host's f32 vector width (the templates' `host_lanes`: 16 with AVX-512),
 //! and every index expression is rewritten, exactly, as `u + c·lane` where `u` does not depend
 //! on the lane whenever the arithmetic allows it:
 //!
-//! - `tid` is `base + lane`, and `base` is a multiple of [`LANES`];
+//! - `tid` is `base + lane`, and `base` is a multiple of `LANES`;
 //! - `(u + c·lane) % D` is `u % D + c·lane`, and `(u + c·lane) / D` is `u / D`, when `D` and
 //!   `u` are both multiples of `LANES·c` (then `u % D + c·lane` stays below `D`);
 //! - sums and products by constants keep the form, tracking what `u` is a multiple of.
@@ -18,14 +19,11 @@
 use super::{BlockStmt, Const, Expr, KBinary, Kernel, Stmt, VTy, VarId};
 use std::collections::HashMap;
 
-/// Lanes of the inner loop: one AVX-512 vector of f32.
-pub const LANES: u64 = 16;
-
 /// A phase body rewritten for the two-level thread loop.
 pub struct LaneSplit {
-    /// The outer loop's variable (a multiple of [`LANES`]).
+    /// The outer loop's variable (a multiple of the lane count).
     pub base: VarId,
-    /// The inner loop's variable, `0..LANES`.
+    /// The inner loop's variable, `0..lanes`.
     pub lane: VarId,
     /// The rewritten statements (they read `tid` only through `base` and `lane`).
     pub body: Vec<Stmt>,
@@ -53,7 +51,7 @@ pub fn with_lane_vars(k: &Kernel) -> (Kernel, u32) {
             .map(|s| match s {
                 BlockStmt::Phase(body) => lets(body),
                 BlockStmt::For { body, .. } => most(body),
-                BlockStmt::Barrier => 0,
+                BlockStmt::Barrier | BlockStmt::Shuffle { .. } => 0,
             })
             .max()
             .unwrap_or(0)
@@ -107,6 +105,8 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 struct Rewriter {
     block: u64,
+    /// Lanes of the inner loop.
+    lanes: u64,
     /// A `div` or `rem` by less than the block size was made lane-affine: the flat thread
     /// loop would not vectorise, the split one does.
     helps: bool,
@@ -120,9 +120,18 @@ struct Rewriter {
 /// `first_free_var`. `None` when the split would not help: no thread-dependent `div` or `rem`
 /// by less than the block size, which LLVM sees through itself (the flat loop then vectorises
 /// better, as the split loop of 16 lanes is fully unrolled before LLVM's loop vectoriser runs).
-pub fn split_phase(body: &[Stmt], block: u64, first_free_var: u32) -> Option<LaneSplit> {
+pub fn split_phase(
+    body: &[Stmt],
+    block: u64,
+    lanes: u64,
+    first_free_var: u32,
+) -> Option<LaneSplit> {
+    if lanes < 2 || !block.is_multiple_of(lanes) {
+        return None;
+    }
     let mut r = Rewriter {
         block,
+        lanes,
         helps: false,
         base: VarId(first_free_var),
         lane: VarId(first_free_var + 1),
@@ -165,13 +174,15 @@ impl Rewriter {
             Expr::ThreadId => {
                 let a = Affine {
                     u: Expr::Var(self.base),
-                    align: LANES,
+                    align: self.lanes,
                     c: 1,
                     nonneg: true,
                 };
                 (self.build(&a), Form::Affine(a))
             }
             Expr::BlockId => (e.clone(), Form::uniform(e.clone(), 1, true)),
+            // `tid % 32` on the host, computed from the split thread id as it stands.
+            Expr::LaneId => (e.clone(), Form::Varying),
             Expr::Var(v) => match self.forms.get(v) {
                 Some(Form::Affine(a)) => {
                     let a = a.clone();
@@ -272,7 +283,7 @@ impl Rewriter {
             }
             KBinary::Rem | KBinary::Div if konst(b).is_some_and(|d| d > 0) => {
                 let d = konst(b).unwrap_or(1);
-                let lanes = LANES * x.c;
+                let lanes = self.lanes * x.c;
                 let exact = x.c == 0 || (x.nonneg && d % lanes == 0 && x.align % lanes == 0);
                 if !exact {
                     return (Expr::bin(op, ea, eb), Form::Varying);
@@ -424,6 +435,7 @@ mod tests {
             Expr::Const(Const::Index(k)) => *k,
             Expr::ThreadId => tid,
             Expr::BlockId => bid,
+            Expr::LaneId => tid % 32,
             Expr::Var(v) => vars[v],
             Expr::Load { index, .. } => ev(index) * 3 + 1,
             Expr::Binary(op, a, b) => {
@@ -522,15 +534,16 @@ mod tests {
                 index: random_expr(&mut r, 4, 4),
                 value: Expr::Var(VarId(3)),
             });
-            let Some(split) = split_phase(&body, 256, 4) else {
+            let lanes = [16, 8, 4][(r % 3) as usize];
+            let Some(split) = split_phase(&body, 256, lanes, 4) else {
                 continue;
             };
             for bid in [0u64, 1, 7, 300] {
                 for tid in 0..256u64 {
                     let want = run(&body, tid, bid, &mut HashMap::new());
                     let mut vars = HashMap::new();
-                    vars.insert(split.base, tid / LANES * LANES);
-                    vars.insert(split.lane, tid % LANES);
+                    vars.insert(split.base, tid / lanes * lanes);
+                    vars.insert(split.lane, tid % lanes);
                     let got = run(&split.body, 0, bid, &mut vars);
                     assert_eq!(got, want, "tid {tid} bid {bid}: {body:?}");
                 }
@@ -572,7 +585,7 @@ mod tests {
                 ),
             },
         ];
-        let split = split_phase(&body, 256, 1).expect("a div by 32 < 256 threads");
+        let split = split_phase(&body, 256, 16, 1).expect("a div by 32 < 256 threads");
         let Stmt::Store { value, .. } = &split.body[2] else {
             panic!("{:?}", split.body)
         };

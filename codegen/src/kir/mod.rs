@@ -65,6 +65,16 @@ impl VTy {
     pub fn is_int(self) -> bool {
         matches!(self, VTy::I32 | VTy::I64 | VTy::Index)
     }
+
+    /// The storage dtype that holds values of this type exactly (index values as i64).
+    pub fn storage(self) -> DType {
+        match self {
+            VTy::F32 => DType::F32,
+            VTy::I32 => DType::I32,
+            VTy::I64 | VTy::Index => DType::I64,
+            VTy::Bool => DType::Bool,
+        }
+    }
 }
 
 /// A variable bound once (`let`) or a loop counter.
@@ -110,15 +120,44 @@ pub struct ParamDecl {
     pub access: Access,
 }
 
-/// A shared or private scratch buffer of `len` values of `ty`.
+/// A shared or private scratch buffer of `len` elements stored as `dtype`: like parameters,
+/// f16/bf16 elements are widened to f32 on load and rounded to nearest-even on store, so a
+/// bf16 shared tile holds half the bytes of an f32 one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScratchDecl {
     /// Name for dumps.
     pub name: String,
-    /// Element value type.
-    pub ty: VTy,
+    /// Storage dtype of the elements.
+    pub dtype: DType,
     /// Number of elements (per block for shared, per thread for private).
     pub len: u64,
+}
+
+/// Threads per warp: a warp is 32 consecutive thread slots of a block (threads `32w..32w+31`),
+/// on the host as on the GPU.
+pub const WARP: u32 = 32;
+
+/// Which lane each thread of a warp reads in a [`BlockStmt::Shuffle`] (lane = thread id % 32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ShuffleMode {
+    /// Lane `lane ^ mask` (butterfly; `mask < 32`).
+    Xor(u32),
+    /// Lane `lane + delta`; lanes whose source would pass lane 31 read their own value.
+    Down(u32),
+    /// Lane `source` (a broadcast; `source < 32`).
+    Idx(u32),
+}
+
+impl ShuffleMode {
+    /// The lane that `lane` reads from.
+    pub fn source(self, lane: u32) -> u32 {
+        match self {
+            ShuffleMode::Xor(m) => lane ^ m,
+            ShuffleMode::Down(d) if lane + d < WARP => lane + d,
+            ShuffleMode::Down(_) => lane,
+            ShuffleMode::Idx(s) => s,
+        }
+    }
 }
 
 /// Block-level statements: the same in every thread of a block.
@@ -128,6 +167,23 @@ pub enum BlockStmt {
     Phase(Vec<Stmt>),
     /// All threads of the block wait here; memory written before is visible after.
     Barrier,
+    /// A warp shuffle: every thread `t` sets `dst[dst_index]` (its own private slot) to
+    /// `src[src_index]` of the thread of its warp that `mode` names, all reads before any write.
+    /// `src` and `dst` are private buffers of one value type (f32 or i32), not the same slot.
+    /// On the GPU, `shfl.sync` over the full warp; on the host, a loop over the block's threads
+    /// reading the other thread's private slot, so the result is the same bit for bit.
+    Shuffle {
+        /// Lane selection.
+        mode: ShuffleMode,
+        /// Private buffer read.
+        src: BufRef,
+        /// Element of `src` read.
+        src_index: u64,
+        /// Private buffer written.
+        dst: BufRef,
+        /// Element of `dst` written.
+        dst_index: u64,
+    },
     /// A uniform loop (bounds may not depend on the thread id or per-thread state).
     For {
         /// Loop counter (index).
@@ -271,8 +327,10 @@ pub enum KCmp {
 /// A constant.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Const {
-    /// f32 value.
-    F32(f32),
+    /// f32 value, stored as its bits: JSON has no ±∞ or NaN, and two kernels that differ only
+    /// in the sign of an infinity must not look alike (kernels are deduplicated by the hash of
+    /// their encoding).
+    F32(#[serde(with = "f32_bits")] f32),
     /// i32 value.
     I32(i32),
     /// i64 value.
@@ -281,6 +339,18 @@ pub enum Const {
     Bool(bool),
     /// index value.
     Index(u64),
+}
+
+mod f32_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        u32::deserialize(d).map(f32::from_bits)
+    }
 }
 
 /// Expressions (trees; share values with `Let`).
@@ -296,6 +366,8 @@ pub enum Expr {
     ThreadId,
     /// Block index within the grid (index).
     BlockId,
+    /// Lane within the warp, `ThreadId % 32` (index).
+    LaneId,
     /// One element of a buffer, widened to the buffer's value type.
     Load {
         /// Buffer.
@@ -340,6 +412,9 @@ pub struct Kernel {
     pub block: u32,
     /// Body.
     pub body: Vec<BlockStmt>,
+    /// The template and configuration it was built from (set by the planner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::template::TemplateUse>,
 }
 
 /// Expression constructors.
@@ -428,3 +503,27 @@ expr_op!(Sub, sub, Sub);
 expr_op!(Mul, mul, Mul);
 expr_op!(Div, div, Div);
 expr_op!(Rem, rem, Rem);
+
+#[cfg(test)]
+mod tests {
+    use super::Const;
+
+    #[test]
+    fn f32_constants_keep_infinities_and_nan_bits_in_json() {
+        for v in [f32::INFINITY, f32::NEG_INFINITY, -0.0, 1.5e-42, f32::MAX] {
+            let j = serde_json::to_string(&Const::F32(v)).unwrap();
+            let back: Const = serde_json::from_str(&j).unwrap();
+            assert_eq!(back, Const::F32(v), "{j}");
+        }
+        let nan = f32::from_bits(0x7fc0_0001);
+        let j = serde_json::to_string(&Const::F32(nan)).unwrap();
+        let Const::F32(back) = serde_json::from_str(&j).unwrap() else {
+            panic!("{j}")
+        };
+        assert_eq!(back.to_bits(), nan.to_bits());
+        assert_ne!(
+            serde_json::to_string(&Const::F32(f32::INFINITY)).unwrap(),
+            serde_json::to_string(&Const::F32(f32::NEG_INFINITY)).unwrap()
+        );
+    }
+}

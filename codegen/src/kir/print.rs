@@ -24,6 +24,7 @@ fn expr(e: &Expr) -> String {
         Expr::Local(l) => format!("l{}", l.0),
         Expr::ThreadId => "tid".into(),
         Expr::BlockId => "bid".into(),
+        Expr::LaneId => "lane".into(),
         Expr::Load { buf: b, index } => format!("{}[{}]", buf(b), expr(index)),
         Expr::Unary(op, a) => format!("{op:?}({})", expr(a)).to_lowercase(),
         Expr::Binary(op, a, b) => format!("{:?}({}, {})", op, expr(a), expr(b)).to_lowercase(),
@@ -99,6 +100,20 @@ fn block_stmts(out: &mut String, ss: &[BlockStmt], ind: usize) {
             BlockStmt::Barrier => {
                 let _ = writeln!(out, "{pad}barrier");
             }
+            BlockStmt::Shuffle {
+                mode,
+                src,
+                src_index,
+                dst,
+                dst_index,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}shuffle {mode:?}: {}[{dst_index}] <- {}[{src_index}]",
+                    buf(dst),
+                    buf(src)
+                );
+            }
             BlockStmt::For {
                 var,
                 start,
@@ -132,10 +147,10 @@ pub fn to_text(k: &Kernel) -> String {
         );
     }
     for (i, s) in k.shared.iter().enumerate() {
-        let _ = writeln!(out, "  shared smem{i} {}: {:?}[{}]", s.name, s.ty, s.len);
+        let _ = writeln!(out, "  shared smem{i} {}: {}[{}]", s.name, s.dtype, s.len);
     }
     for (i, s) in k.private.iter().enumerate() {
-        let _ = writeln!(out, "  private priv{i} {}: {:?}[{}]", s.name, s.ty, s.len);
+        let _ = writeln!(out, "  private priv{i} {}: {}[{}]", s.name, s.dtype, s.len);
     }
     block_stmts(&mut out, &k.body, 1);
     out

@@ -13,8 +13,10 @@
 //! conversions are integer code, so both targets compute the same bits and the GPU path needs no
 //! libdevice.
 
-use crate::kir::lanes::{split_phase, LANES};
-use crate::kir::{BlockStmt, BufRef, Const, Expr, KBinary, KCmp, KUnary, Kernel, Stmt, VTy};
+use crate::kir::lanes::split_phase;
+use crate::kir::{
+    BlockStmt, BufRef, Const, Expr, KBinary, KCmp, KUnary, Kernel, ShuffleMode, Stmt, VTy, WARP,
+};
 use crate::CodegenError;
 use melior::{
     dialect::arith::CmpfPredicate,
@@ -59,6 +61,8 @@ pub(crate) struct Emitter<'c, 'k> {
     bid: Option<V>,
     /// Host: the first variable id free for the lane split (see [`crate::kir::lanes`]).
     pub(crate) first_lane_var: Option<u32>,
+    /// Host: lanes of the lane split (the CPU's f32 vector width; below 2, no split).
+    pub(crate) lanes: u64,
 }
 
 pub(crate) fn val<'c, 'a>(v: V) -> Value<'c, 'a> {
@@ -82,6 +86,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
             tid: None,
             bid: None,
             first_lane_var: None,
+            lanes: 0,
         }
     }
 
@@ -308,20 +313,20 @@ impl<'c, 'k> Emitter<'c, 'k> {
         match self.target {
             Target::Host => {
                 for s in &self.k.shared.clone() {
-                    let ty = self.memref(self.vty(s.ty), s.len, None);
+                    let ty = self.memref(self.storage_ty(s.dtype), s.len, None);
                     let v = alloca(self, ty)?;
                     self.shared.push(v);
                 }
                 let threads = self.k.block as u64;
                 for s in &self.k.private.clone() {
-                    let ty = self.memref(self.vty(s.ty), s.len * threads, None);
+                    let ty = self.memref(self.storage_ty(s.dtype), s.len * threads, None);
                     let v = alloca(self, ty)?;
                     self.private.push(v);
                 }
             }
             Target::Gpu => {
                 for s in &self.k.private.clone() {
-                    let ty = self.memref(self.vty(s.ty), s.len, None);
+                    let ty = self.memref(self.storage_ty(s.dtype), s.len, None);
                     let v = alloca(self, ty)?;
                     self.private.push(v);
                 }
@@ -368,10 +373,10 @@ impl<'c, 'k> Emitter<'c, 'k> {
 
     fn lane_split(&self, body: &[crate::kir::Stmt]) -> Option<crate::kir::lanes::LaneSplit> {
         let block = self.k.block as u64;
-        if self.target != Target::Host || !block.is_multiple_of(LANES) {
+        if self.target != Target::Host {
             return None;
         }
-        split_phase(body, block, self.first_lane_var?)
+        split_phase(body, block, self.lanes, self.first_lane_var?)
     }
 
     fn block_stmts(&mut self, b: &Block<'c>, stmts: &[BlockStmt]) -> Result<(), CodegenError> {
@@ -383,7 +388,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
                         // `uniform + lane` so that LLVM vectorises the lanes (see `kir::lanes`).
                         let lo = self.idx(b, 0)?;
                         let hi = self.idx(b, self.k.block as u64)?;
-                        let lanes = self.idx(b, LANES)?;
+                        let lanes = self.idx(b, self.lanes)?;
                         let one = self.idx(b, 1)?;
                         self.for_loop(b, lo, hi, lanes, |this, blk, base| {
                             this.vars.insert(split.base.0, base);
@@ -417,6 +422,20 @@ impl<'c, 'k> Emitter<'c, 'k> {
                         self.op(b, "gpu.barrier", &[], &[], &[])?;
                     }
                 }
+                BlockStmt::Shuffle {
+                    mode,
+                    src,
+                    src_index,
+                    dst,
+                    dst_index,
+                } => match self.target {
+                    Target::Host => {
+                        self.shuffle_host(b, *mode, (*src, *src_index), (*dst, *dst_index))?
+                    }
+                    Target::Gpu => {
+                        self.shuffle_gpu(b, *mode, (*src, *src_index), (*dst, *dst_index))?
+                    }
+                },
                 BlockStmt::For {
                     var,
                     start,
@@ -436,6 +455,95 @@ impl<'c, 'k> Emitter<'c, 'k> {
             }
         }
         Ok(())
+    }
+
+    /// The host meaning of a warp shuffle: a loop over the block's threads, each reading the
+    /// private slot of the thread of its warp that `mode` names (private buffers are laid out
+    /// thread by thread, so that is an ordinary load).
+    fn shuffle_host(
+        &mut self,
+        b: &Block<'c>,
+        mode: ShuffleMode,
+        src: (BufRef, u64),
+        dst: (BufRef, u64),
+    ) -> Result<(), CodegenError> {
+        let (BufRef::Private(ps), BufRef::Private(pd)) = (src.0, dst.0) else {
+            return Err(CodegenError::Kir("shuffles move private values".into()));
+        };
+        let (ms, ls) = (self.private[ps as usize], self.k.private[ps as usize].len);
+        let (md, ld) = (self.private[pd as usize], self.k.private[pd as usize].len);
+        let elem = self.storage_ty(self.k.private[ps as usize].dtype);
+        let lo = self.idx(b, 0)?;
+        let hi = self.idx(b, self.k.block as u64)?;
+        let one = self.idx(b, 1)?;
+        self.for_loop(b, lo, hi, one, |this, blk, t| {
+            let w = this.idx(blk, WARP as u64)?;
+            let lane = this.bin(blk, "arith.remui", t, w)?;
+            let base = this.bin(blk, "arith.subi", t, lane)?;
+            let from = match mode {
+                ShuffleMode::Xor(m) => {
+                    let m = this.idx(blk, m as u64)?;
+                    this.bin(blk, "arith.xori", lane, m)?
+                }
+                ShuffleMode::Down(d) => {
+                    let d = this.idx(blk, d as u64)?;
+                    let cand = this.bin(blk, "arith.addi", lane, d)?;
+                    let inside = this.cmpi(blk, CmpiPredicate::Ult, cand, w)?;
+                    this.select(blk, inside, cand, lane)?
+                }
+                ShuffleMode::Idx(s) => this.idx(blk, s as u64)?,
+            };
+            let thread = this.bin(blk, "arith.addi", base, from)?;
+            let (ls, si) = (this.idx(blk, ls)?, this.idx(blk, src.1)?);
+            let at = this.bin(blk, "arith.muli", thread, ls)?;
+            let at = this.bin(blk, "arith.addi", at, si)?;
+            let v = this.op1(blk, "memref.load", &[ms, at], elem)?;
+            let (ld, di) = (this.idx(blk, ld)?, this.idx(blk, dst.1)?);
+            let to = this.bin(blk, "arith.muli", t, ld)?;
+            let to = this.bin(blk, "arith.addi", to, di)?;
+            this.op(blk, "memref.store", &[v, md, to], &[], &[])?;
+            Ok(())
+        })
+    }
+
+    /// A warp shuffle on the GPU: `gpu.shuffle` (NVVM `shfl.sync`, full mask) of each thread's
+    /// value; out-of-range `down` lanes keep their own value.
+    fn shuffle_gpu(
+        &mut self,
+        b: &Block<'c>,
+        mode: ShuffleMode,
+        src: (BufRef, u64),
+        dst: (BufRef, u64),
+    ) -> Result<(), CodegenError> {
+        let si = self.idx(b, src.1)?;
+        let v = self.load(b, src.0, si)?;
+        let (name, n) = match mode {
+            ShuffleMode::Xor(m) => ("xor", m),
+            ShuffleMode::Down(d) => ("down", d),
+            ShuffleMode::Idx(s) => ("idx", s),
+        };
+        let offset = self.cst(b, Const::I32(n as i32))?;
+        let width = self.cst(b, Const::I32(WARP as i32))?;
+        let attr = Attribute::parse(self.c, &format!("#gpu<shuffle_mode {name}>"))
+            .ok_or_else(|| CodegenError::Mlir("shuffle mode".into()))?;
+        let op = OperationBuilder::new("gpu.shuffle", self.loc)
+            .add_operands(&[val(v), val(offset), val(width)])
+            .add_results(&[self.ty_of(v), self.i(1)])
+            .add_attributes(&[(Identifier::new(self.c, "mode"), attr)])
+            .build()
+            .map_err(|e| CodegenError::Mlir(format!("building gpu.shuffle: {e}")))?;
+        let r = b.append_operation(op);
+        let got = r
+            .result(0)
+            .map_err(|e| CodegenError::Mlir(e.to_string()))?
+            .to_raw();
+        let valid = r
+            .result(1)
+            .map_err(|e| CodegenError::Mlir(e.to_string()))?
+            .to_raw();
+        let out = self.select(b, valid, got, v)?;
+        let di = self.idx(b, dst.1)?;
+        self.store(b, dst.0, di, out)
     }
 
     fn stmts(&mut self, b: &Block<'c>, stmts: &[Stmt]) -> Result<(), CodegenError> {
@@ -522,53 +630,49 @@ impl<'c, 'k> Emitter<'c, 'k> {
         })
     }
 
-    fn load(&self, b: &Block<'c>, buf: BufRef, i: V) -> Result<V, CodegenError> {
-        let (m, i) = self.locate(b, buf, i)?;
+    /// The storage dtype of a buffer's elements.
+    fn buf_dtype(&self, buf: BufRef) -> DType {
         match buf {
-            BufRef::Param(p) => {
-                let dt = self.k.params[p as usize].dtype;
-                let raw = self.op1(b, "memref.load", &[m, i], self.storage_ty(dt))?;
-                match dt {
-                    DType::F64 => self.cast(b, "arith.truncf", raw, Type::float32(self.c)),
-                    DType::F16 => self.f16_bits_to_f32(b, raw),
-                    DType::BF16 => self.bf16_bits_to_f32(b, raw),
-                    DType::Bool => {
-                        let zero = self
-                            .op(
-                                b,
-                                "arith.constant",
-                                &[],
-                                &[self.i(8)],
-                                &[("value", IntegerAttribute::new(self.i(8), 0).into())],
-                            )?
-                            .ok_or_else(|| CodegenError::Mlir("constant".into()))?;
-                        self.cmpi(b, CmpiPredicate::Ne, raw, zero)
-                    }
-                    _ => Ok(raw),
-                }
-            }
-            BufRef::Shared(s) => {
-                let t = self.vty(self.k.shared[s as usize].ty);
-                self.op1(b, "memref.load", &[m, i], t)
-            }
-            BufRef::Private(p) => {
-                let t = self.vty(self.k.private[p as usize].ty);
-                self.op1(b, "memref.load", &[m, i], t)
-            }
+            BufRef::Param(p) => self.k.params[p as usize].dtype,
+            BufRef::Shared(s) => self.k.shared[s as usize].dtype,
+            BufRef::Private(p) => self.k.private[p as usize].dtype,
         }
     }
 
+    /// Loads one element, widened to its value type (f16/bf16/f64 → f32, bool bytes → i1).
+    fn load(&self, b: &Block<'c>, buf: BufRef, i: V) -> Result<V, CodegenError> {
+        let (m, i) = self.locate(b, buf, i)?;
+        let dt = self.buf_dtype(buf);
+        let raw = self.op1(b, "memref.load", &[m, i], self.storage_ty(dt))?;
+        match dt {
+            DType::F64 => self.cast(b, "arith.truncf", raw, Type::float32(self.c)),
+            DType::F16 => self.f16_bits_to_f32(b, raw),
+            DType::BF16 => self.bf16_bits_to_f32(b, raw),
+            DType::Bool => {
+                let zero = self
+                    .op(
+                        b,
+                        "arith.constant",
+                        &[],
+                        &[self.i(8)],
+                        &[("value", IntegerAttribute::new(self.i(8), 0).into())],
+                    )?
+                    .ok_or_else(|| CodegenError::Mlir("constant".into()))?;
+                self.cmpi(b, CmpiPredicate::Ne, raw, zero)
+            }
+            DType::F32 | DType::I32 | DType::I64 => Ok(raw),
+        }
+    }
+
+    /// Stores one element, narrowed to its storage dtype (f32 → f16/bf16 nearest-even).
     fn store(&self, b: &Block<'c>, buf: BufRef, i: V, v: V) -> Result<(), CodegenError> {
         let (m, i) = self.locate(b, buf, i)?;
-        let v = match buf {
-            BufRef::Param(p) => match self.k.params[p as usize].dtype {
-                DType::F64 => self.cast(b, "arith.extf", v, Type::float64(self.c))?,
-                DType::F16 => self.f32_to_f16_bits(b, v)?,
-                DType::BF16 => self.f32_to_bf16_bits(b, v)?,
-                DType::Bool => self.cast(b, "arith.extui", v, self.i(8))?,
-                _ => v,
-            },
-            _ => v,
+        let v = match self.buf_dtype(buf) {
+            DType::F64 => self.cast(b, "arith.extf", v, Type::float64(self.c))?,
+            DType::F16 => self.f32_to_f16_bits(b, v)?,
+            DType::BF16 => self.f32_to_bf16_bits(b, v)?,
+            DType::Bool => self.cast(b, "arith.extui", v, self.i(8))?,
+            DType::F32 | DType::I32 | DType::I64 => v,
         };
         self.op(b, "memref.store", &[v, m, i], &[], &[])?;
         Ok(())
@@ -594,6 +698,13 @@ impl<'c, 'k> Emitter<'c, 'k> {
             Expr::BlockId => self
                 .bid
                 .ok_or_else(|| CodegenError::Kir("block id unavailable".into())),
+            Expr::LaneId => {
+                let t = self
+                    .tid
+                    .ok_or_else(|| CodegenError::Kir("lane id used outside a phase".into()))?;
+                let w = self.idx(b, WARP as u64)?;
+                self.bin(b, "arith.remui", t, w)
+            }
             Expr::Load { buf, index } => {
                 let i = self.expr(b, index)?;
                 self.load(b, *buf, i)

@@ -2,8 +2,8 @@
 //! optionally checks the outputs against expected values and times the runs.
 //!
 //! ```text
-//! mmada-run ARTIFACT --input in.safetensors [--output out.safetensors] [--target cpu|cuda]
-//!           [--expect ref.safetensors --tol 1e-5] [--repeat N]
+//! mmada-run ARTIFACT --input in.safetensors [--entry NAME] [--output out.safetensors]
+//!           [--target cpu|cuda] [--expect ref.safetensors --tol 1e-5] [--repeat N]
 //! ```
 
 use clap::Parser;
@@ -22,6 +22,9 @@ struct Args {
     /// Inputs (safetensors).
     #[arg(long)]
     input: PathBuf,
+    /// The entry to run (default: the first).
+    #[arg(long)]
+    entry: Option<String>,
     /// Where to write the outputs.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -56,10 +59,14 @@ fn run() -> Result<bool, String> {
     let art = Artifact::read(&a.artifact).map_err(|e| e.to_string())?;
     let name = art.manifest.name.clone();
     let exe = Executable::new(art).map_err(|e| e.to_string())?;
+    let entry = match &a.entry {
+        Some(e) => exe.entry(e).map_err(|e| e.to_string())?.clone(),
+        None => exe.default_entry().clone(),
+    };
     let mut inputs = tensor_io::read_safetensors(&a.input).map_err(|e| e.to_string())?;
     // Parameters and state are set once (resident); data inputs are fed every run.
     let mut resident = indexmap::IndexMap::new();
-    for (i, b) in exe.plan.inputs.iter().enumerate() {
+    for (i, b) in entry.inputs.iter().enumerate() {
         if b.role == mmada_ir::Role::Data {
             continue;
         }
@@ -84,31 +91,41 @@ fn run() -> Result<bool, String> {
             ex.set_input(n, t).map_err(|e| e.to_string())?;
         }
         let (dev, arch) = ex.device();
-        let out = ex.run(&inputs).map_err(|e| e.to_string())?;
+        let out = ex
+            .run_entry_outputs(&entry.name, &inputs)
+            .map_err(|e| e.to_string())?;
+        let index = ex
+            .executable()
+            .entry_index(&entry.name)
+            .map_err(|e| e.to_string())?;
         let mut launch = Vec::new();
         let mut whole = Vec::new();
         for _ in 0..a.repeat {
             let t = Instant::now();
-            ex.launch_all().map_err(|e| e.to_string())?;
+            ex.launch_entry(index).map_err(|e| e.to_string())?;
             ex.synchronize().map_err(|e| e.to_string())?;
             launch.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
-            ex.run(&inputs).map_err(|e| e.to_string())?;
+            ex.run_entry_outputs(&entry.name, &inputs)
+                .map_err(|e| e.to_string())?;
             whole.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let lm = (!launch.is_empty()).then(|| median(launch));
         let rm = (!whole.is_empty()).then(|| median(whole));
-        (out, format!("{dev} (sm_{arch} PTX)"), lm, rm)
+        (out, format!("{dev} ({arch} PTX)"), lm, rm)
     } else {
         let mut ex = CpuExecutor::new(exe).map_err(|e| e.to_string())?;
         for (n, t) in &resident {
             ex.set_input(n, t).map_err(|e| e.to_string())?;
         }
-        let out = ex.run(&inputs).map_err(|e| e.to_string())?;
+        let out = ex
+            .run_entry_outputs(&entry.name, &inputs)
+            .map_err(|e| e.to_string())?;
         let mut whole = Vec::new();
         for _ in 0..a.repeat {
             let t = Instant::now();
-            ex.run(&inputs).map_err(|e| e.to_string())?;
+            ex.run_entry_outputs(&entry.name, &inputs)
+                .map_err(|e| e.to_string())?;
             whole.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let rm = (!whole.is_empty()).then(|| median(whole));

@@ -1,19 +1,76 @@
-//! Progress display and summary of `mmada train`.
+//! `mmada train`: the compiled masked-diffusion trainer with a progress bar (or log lines) and
+//! a summary.
 
-use crate::cli::CliError;
+use super::{default_gpu_archs, target_of, RunTarget};
+use crate::error::CliError;
 use indicatif::{ProgressBar, ProgressStyle};
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::llvm::HostCpu;
+use mmada_models::config::LladaConfig;
 use mmada_models::trainer::{train, Progress, StepRecord, TrainOptions};
 use mmada_runtime::Target;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Arguments of `mmada train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// JSONL data files (default: the embedded GSM-style problems and text).
+    data: Vec<PathBuf>,
+    /// Model preset to initialise from: tiny, bench-tiny, bench-small.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Start from this HF checkpoint directory instead of a preset.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// tokenizer.json (default: the embedded tiny tokenizer).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Total optimiser steps.
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per row (at most the model's max_sequence_length).
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Cosine floor as a fraction of the peak rate.
+    #[arg(long, default_value_t = 0.1)]
+    min_lr_scale: f64,
+    /// Seed of initialisation, data order and noise.
+    #[arg(long, default_value_t = 10086)]
+    seed: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    save_every: usize,
+    /// Checkpoints to keep.
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// Output directory (checkpoints, metrics.jsonl, loss-curve.png).
+    #[arg(long, default_value = "runs/tiny")]
+    out: PathBuf,
+    /// Resume from a checkpoint directory, or from OUT/latest when given no value.
+    #[arg(long, num_args = 0..=1)]
+    resume: Option<Option<PathBuf>>,
+    /// cpu or cuda (default: cuda when a device is present, else cpu).
+    #[arg(long)]
+    target: Option<RunTarget>,
+    /// Print one line per step instead of a progress bar.
+    #[arg(long)]
+    log: bool,
+}
 
 struct Display {
     bar: Option<ProgressBar>,
     log: bool,
-    first: Option<f64>,
     recent: Vec<f64>,
     t0: Instant,
 }
@@ -38,7 +95,6 @@ impl Progress for Display {
     }
 
     fn step(&mut self, r: &StepRecord) {
-        self.first.get_or_insert(r.loss);
         self.recent.push(r.loss);
         if self.recent.len() > 20 {
             self.recent.remove(0);
@@ -75,14 +131,39 @@ impl Progress for Display {
     }
 }
 
-/// Runs the trainer with a progress bar (or log lines) and prints a summary.
-pub fn run(
-    opts: &TrainOptions,
-    resume: Option<&Path>,
-    target: Target,
-    log: bool,
-) -> Result<(), CliError> {
-    let bar = (!log && std::io::stderr().is_terminal()).then(|| {
+/// The model's configuration, read without loading any weights (for the option checks).
+fn model_config(a: &Args) -> Result<Option<LladaConfig>, CliError> {
+    Ok(match &a.model {
+        Some(dir) => Some(LladaConfig::read(&dir.join("config.json"))?),
+        None => LladaConfig::preset(&a.preset),
+    })
+}
+
+/// Runs `mmada train`.
+pub fn run(a: Args) -> Result<(), CliError> {
+    let opts = TrainOptions {
+        preset: a.preset.clone(),
+        model: a.model.clone(),
+        tokenizer: a.tokenizer.clone(),
+        data: a.data.clone(),
+        batch: a.batch,
+        seq: a.seq,
+        steps: a.steps,
+        lr: a.lr,
+        warmup: a.warmup,
+        min_lr_scale: a.min_lr_scale,
+        seed: a.seed,
+        save_every: a.save_every,
+        keep: a.keep,
+        out: a.out.clone(),
+        ..Default::default()
+    };
+    // Every option is checked before anything is compiled or allocated.
+    opts.check(model_config(&a)?.as_ref())
+        .map_err(CliError::Usage)?;
+    let resume = a.resume.clone().map(|r| r.unwrap_or(a.out.clone()));
+    let target = target_of(a.target);
+    let bar = (!a.log && std::io::stderr().is_terminal()).then(|| {
         let b = ProgressBar::new(opts.steps as u64);
         if let Ok(style) = ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})",
@@ -93,20 +174,18 @@ pub fn run(
     });
     // Without a terminal and without --log, still print a line every 10% of the run.
     let mut display = Display {
-        log: log || bar.is_none(),
+        log: a.log || bar.is_none(),
         bar,
-        first: None,
         recent: Vec::new(),
         t0: Instant::now(),
     };
     let backend = BackendOptions {
         host: Some(HostCpu::native()),
         gpu_archs: if target == Target::Cuda {
-            vec![80, 90]
+            default_gpu_archs()
         } else {
             vec![]
         },
-        ..BackendOptions::default()
     };
     eprintln!(
         "mmada train: preset {}, batch {} × {} tokens, {} steps, out {} ({})",
@@ -121,7 +200,7 @@ pub fn run(
             "cpu"
         }
     );
-    let records = train(opts, resume, target, backend, &mut display)?;
+    let records = train(&opts, resume.as_deref(), target, backend, &mut display)?;
     let n = records.len();
     if n > 0 {
         let k = (n / 10).clamp(1, 20);
@@ -134,6 +213,5 @@ pub fn run(
             opts.out.join("metrics.jsonl").display()
         );
     }
-    let _ = display.first;
     Ok(())
 }

@@ -1,0 +1,413 @@
+//! Kernel templates as values, and the choices the planner takes.
+//!
+//! Every kernel family is a [`Template`]: a stable key, a space of knobs, a validity predicate
+//! per target (threads per block, shared memory, divisibility), and a heuristic default. The
+//! planner builds each kernel from the configuration [`Choices`] resolves for its template:
+//! the heuristic default, overridden by the user's or the tuner's settings, checked against the
+//! targets being built. The resolved configuration travels with the kernel
+//! ([`crate::kir::Kernel::template`]) into the artifact, where `mmada inspect` shows it.
+//!
+//! | key | knobs (default) | kernels |
+//! |---|---|---|
+//! | `elementwise` | `block` (256) | fused elementwise groups, views, casts |
+//! | `reduction` | `block` (256), `host_lanes` (CPU) | sums, max/min over axes, fused into their inputs |
+//! | `softmax` | `block` (256), `host_lanes` (CPU) | row softmax, fused into its input |
+//! | `matmul` | `tile` (16) | batched matrix products (generated kernel; the CPU calls gemm) |
+//! | `conv` | `block` (256) | 2-D convolution and its gradients |
+//! | `scan` | `block` (256) | cumulative sums, top-k |
+//! | `index` | `block` (256) | gathers, scatter-adds |
+//! | `rng` | `block` (256) | Philox random streams |
+//!
+//! A knob's value is an upper bound where the problem is smaller (a row of 40 elements gets a
+//! block of 64 under `block = 256`). `host_lanes` is the width of the host variants' partial
+//! accumulators and of the host lowering's lane loop: 16 f32 with AVX-512, 8 with AVX2, 4
+//! otherwise (`--host-cpu generic` assumes SSE2 only).
+
+use crate::host_cpu::HostCpu;
+use crate::SmArch;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One knob of a template: a name and the values it may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Knob {
+    /// Name (`block`, `tile`, `host_lanes`).
+    pub name: &'static str,
+    /// Allowed values, ascending.
+    pub values: &'static [u64],
+    /// What it controls.
+    pub doc: &'static str,
+}
+
+/// A configuration: a value for each knob of one template.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Config(pub BTreeMap<String, u64>);
+
+impl Config {
+    /// The value of knob `name` (0 when the configuration has none: a bug in the template).
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    /// `tile=16 block=256`.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What the kernels are built for: the limits a configuration must respect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetLimits {
+    /// Host lane width of this CPU (f32 values per vector), when host code is built.
+    pub host_lanes: Option<u64>,
+    /// The GPU architectures built (empty: none).
+    pub gpu_archs: Vec<SmArch>,
+}
+
+impl Default for TargetLimits {
+    fn default() -> Self {
+        TargetLimits {
+            host_lanes: Some(16),
+            gpu_archs: vec![SmArch::SM80, SmArch::SM90],
+        }
+    }
+}
+
+/// Threads per block any CUDA GPU takes.
+pub const GPU_MAX_THREADS: u64 = 1024;
+/// Static shared memory per block a kernel may declare (more needs dynamic shared memory).
+pub const GPU_STATIC_SHARED_BYTES: u64 = 48 * 1024;
+
+impl TargetLimits {
+    /// The limits of the targets of a build.
+    pub fn new(host: Option<&HostCpu>, gpu_archs: &[SmArch]) -> TargetLimits {
+        TargetLimits {
+            host_lanes: host.map(HostCpu::f32_lanes),
+            gpu_archs: gpu_archs.to_vec(),
+        }
+    }
+
+    fn gpu(&self) -> bool {
+        !self.gpu_archs.is_empty()
+    }
+}
+
+/// A kernel family.
+#[derive(Debug)]
+pub struct Template {
+    /// Stable key (`matmul`), used in choices, the tuning cache and the artifact.
+    pub key: &'static str,
+    /// The knobs.
+    pub knobs: &'static [Knob],
+    /// Shared-memory bytes per block a configuration needs.
+    shared_bytes: fn(&Config) -> u64,
+    /// Threads per block a configuration runs (its largest block).
+    threads: fn(&Config) -> u64,
+    /// The heuristic default.
+    default: fn(&TargetLimits) -> Config,
+}
+
+const BLOCK: Knob = Knob {
+    name: "block",
+    values: &[32, 64, 128, 256, 512, 1024],
+    doc: "threads per block (at most; small problems take fewer)",
+};
+const HOST_LANES: Knob = Knob {
+    name: "host_lanes",
+    values: &[1, 2, 4, 8, 16, 32],
+    doc: "partial accumulators per host thread (the CPU's f32 vector width)",
+};
+const TILE: Knob = Knob {
+    name: "tile",
+    values: &[4, 8, 16, 32],
+    doc: "output tile edge: tile × tile threads per block, two tile² f32 shared tiles",
+};
+
+fn block_default(_: &TargetLimits) -> Config {
+    Config(BTreeMap::from([("block".into(), 256)]))
+}
+
+fn block_and_lanes_default(t: &TargetLimits) -> Config {
+    let mut c = block_default(t);
+    c.0.insert("host_lanes".into(), t.host_lanes.unwrap_or(16));
+    c
+}
+
+fn block_threads(c: &Config) -> u64 {
+    c.get("block")
+}
+
+fn no_shared(_: &Config) -> u64 {
+    0
+}
+
+/// A tree reduction keeps one f32 (or i64) partial per thread in shared memory.
+fn tree_shared(c: &Config) -> u64 {
+    c.get("block") * 8
+}
+
+macro_rules! block_template {
+    ($name:ident, $key:literal) => {
+        /// See the table in the module docs.
+        pub static $name: Template = Template {
+            key: $key,
+            knobs: &[BLOCK],
+            shared_bytes: no_shared,
+            threads: block_threads,
+            default: block_default,
+        };
+    };
+}
+
+block_template!(ELEMENTWISE, "elementwise");
+block_template!(CONV, "conv");
+block_template!(SCAN, "scan");
+block_template!(INDEX, "index");
+block_template!(RNG, "rng");
+
+/// See the table in the module docs.
+pub static REDUCTION: Template = Template {
+    key: "reduction",
+    knobs: &[BLOCK, HOST_LANES],
+    shared_bytes: tree_shared,
+    threads: block_threads,
+    default: block_and_lanes_default,
+};
+
+/// See the table in the module docs.
+pub static SOFTMAX: Template = Template {
+    key: "softmax",
+    knobs: &[BLOCK, HOST_LANES],
+    shared_bytes: tree_shared,
+    threads: block_threads,
+    default: block_and_lanes_default,
+};
+
+/// See the table in the module docs.
+pub static MATMUL: Template = Template {
+    key: "matmul",
+    knobs: &[TILE],
+    shared_bytes: |c| 2 * c.get("tile") * c.get("tile") * 4,
+    threads: |c| c.get("tile") * c.get("tile"),
+    default: |_| Config(BTreeMap::from([("tile".into(), 16)])),
+};
+
+/// Every template, in the order of the module docs.
+pub static TEMPLATES: [&Template; 8] = [
+    &ELEMENTWISE,
+    &REDUCTION,
+    &SOFTMAX,
+    &MATMUL,
+    &CONV,
+    &SCAN,
+    &INDEX,
+    &RNG,
+];
+
+/// The template with this key.
+pub fn template(key: &str) -> Option<&'static Template> {
+    TEMPLATES.iter().copied().find(|t| t.key == key)
+}
+
+impl Template {
+    /// The heuristic default for these targets.
+    pub fn default_config(&self, t: &TargetLimits) -> Config {
+        (self.default)(t)
+    }
+
+    /// Whether `c` is a configuration of this template that every target can run.
+    pub fn check(&self, c: &Config, t: &TargetLimits) -> Result<(), String> {
+        for (name, v) in &c.0 {
+            let Some(k) = self.knobs.iter().find(|k| k.name == name) else {
+                return Err(format!("template {} has no knob '{name}'", self.key));
+            };
+            if !k.values.contains(v) {
+                return Err(format!(
+                    "{}.{name} = {v} is not one of {:?} ({})",
+                    self.key, k.values, k.doc
+                ));
+            }
+        }
+        if let Some(k) = self.knobs.iter().find(|k| !c.0.contains_key(k.name)) {
+            return Err(format!(
+                "{} configuration lacks knob '{}'",
+                self.key, k.name
+            ));
+        }
+        if t.gpu() {
+            let threads = (self.threads)(c);
+            if threads > GPU_MAX_THREADS {
+                return Err(format!(
+                    "{} [{}] runs {threads} threads per block, GPUs take at most \
+                     {GPU_MAX_THREADS}",
+                    self.key,
+                    c.describe()
+                ));
+            }
+            let shared = (self.shared_bytes)(c);
+            if shared > GPU_STATIC_SHARED_BYTES {
+                return Err(format!(
+                    "{} [{}] needs {shared} bytes of shared memory per block, more than the \
+                     {GPU_STATIC_SHARED_BYTES} a kernel may declare statically",
+                    self.key,
+                    c.describe()
+                ));
+            }
+            if !threads.is_multiple_of(32) && self.key != "matmul" {
+                return Err(format!(
+                    "{} [{}]: blocks must be whole warps (multiples of 32 threads)",
+                    self.key,
+                    c.describe()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The template and configuration a kernel was built from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TemplateUse {
+    /// Template key.
+    pub key: String,
+    /// The configuration used.
+    pub config: Config,
+    /// Whether it differs from the heuristic default.
+    pub chosen: bool,
+}
+
+/// Knob settings by template key (absent knobs take the default), and the targets they must
+/// run on. `plan` resolves one configuration per template from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choices {
+    /// Settings: template key → knob → value.
+    pub settings: IndexMap<String, BTreeMap<String, u64>>,
+    /// The targets (filled in by the compiler driver from the build's targets).
+    #[serde(default)]
+    pub targets: TargetLimits,
+}
+
+impl Choices {
+    /// Parses `key.knob=value` settings (`matmul.tile=32`) and checks each against its
+    /// template's knob space. The targets are set later, by the driver.
+    pub fn parse(settings: &[String]) -> Result<Choices, String> {
+        let mut c = Choices::default();
+        for s in settings {
+            let (lhs, v) = s
+                .split_once('=')
+                .ok_or_else(|| format!("knob setting '{s}' is not KEY.KNOB=VALUE"))?;
+            let (key, knob) = lhs
+                .split_once('.')
+                .ok_or_else(|| format!("knob setting '{s}' is not KEY.KNOB=VALUE"))?;
+            let t = template(key).ok_or_else(|| {
+                let keys: Vec<&str> = TEMPLATES.iter().map(|t| t.key).collect();
+                format!(
+                    "no kernel template '{key}' (templates: {})",
+                    keys.join(", ")
+                )
+            })?;
+            let k = t.knobs.iter().find(|k| k.name == knob).ok_or_else(|| {
+                let names: Vec<&str> = t.knobs.iter().map(|k| k.name).collect();
+                format!(
+                    "template {key} has no knob '{knob}' (knobs: {})",
+                    names.join(", ")
+                )
+            })?;
+            let v: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("knob {key}.{knob}: '{v}' is not a whole number"))?;
+            if !k.values.contains(&v) {
+                return Err(format!(
+                    "knob {key}.{knob} = {v} is not one of {:?} ({})",
+                    k.values, k.doc
+                ));
+            }
+            c.settings
+                .entry(key.to_string())
+                .or_default()
+                .insert(knob.to_string(), v);
+        }
+        Ok(c)
+    }
+
+    /// The configuration of `t`: its default for the targets with these settings applied,
+    /// checked against the targets.
+    pub fn config(&self, t: &Template) -> Result<TemplateUse, String> {
+        let default = t.default_config(&self.targets);
+        let mut config = default.clone();
+        if let Some(s) = self.settings.get(t.key) {
+            config.0.extend(s.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        t.check(&config, &self.targets)?;
+        Ok(TemplateUse {
+            key: t.key.to_string(),
+            chosen: config != default,
+            config,
+        })
+    }
+
+    /// Checks every setting against the targets (before any work is done).
+    pub fn check(&self) -> Result<(), String> {
+        for key in self.settings.keys() {
+            let t = template(key).ok_or_else(|| format!("no kernel template '{key}'"))?;
+            self.config(t)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_for_every_target() {
+        for t in TEMPLATES {
+            for limits in [
+                TargetLimits::default(),
+                TargetLimits::new(Some(&HostCpu::generic()), &[]),
+                TargetLimits::new(None, &[SmArch::SM90A]),
+            ] {
+                let c = t.default_config(&limits);
+                t.check(&c, &limits).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn settings_are_parsed_and_checked() {
+        let c = Choices::parse(&["matmul.tile=8".into(), "softmax.block=128".into()]).unwrap();
+        let m = c.config(&MATMUL).unwrap();
+        assert!(m.chosen && m.config.get("tile") == 8);
+        assert!(!c.config(&ELEMENTWISE).unwrap().chosen);
+        for bad in [
+            "matmul.tile=12",
+            "matmul.block=256",
+            "gemm.tile=8",
+            "matmul",
+            "matmul.tile=x",
+        ] {
+            assert!(Choices::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+        // 32 × 32 threads fit a GPU block, and 8 KiB of tiles fit the shared memory; a block
+        // of 1024 threads with a 4-lane host is fine too.
+        let ok = Choices::parse(&["matmul.tile=32".into(), "reduction.block=1024".into()]).unwrap();
+        ok.check().unwrap();
+        // The host-only build takes 1-lane accumulators.
+        let mut host = Choices::parse(&["reduction.host_lanes=1".into()]).unwrap();
+        host.targets = TargetLimits::new(Some(&HostCpu::generic()), &[]);
+        host.check().unwrap();
+        assert_eq!(ELEMENTWISE.default_config(&host.targets).get("block"), 256);
+        assert_eq!(
+            REDUCTION.default_config(&host.targets).get("host_lanes"),
+            4,
+            "generic x86-64 has 4-lane vectors"
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! `mmada bench`: the BENCHMARKS.md configurations timed (table or JSON lines), profiled per
+//! kernel, or written as a bundle for `scripts/gpu-check.sh`.
+
+use super::{at_least, default_gpu_archs, target_of, RunTarget};
+use crate::error::CliError;
+use mmada_codegen::artifact::Artifact;
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_codegen::llvm::HostCpu;
+use mmada_models::bench::{case_graph, cases, flops, prepare, profile, time_runs, Case, Figure};
+use mmada_models::config::LladaConfig;
+use mmada_runtime::{tensor_io, Target};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `mmada bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// cpu or cuda (default: cuda when a device is present, else cpu).
+    #[arg(long)]
+    target: Option<RunTarget>,
+    /// Only cases whose preset contains this text (e.g. bench-tiny).
+    #[arg(long)]
+    only: Option<String>,
+    /// Timed repetitions (median reported).
+    #[arg(long, default_value_t = 7)]
+    reps: usize,
+    /// Print one JSON object per line (config, figure, median_s, tokens_per_s, gflops, …)
+    /// instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Instead of timing, write GPU-check cases here: PTX artifacts, data inputs, and the
+    /// outputs the CPU computes with deterministic weights (`mmada-run --init-params 7`).
+    #[arg(long)]
+    write_bundle: Option<PathBuf>,
+    /// Instead of timing, run each case once on the CPU with per-launch timing and print
+    /// the slowest N kernels (with the graph node each computes).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "25")]
+    profile: Option<usize>,
+}
+
+/// The stable name of a figure in JSON output.
+fn figure_key(f: Figure) -> &'static str {
+    match f {
+        Figure::TrainStep => "train-step",
+        Figure::Forward => "forward",
+    }
+}
+
+fn selected(only: &Option<String>) -> impl Iterator<Item = Case> + '_ {
+    cases()
+        .into_iter()
+        .filter(move |c| only.as_deref().is_none_or(|o| c.preset.contains(o)))
+}
+
+fn preset(case: &Case) -> Result<LladaConfig, CliError> {
+    LladaConfig::preset(case.preset)
+        .ok_or_else(|| CliError::Usage(format!("unknown preset {}", case.preset)))
+}
+
+/// Runs `mmada bench`.
+pub fn run(a: Args) -> Result<(), CliError> {
+    if let Some(dir) = &a.write_bundle {
+        return bundle(dir, &a.only);
+    }
+    if let Some(top) = a.profile {
+        at_least("--profile", top, 1)?;
+        return profile_cases(&a.only, top);
+    }
+    at_least("--reps", a.reps, 1)?;
+    let target = target_of(a.target);
+    let on_cpu = target == Target::Cpu;
+    if !a.json {
+        println!(
+            "{:<12} {:<11} {:>7} {:>11} {:>10} {:>12} {:>9}",
+            "config", "figure", "tokens", "median", "GFLOP/s", "PyTorch CPU", "speed-up"
+        );
+    }
+    for case in selected(&a.only) {
+        let backend = BackendOptions {
+            host: Some(HostCpu::native()),
+            gpu_archs: if on_cpu { vec![] } else { default_gpu_archs() },
+        };
+        let (mut exe, ins) =
+            prepare(&case, target, backend).map_err(|e| CliError::Usage(e.to_string()))?;
+        let secs = time_runs(exe.as_mut(), &ins, 2, a.reps)?;
+        let cfg = preset(&case)?;
+        let tokens = case.batch * case.seq;
+        let gflops = flops(&cfg, case.batch, case.seq, case.figure) / secs / 1e9;
+        if a.json {
+            let mut line = serde_json::json!({
+                "config": case.preset,
+                "figure": figure_key(case.figure),
+                "target": exe.target(),
+                "batch": case.batch,
+                "seq": case.seq,
+                "reps": a.reps,
+                "median_s": secs,
+                "tokens_per_s": tokens as f64 / secs,
+                "gflops": gflops,
+            });
+            if on_cpu {
+                line["pytorch_cpu_s"] = case.reference_s.into();
+                line["speedup"] = (case.reference_s / secs).into();
+            }
+            println!("{line}");
+            continue;
+        }
+        let fig = match case.figure {
+            Figure::TrainStep => "train step",
+            Figure::Forward => "forward",
+        };
+        let (reference, ratio) = if on_cpu {
+            (
+                format!("{:.4} s", case.reference_s),
+                format!("{:.2}x", case.reference_s / secs),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "{:<12} {:<11} {:>7} {:>9.4} s {:>10.1} {:>12} {:>9}",
+            case.preset, fig, tokens, secs, gflops, reference, ratio
+        );
+    }
+    if on_cpu && !a.json {
+        println!("(speed-up = official PyTorch figure / ours; above 1 is faster. Reference: BENCHMARKS.md, 2 threads.)");
+    }
+    Ok(())
+}
+
+/// Writes the BENCHMARKS.md cases for `scripts/gpu-check.sh`.
+fn bundle(dir: &Path, only: &Option<String>) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| mmada_codegen::CodegenError::io(dir, e))?;
+    for case in selected(only) {
+        let (g, ins) = case_graph(&case).map_err(|e| CliError::Usage(e.to_string()))?;
+        let fig = if case.figure == Figure::TrainStep {
+            "train"
+        } else {
+            "forward"
+        };
+        let name = format!("{}_{fig}", case.preset.replace('-', "_"));
+        let build = |host: bool| -> Result<Artifact, CliError> {
+            Ok(compile(
+                &g,
+                &CompileOptions {
+                    name: name.clone(),
+                    backend: BackendOptions {
+                        host: host.then(HostCpu::native),
+                        gpu_archs: if host { vec![] } else { default_gpu_archs() },
+                    },
+                    ptx_check: PtxCheck::Skip,
+                    ..CompileOptions::default()
+                },
+            )?)
+        };
+        let gpu = build(false)?;
+        gpu.write(&dir.join(format!("{name}.mmada")))?;
+        tensor_io::write_safetensors(&dir.join(format!("{name}.in.safetensors")), &ins)?;
+        // Expected outputs: the CPU with the same deterministic weights.
+        let host = build(true)?;
+        let exe_plan = mmada_runtime::Executable::new(host.clone())?;
+        let inits: Vec<(String, mmada_ir::Tensor)> = exe_plan
+            .default_entry()
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                mmada_runtime::init::init_value(b, i, 7).map(|t| (b.name.clone(), t))
+            })
+            .collect();
+        let mut exe = mmada_runtime::open_artifact(host, Target::Cpu)?;
+        for (n, t) in &inits {
+            exe.set_input(n, t)?;
+        }
+        let want = exe.run(&ins)?;
+        tensor_io::write_safetensors(&dir.join(format!("{name}.ref.safetensors")), &want)?;
+        let f = flops(&preset(&case)?, case.batch, case.seq, case.figure);
+        // name tolerance flops bytes floor init-seed
+        println!("{name} 1e-3 {f:.0} 0 1 7");
+    }
+    Ok(())
+}
+
+fn profile_cases(only: &Option<String>, top: usize) -> Result<(), CliError> {
+    for case in selected(only) {
+        let backend = BackendOptions {
+            host: Some(HostCpu::native()),
+            gpu_archs: vec![],
+        };
+        let (total, kernels) =
+            profile(&case, backend).map_err(|e| CliError::Usage(e.to_string()))?;
+        let fig = if case.figure == Figure::TrainStep {
+            "train step"
+        } else {
+            "forward"
+        };
+        let launches: usize = kernels.iter().map(|k| k.launches).sum();
+        println!(
+            "{} {fig}: {:.2} ms, {launches} launches of {} kernels (CPU, one profiled run)",
+            case.preset,
+            total * 1e3,
+            kernels.len()
+        );
+        let mut by_kind: Vec<(String, f64, usize)> = Vec::new();
+        for k in &kernels {
+            let kind = k
+                .kernel
+                .split('_')
+                .take_while(|p| !p.chars().any(|c| c.is_ascii_digit()))
+                .collect::<Vec<_>>()
+                .join("_");
+            match by_kind.iter_mut().find(|e| e.0 == kind) {
+                Some(e) => {
+                    e.1 += k.seconds;
+                    e.2 += k.launches;
+                }
+                None => by_kind.push((kind, k.seconds, k.launches)),
+            }
+        }
+        by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (kind, s, n) in &by_kind {
+            println!("  {kind:<14} {:>9.2} ms  {n:>5} launches", s * 1e3);
+        }
+        println!(
+            "  {:<28} {:>9} {:>8}  example node",
+            "kernel", "ms", "launches"
+        );
+        for k in kernels.iter().take(top) {
+            println!(
+                "  {:<28} {:>9.2} {:>8}  {}",
+                k.kernel,
+                k.seconds * 1e3,
+                k.launches,
+                k.node
+            );
+        }
+        println!();
+    }
+    Ok(())
+}

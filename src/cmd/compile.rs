@@ -1,0 +1,232 @@
+//! `mmada compile`: a graph spec (TOML), a model `config.json` or a preset into one artifact.
+
+use super::{at_least, backend_options, dump_sink};
+use crate::error::CliError;
+use mmada_codegen::compile::{compile_entries, CompileOptions, PtxCheck, Report};
+use mmada_codegen::template::Choices;
+use mmada_models::config::LladaConfig;
+use mmada_models::GraphSpec;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Arguments of `mmada compile`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A graph spec (TOML), or a model `config.json` (HF field names); omit with --preset.
+    spec: Option<PathBuf>,
+    /// Compile a model preset instead of a file: tiny, bench-tiny, bench-small, mmada-8b.
+    #[arg(long)]
+    preset: Option<String>,
+    /// For models: the graphs, each an entry of the artifact over shared parameters:
+    /// `forward` (logits), `train-step`, or both (`forward,train-step`).
+    #[arg(long, default_value = "forward", value_delimiter = ',')]
+    graph: Vec<String>,
+    /// For models: batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// For models: sequence length (at most the model's max_sequence_length).
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Output artifact.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Targets: cpu and/or sm_80, sm_90, sm_90a (comma separated).
+    #[arg(long, default_value = "cpu,sm_80,sm_90", value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Host CPU to tune for: native or generic (generic assumes no AVX).
+    #[arg(long, default_value = "native")]
+    host_cpu: String,
+    /// A kernel template knob, KEY.KNOB=VALUE (e.g. matmul.tile=32); repeatable.
+    #[arg(long = "knob", value_name = "KEY.KNOB=VALUE")]
+    knobs: Vec<String>,
+    /// Write every compiler stage here (also: MMADA_DUMP_DIR).
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    /// Do not assemble the PTX with ptxas even when it is available.
+    #[arg(long)]
+    no_ptxas: bool,
+    /// Print the time of each compiler stage.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// A model graph by name.
+pub fn model_graph(
+    cfg: &LladaConfig,
+    graph: &str,
+    batch: usize,
+    seq: usize,
+) -> Result<mmada_ir::Graph, CliError> {
+    Ok(match graph {
+        "forward" => mmada_models::llada::forward_graph(cfg, batch, seq, false)?,
+        "train-step" => mmada_models::train_step::train_step_graph(
+            cfg,
+            batch,
+            seq,
+            mmada_models::train_step::StepHyper::default(),
+        )?,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--graph must be forward or train-step, got '{other}'"
+            )))
+        }
+    })
+}
+
+/// Compiles the TOML graph spec `text` (read from `path`) into a one-entry artifact.
+pub fn compile_spec_text(
+    text: &str,
+    path: &str,
+    opts: CompileOptions,
+) -> Result<mmada_codegen::artifact::Artifact, CliError> {
+    let spec = GraphSpec::parse(text, path)?;
+    let g = spec.build(path)?;
+    let opts = CompileOptions {
+        name: spec.name.clone(),
+        ..opts
+    };
+    Ok(compile_entries(&[("main", &g)], &opts)?.0)
+}
+
+fn print_report(r: &Report) {
+    let total: f64 = r.stages.iter().map(|(_, t)| t.as_secs_f64()).sum();
+    println!("  {:<8} {:>10} {:>7}", "stage", "seconds", "share");
+    for (stage, t) in &r.stages {
+        let s = t.as_secs_f64();
+        println!(
+            "  {stage:<8} {s:>10.3} {:>6.1}%",
+            100.0 * s / total.max(1e-12)
+        );
+    }
+    for (entry, m) in &r.memory {
+        println!(
+            "  memory of {entry}: intermediates {:.2} → {:.2} MiB after sharing",
+            m.bytes_before as f64 / (1 << 20) as f64,
+            m.bytes_after as f64 / (1 << 20) as f64
+        );
+    }
+}
+
+/// Runs `mmada compile`.
+pub fn run(a: Args) -> Result<(), CliError> {
+    // Everything a user can get wrong is checked before any work.
+    let backend = backend_options(&a.targets, &a.host_cpu)?;
+    let choices = Choices::parse(&a.knobs).map_err(|e| CliError::Usage(format!("--knob {e}")))?;
+    let model = match (&a.spec, &a.preset) {
+        (_, Some(p)) => Some((
+            LladaConfig::preset(p).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--preset: unknown preset '{p}' (choose from {})",
+                    LladaConfig::PRESETS.join(", ")
+                ))
+            })?,
+            p.clone(),
+        )),
+        (Some(s), None) if s.extension().is_some_and(|e| e == "json") => {
+            Some((LladaConfig::read(s)?, s.display().to_string()))
+        }
+        (Some(_), None) => None,
+        (None, None) => {
+            return Err(CliError::Usage(
+                "give a spec file (TOML graph or model config.json) or --preset".into(),
+            ))
+        }
+    };
+    if let Some((cfg, _)) = &model {
+        at_least("--batch", a.batch, 1)?;
+        at_least("--seq", a.seq, 1)?;
+        cfg.check_shape(a.batch, a.seq).map_err(CliError::Usage)?;
+        for (i, g) in a.graph.iter().enumerate() {
+            if !["forward", "train-step"].contains(&g.as_str()) {
+                return Err(CliError::Usage(format!(
+                    "--graph must be forward and/or train-step, got '{g}'"
+                )));
+            }
+            if a.graph[..i].contains(g) {
+                return Err(CliError::Usage(format!("--graph names '{g}' twice")));
+            }
+        }
+    }
+    let opts = CompileOptions {
+        name: String::new(),
+        backend,
+        ptx_check: if a.no_ptxas {
+            PtxCheck::Skip
+        } else {
+            PtxCheck::Auto
+        },
+        choices,
+        dump: dump_sink(a.dump.clone()),
+    };
+    let t0 = Instant::now();
+    let (art, report) = match (model, &a.spec) {
+        (Some((cfg, name)), _) => {
+            let graphs: Vec<(String, mmada_ir::Graph)> = a
+                .graph
+                .iter()
+                .map(|g| Ok((g.clone(), model_graph(&cfg, g, a.batch, a.seq)?)))
+                .collect::<Result<_, CliError>>()?;
+            let entries: Vec<(&str, &mmada_ir::Graph)> =
+                graphs.iter().map(|(n, g)| (n.as_str(), g)).collect();
+            let opts = CompileOptions {
+                name: format!("{name} {} b{} l{}", a.graph.join(","), a.batch, a.seq),
+                ..opts
+            };
+            compile_entries(&entries, &opts)?
+        }
+        (None, Some(spec)) => {
+            let path = spec.display().to_string();
+            let text = std::fs::read_to_string(spec).map_err(|e| mmada_models::SpecError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            let s = GraphSpec::parse(&text, &path)?;
+            let g = s.build(&path)?;
+            let opts = CompileOptions {
+                name: s.name.clone(),
+                ..opts
+            };
+            compile_entries(&[("main", &g)], &opts)?
+        }
+        (None, None) => return Err(CliError::Usage("nothing to compile".into())),
+    };
+    write_and_summarise(&art, &a.output, t0)?;
+    if a.verbose {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn write_and_summarise(
+    art: &mmada_codegen::artifact::Artifact,
+    output: &Path,
+    t0: Instant,
+) -> Result<(), CliError> {
+    art.write(output)?;
+    let m = &art.manifest;
+    let checked = m.kernels.iter().any(|k| !k.ptxas.is_empty());
+    println!(
+        "compiled {} -> {} in {:.2}s: entries {}, {} kernels, host code: {}, PTX: {}{}",
+        m.name,
+        output.display(),
+        t0.elapsed().as_secs_f64(),
+        m.entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        m.kernels.len(),
+        if m.host_cpu.is_some() { "yes" } else { "no" },
+        if m.gpu_archs.is_empty() {
+            "none".to_string()
+        } else {
+            m.gpu_archs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        if checked { " (checked with ptxas)" } else { "" },
+    );
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! The error type of the command line: every library error, plus usage errors naming the
+//! option at fault.
+
+use thiserror::Error;
+
+/// What a command can fail with. `main` prints the first line as `error: …`.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// Training.
+    #[error(transparent)]
+    Train(#[from] mmada_models::trainer::TrainError),
+    /// Logits of a checkpoint.
+    #[error(transparent)]
+    Logits(#[from] mmada_models::logits::LogitsError),
+    /// Graph specs and model configs.
+    #[error(transparent)]
+    Spec(#[from] mmada_models::SpecError),
+    /// Compiling.
+    #[error(transparent)]
+    Codegen(#[from] mmada_codegen::CodegenError),
+    /// Running.
+    #[error(transparent)]
+    Runtime(#[from] mmada_runtime::RuntimeError),
+    /// Graphs and tensors.
+    #[error(transparent)]
+    Ir(#[from] mmada_ir::IrError),
+    /// A bad option or argument.
+    #[error("{0}")]
+    Usage(String),
+}

@@ -1,0 +1,130 @@
+//! Kernel templates driven with non-default knobs through both targets: a matmul with 8 × 8
+//! tiles (default 16 × 16) and a tree reduction with 64-thread blocks (default 256). The GPU
+//! kernels run on the host through the host lowering of the same KIR against the interpreter,
+//! the PTX goes through ptxas, and `mmada inspect` shows the choices.
+
+mod common;
+
+use common::{gpu_kernels_on_host, worst_error_cpu};
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::ptxas::find_ptxas;
+use mmada_codegen::template::Choices;
+use mmada_codegen::SmArch;
+use mmada_ir::{DType, Graph};
+use std::process::Command;
+
+/// `y = x @ w` (`[3, 37, 300] × [3, 300, 29]`) and `s = Σ_last x · x`.
+fn graph() -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [3, 37, 300]).unwrap();
+    let w = g.input("w", DType::F32, [3, 300, 29]).unwrap();
+    let y = g.matmul(x, w).unwrap();
+    let xx = g.mul(x, x).unwrap();
+    let s = g.sum(xx, -1, false).unwrap();
+    g.set_output("y", y).unwrap();
+    g.set_output("s", s).unwrap();
+    g
+}
+
+fn options(knobs: &[&str], ptx_check: PtxCheck) -> CompileOptions {
+    let settings: Vec<String> = knobs.iter().map(|s| s.to_string()).collect();
+    CompileOptions {
+        name: "templates".into(),
+        backend: BackendOptions {
+            host: Some(HostCpu::native()),
+            gpu_archs: vec![SmArch::SM80, SmArch::SM90],
+        },
+        ptx_check,
+        choices: Choices::parse(&settings).unwrap(),
+        ..CompileOptions::default()
+    }
+}
+
+#[test]
+fn non_default_knobs_run_on_both_targets_and_show_in_inspect() {
+    let require = std::env::var("MMADA_REQUIRE_PTXAS").is_ok_and(|v| v == "1");
+    let check = if require || find_ptxas().is_some() {
+        PtxCheck::Require
+    } else {
+        eprintln!("*** ptxas not found: the PTX is not assembled in this run ***");
+        PtxCheck::Skip
+    };
+    let g = graph();
+    let art = compile(
+        &g,
+        &options(&["matmul.tile=8", "reduction.block=64"], check),
+    )
+    .unwrap();
+    let by_key = |key: &str| {
+        art.manifest
+            .kernels
+            .iter()
+            .filter(|k| k.template.as_ref().is_some_and(|t| t.key == key))
+            .collect::<Vec<_>>()
+    };
+    let mm = by_key("matmul");
+    assert_eq!(mm.len(), 1);
+    let t = mm[0].template.as_ref().unwrap();
+    assert!(t.chosen && t.config.get("tile") == 8, "{t:?}");
+    assert_eq!(
+        (mm[0].block, mm[0].grid),
+        (64, 3 * 5 * 4),
+        "8 × 8 threads, 5 × 4 tiles"
+    );
+    // The GPU reduction: one 64-thread block per row (the default would take 256).
+    let red: Vec<_> = by_key("reduction")
+        .into_iter()
+        .filter(|k| !k.name.starts_with("host_"))
+        .collect();
+    assert_eq!(red.len(), 1);
+    assert_eq!((red[0].block, red[0].grid), (64, 3 * 37));
+    if check == PtxCheck::Require {
+        for k in [mm[0], red[0]] {
+            let archs: Vec<SmArch> = k.ptxas.iter().map(|(a, _)| *a).collect();
+            assert_eq!(archs, [SmArch::SM80, SmArch::SM90], "{}", k.name);
+            for (a, info) in &k.ptxas {
+                assert_eq!(info.spill_stores + info.spill_loads, 0, "{} {a}", k.name);
+            }
+        }
+    }
+    // Host run (gemm and host variants) and the GPU kernels themselves, on the host.
+    let host = worst_error_cpu(&g, &art, &[1, 2], -1.0, 1.0, 1.0);
+    assert!(host <= 1e-5, "host variants {host:e}");
+    let (gpu_on_host, replaced) = gpu_kernels_on_host(&art);
+    assert_eq!(replaced, 2, "the gemm call and the host reduction");
+    let gpu = worst_error_cpu(&g, &gpu_on_host, &[1, 2], -1.0, 1.0, 1.0);
+    assert!(gpu <= 1e-5, "GPU kernels on the host {gpu:e}");
+
+    // The defaults differ, so the knobs did something.
+    let plain = compile(&g, &options(&[], PtxCheck::Skip)).unwrap();
+    let t = plain
+        .manifest
+        .kernels
+        .iter()
+        .find_map(|k| k.template.as_ref().filter(|t| t.key == "matmul"))
+        .unwrap();
+    assert!(!t.chosen && t.config.get("tile") == 16);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.mmada");
+    art.write(&path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmada"))
+        .arg("inspect")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("matmul[tile=8] (chosen)"), "{text}");
+    assert!(text.contains("reduction[block=64 host_lanes="), "{text}");
+    assert!(
+        text.contains("knob settings: matmul.tile=8 reduction.block=64"),
+        "{text}"
+    );
+}
