@@ -6,15 +6,9 @@ use thiserror::Error;
 /// What a command can fail with. `main` prints the first line as `error: …`.
 #[derive(Debug, Error)]
 pub enum CliError {
-    /// Training.
+    /// Models: specs, configs, checkpoints, tokenizers, data, training, logits.
     #[error(transparent)]
-    Train(#[from] mmada_models::trainer::TrainError),
-    /// Logits of a checkpoint.
-    #[error(transparent)]
-    Logits(#[from] mmada_models::logits::LogitsError),
-    /// Graph specs and model configs.
-    #[error(transparent)]
-    Spec(#[from] mmada_models::SpecError),
+    Models(#[from] mmada_models::ModelsError),
     /// Compiling.
     #[error(transparent)]
     Codegen(#[from] mmada_codegen::CodegenError),

@@ -23,9 +23,8 @@ fn adamw_graph() -> Graph {
     let lr = g.input("lr", DType::F32, Vec::<usize>::new()).unwrap();
     let bc1 = g.input("bc1", DType::F32, Vec::<usize>::new()).unwrap();
     let bc2 = g.input("bc2", DType::F32, Vec::<usize>::new()).unwrap();
-    let (pn, mn, vn) = g
-        .adamw(p, grad, m, v, lr, bc1, bc2, BETAS, EPS, WD)
-        .unwrap();
+    let (pn, mn, vn) =
+        mmada_models::nn::adamw(&mut g, p, grad, m, v, lr, bc1, bc2, BETAS, EPS, WD).unwrap();
     g.set_output("p_new", pn).unwrap();
     g.set_output("m_new", mn).unwrap();
     g.set_output("v_new", vn).unwrap();

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use mmada_codegen::artifact::Artifact;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile_entries, CompileOptions, PtxCheck};
-use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::HostCpu;
 use mmada_ir::{DType, Graph, Tensor};
 use mmada_runtime::{CpuExecutor, Executable, Executor};
 use rand::{Rng, SeedableRng};

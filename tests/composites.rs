@@ -6,6 +6,7 @@ mod common;
 
 use indexmap::IndexMap;
 use mmada_ir::{interp::interpret, max_rel_error, DType, Graph, Tensor};
+use mmada_models::nn;
 use mmada_runtime::{open_artifact, Target};
 use rand::{Rng, SeedableRng};
 
@@ -33,8 +34,8 @@ fn lfq_codes_and_decode_follow_the_spec() {
         .collect();
     let mut g = Graph::new();
     let zi = g.input("z", DType::F32, [b, c, h, w]).unwrap();
-    let codes = g.lfq_codes(zi).unwrap();
-    let bits = g.lfq_decode(codes, c, h, w).unwrap();
+    let codes = nn::lfq_codes(&mut g, zi).unwrap();
+    let bits = nn::lfq_decode(&mut g, codes, c, h, w).unwrap();
     g.set_output("codes", codes).unwrap();
     g.set_output("bits", bits).unwrap();
     let mut ins = IndexMap::new();

@@ -5,7 +5,8 @@
 //! `gpu.ll`, `gpu.sm_XX.opt.ll`, `gpu.sm_XX.ptx`.
 
 use crate::kir::{self, Kernel};
-use crate::llvm::{self, HostCpu};
+use crate::llvm;
+use crate::HostCpu;
 use crate::{link, mlir, CodegenError, SmArch};
 use mmada_passes::DumpSink;
 
@@ -60,11 +61,16 @@ pub fn compile_kernels(
     let ctx = mlir::context();
     let mut out = CompiledKernels::default();
     if let Some(cpu) = &opts.host {
-        let m = mlir::host_llvm_ir(&ctx, kernels, disjoint, cpu.f32_lanes())?;
+        let host_kernels = kir::passes::run(
+            kernels,
+            &kir::passes::host_pipeline(cpu.f32_lanes()),
+            &dump.sub("host-kir"),
+        )?;
+        let m = mlir::host_llvm_ir(&ctx, &host_kernels, disjoint)?;
         d("host.mlir", &m.built)?;
         d("host.lowered.mlir", &m.lowered)?;
         d("host.ll", &m.llvm_ir)?;
-        let (opt_ir, obj) = llvm::host_object(&m.llvm_ir, cpu)?;
+        let (opt_ir, obj) = llvm::host_object(&m.llvm_ir, &cpu.name, &cpu.features)?;
         d("host.opt.ll", &opt_ir)?;
         out.host_lib = Some(link::shared_library(&obj)?);
     }

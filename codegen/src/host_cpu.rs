@@ -23,7 +23,8 @@ impl HostCpu {
     /// The CPU of this machine.
     #[cfg(feature = "compiler")]
     pub fn native() -> HostCpu {
-        crate::llvm::native_cpu()
+        let (name, features) = crate::llvm::native_cpu();
+        HostCpu { name, features }
     }
 }
 

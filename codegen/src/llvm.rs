@@ -39,19 +39,22 @@ fn optimise(m: &Module, tm: &TargetMachine) -> Result<(), CodegenError> {
         .map_err(|e| CodegenError::Llvm(format!("optimisation: {e}")))
 }
 
-pub use crate::host_cpu::HostCpu;
-
-/// The CPU of this machine, as LLVM names it.
-pub fn native_cpu() -> HostCpu {
+/// The CPU of this machine as LLVM names it: (CPU name, feature string).
+pub fn native_cpu() -> (String, String) {
     init();
-    HostCpu {
-        name: TargetMachine::get_host_cpu_name().to_string(),
-        features: TargetMachine::get_host_cpu_features().to_string(),
-    }
+    (
+        TargetMachine::get_host_cpu_name().to_string(),
+        TargetMachine::get_host_cpu_features().to_string(),
+    )
 }
 
-/// Optimises host LLVM IR and emits a relocatable object file.
-pub fn host_object(ir: &str, cpu: &HostCpu) -> Result<(String, Vec<u8>), CodegenError> {
+/// Optimises host LLVM IR and emits a relocatable object file for the LLVM CPU `cpu_name` with
+/// `features`.
+pub fn host_object(
+    ir: &str,
+    cpu_name: &str,
+    features: &str,
+) -> Result<(String, Vec<u8>), CodegenError> {
     init();
     let ctx = Context::create();
     let m = parse(&ctx, ir, "host")?;
@@ -61,13 +64,13 @@ pub fn host_object(ir: &str, cpu: &HostCpu) -> Result<(String, Vec<u8>), Codegen
     let tm = target
         .create_target_machine(
             &triple,
-            &cpu.name,
-            &cpu.features,
+            cpu_name,
+            features,
             OptimizationLevel::Aggressive,
             RelocMode::PIC,
             CodeModel::Default,
         )
-        .ok_or_else(|| CodegenError::Llvm(format!("no target machine for CPU {}", cpu.name)))?;
+        .ok_or_else(|| CodegenError::Llvm(format!("no target machine for CPU {cpu_name}")))?;
     optimise(&m, &tm)?;
     let optimised = m.print_to_string().to_string();
     let obj = tm

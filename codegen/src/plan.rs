@@ -522,7 +522,9 @@ fn use_in_place_variant(
 
 fn redirect_block_stores(b: &mut BlockStmt, from: BufRef, to: BufRef) {
     match b {
-        BlockStmt::Phase(stmts) => stmts.iter_mut().for_each(|s| redirect_stores(s, from, to)),
+        BlockStmt::Phase(stmts) | BlockStmt::LanePhase { body: stmts, .. } => {
+            stmts.iter_mut().for_each(|s| redirect_stores(s, from, to))
+        }
         // Barriers store nothing; shuffles store private slots only.
         BlockStmt::Barrier | BlockStmt::Shuffle { .. } => {}
         BlockStmt::For { body, .. } => body

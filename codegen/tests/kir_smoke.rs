@@ -3,7 +3,7 @@
 
 use mmada_codegen::backend::{compile_kernels, BackendOptions};
 use mmada_codegen::kir::{Access, BlockStmt, Expr, KBinary, KernelBuilder, VTy};
-use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::HostCpu;
 use mmada_ir::DType;
 
 /// Row sums of a rows×cols matrix: one block per row, tree reduction in shared memory.

@@ -10,8 +10,8 @@
 use indexmap::IndexMap;
 use mmada_codegen::backend::{compile_kernels, BackendOptions};
 use mmada_codegen::kir::{Access, BlockStmt, Expr, Kernel, KernelBuilder, ShuffleMode, WARP};
-use mmada_codegen::llvm::HostCpu;
 use mmada_codegen::ptxas::{assemble, find_ptxas};
+use mmada_codegen::HostCpu;
 use mmada_codegen::SmArch;
 use mmada_ir::{interp, max_rel_error, DType, Graph, Tensor};
 use rand::{Rng, SeedableRng};

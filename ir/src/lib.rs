@@ -8,14 +8,15 @@
 
 pub mod autodiff;
 pub mod builder;
+pub mod composite;
 pub mod display;
 pub mod dtype;
 pub mod error;
 pub mod fused;
+pub mod gradcheck;
 pub mod graph;
 pub mod interp;
 pub mod mathlib;
-pub mod nn;
 pub mod op;
 pub mod philox;
 pub mod serialize;

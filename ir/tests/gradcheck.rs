@@ -1,133 +1,21 @@
-//! Finite-difference gradient checks in f64 for every differentiable op and for the composite
-//! blocks of the model (RMSNorm, RoPE + attention with a padding mask, SwiGLU, conv2d + group
-//! norm + swish, cross-entropy). Relative error ≤ 1e-6, where the relative error of a gradient
+//! Finite-difference gradient checks in f64 for every differentiable op and for this crate's
+//! composites (softmax, log-softmax, cross-entropy, embeddings; the model's blocks are checked
+//! in `models/tests/nn_gradcheck.rs`). Relative error ≤ 1e-6, where the relative error of a gradient
 //! entry is |fd − analytic| / max(|analytic|, 1e-3 · max|analytic| of that tensor): entries far
 //! smaller than the tensor's largest are judged against that scale, since a central difference
 //! with step h has absolute error ~ (h² |f'''| + ε|f|/h), not relative error.
 
 use indexmap::IndexMap;
+use mmada_ir::gradcheck::{check_gradients, float as inp, Fill, GradInput as In};
+use mmada_ir::interp::interpret;
 use mmada_ir::{
-    autodiff, interp::interpret, BinaryOp, ConvGeom, DType, Graph, NodeId, Op, ReduceOp, Shape,
-    Tensor, UnaryOp,
+    autodiff, BinaryOp, ConvGeom, DType, Graph, NodeId, Op, ReduceOp, Shape, Tensor, UnaryOp,
 };
-use rand::{Rng, SeedableRng};
 
-/// How an input is filled.
-#[derive(Clone)]
-enum Fill {
-    /// Uniform floats in [lo, hi): differentiated.
-    Float(f64, f64),
-    /// Fixed integers: not differentiated.
-    Int(Vec<i64>),
-    /// Fixed booleans: not differentiated.
-    Bool(Vec<bool>),
-}
-
-struct In {
-    name: &'static str,
-    shape: Vec<usize>,
-    fill: Fill,
-}
-
-fn inp(name: &'static str, shape: &[usize], lo: f64, hi: f64) -> In {
-    In {
-        name,
-        shape: shape.to_vec(),
-        fill: Fill::Float(lo, hi),
-    }
-}
-
-/// Checks d(Σ r ⊙ f(inputs))/d(float inputs) against central differences.
+/// Checks `what` with the library harness at 1e-6 (see `mmada_ir::gradcheck`).
 fn check(what: &str, inputs: Vec<In>, f: impl Fn(&mut Graph, &[NodeId]) -> NodeId) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1234);
-    let mut g = Graph::new();
-    let mut ids = Vec::new();
-    let mut values: IndexMap<String, Tensor> = IndexMap::new();
-    let mut wrt = Vec::new();
-    for i in &inputs {
-        let n: usize = i.shape.iter().product();
-        let (dt, t) = match &i.fill {
-            Fill::Float(lo, hi) => {
-                let v: Vec<f64> = (0..n).map(|_| rng.random_range(*lo..*hi)).collect();
-                (
-                    DType::F64,
-                    Tensor::from_f64_vec(i.shape.clone(), v).unwrap(),
-                )
-            }
-            Fill::Int(v) => (
-                DType::I64,
-                Tensor::from_i64(i.shape.clone(), v.clone()).unwrap(),
-            ),
-            Fill::Bool(v) => {
-                let f: Vec<f64> = v.iter().map(|&b| b as u8 as f64).collect();
-                (
-                    DType::Bool,
-                    Tensor::from_f64(DType::Bool, i.shape.clone(), &f).unwrap(),
-                )
-            }
-        };
-        let id = g.param(i.name, dt, i.shape.clone()).unwrap();
-        if dt == DType::F64 {
-            wrt.push((i.name, id));
-        }
-        ids.push(id);
-        values.insert(i.name.to_string(), t);
-    }
-    let y = f(&mut g, &ids);
-    let ys = g.node(y).shape.clone();
-    let r: Vec<f64> = (0..ys.numel())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let r = g.constant_f64(DType::F64, ys.clone(), r).unwrap();
-    let yr = g.mul(y, r).unwrap();
-    let all: Vec<i64> = (0..ys.rank() as i64).collect();
-    let loss = if all.is_empty() {
-        yr
-    } else {
-        g.reduce(ReduceOp::Sum, yr, &all, false).unwrap()
-    };
-    g.set_output("loss", loss).unwrap();
-    let grads = autodiff::grad(&mut g, loss, &wrt.iter().map(|w| w.1).collect::<Vec<_>>()).unwrap();
-    for ((name, _), gid) in wrt.iter().zip(&grads) {
-        g.set_output(&format!("grad_{name}"), *gid).unwrap();
-    }
-    mmada_ir::verify(&g).unwrap();
-    let base = interpret(&g, &values).unwrap();
-    let loss_at = |vals: &IndexMap<String, Tensor>| interpret(&g, vals).unwrap()["loss"].get_f64(0);
-    let mut worst: f64 = 0.0;
-    for (name, _) in &wrt {
-        let an = base[&format!("grad_{name}")].to_f64_vec();
-        let scale = an.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let x = values[*name].to_f64_vec();
-        // Every entry for small tensors, an even sample for large ones.
-        let step = (x.len() / 48).max(1);
-        for k in (0..x.len()).step_by(step) {
-            let h = 1e-5 * x[k].abs().max(1.0);
-            let mut plus = values.clone();
-            let mut minus = values.clone();
-            let mut xp = x.clone();
-            xp[k] += h;
-            plus.insert(
-                name.to_string(),
-                Tensor::from_f64_vec(values[*name].shape().clone(), xp).unwrap(),
-            );
-            let mut xm = x.clone();
-            xm[k] -= h;
-            minus.insert(
-                name.to_string(),
-                Tensor::from_f64_vec(values[*name].shape().clone(), xm).unwrap(),
-            );
-            let fd = (loss_at(&plus) - loss_at(&minus)) / (2.0 * h);
-            let denom = an[k].abs().max(1e-3 * scale).max(1e-12);
-            let e = (fd - an[k]).abs() / denom;
-            assert!(
-                e <= 1e-6,
-                "{what}: d/d{name}[{k}] analytic {} vs finite difference {fd} (rel. error {e:e})",
-                an[k]
-            );
-            worst = worst.max(e);
-        }
-    }
+    let worst = check_gradients(&inputs, 1e-6, |g, x| Ok(f(g, x)))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     eprintln!("{what}: worst relative error {worst:.2e}");
 }
 
@@ -342,67 +230,12 @@ fn convolutions() {
 
 #[test]
 fn composite_blocks() {
-    check(
-        "rms_norm",
-        vec![inp("x", &[3, 8], -1.0, 1.0), inp("w", &[8], 0.5, 1.5)],
-        |g, x| g.rms_norm(x[0], x[1], 1e-5).unwrap(),
-    );
     check("softmax", vec![inp("x", &[3, 6], -2.0, 2.0)], |g, x| {
         g.softmax(x[0], -1).unwrap()
     });
     check("log_softmax", vec![inp("x", &[3, 6], -2.0, 2.0)], |g, x| {
         g.log_softmax(x[0], -1).unwrap()
     });
-    let mask = vec![
-        true, true, true, false, true, true, false, false, true, true,
-    ];
-    check(
-        "rope+attention+padding mask",
-        vec![
-            inp("q", &[2, 2, 5, 4], -1.0, 1.0),
-            inp("k", &[2, 2, 5, 4], -1.0, 1.0),
-            inp("v", &[2, 2, 5, 4], -1.0, 1.0),
-            In {
-                name: "m",
-                shape: vec![2, 5],
-                fill: Fill::Bool(mask),
-            },
-        ],
-        |g, x| {
-            let q = g.rope(x[0], 500000.0).unwrap();
-            let k = g.rope(x[1], 500000.0).unwrap();
-            g.attention(q, k, x[2], Some(x[3]), 0.5).unwrap()
-        },
-    );
-    check(
-        "swiglu",
-        vec![
-            inp("x", &[2, 3, 4], -1.0, 1.0),
-            inp("wg", &[6, 4], -1.0, 1.0),
-            inp("wu", &[6, 4], -1.0, 1.0),
-            inp("wd", &[4, 6], -1.0, 1.0),
-        ],
-        |g, x| g.swiglu(x[0], x[1], x[2], x[3]).unwrap(),
-    );
-    check(
-        "conv2d+group_norm+swish",
-        vec![
-            inp("x", &[2, 4, 5, 5], -1.0, 1.0),
-            inp("w", &[4, 4, 3, 3], -0.5, 0.5),
-            inp("gamma", &[4], 0.5, 1.5),
-            inp("beta", &[4], -0.5, 0.5),
-        ],
-        |g, x| {
-            let geom = ConvGeom {
-                stride: [1, 1],
-                padding: [1, 1, 1, 1],
-                groups: 1,
-            };
-            let c = g.conv2d(x[0], x[1], geom).unwrap();
-            let n = g.group_norm(c, x[2], x[3], 2, 1e-6).unwrap();
-            g.silu(n).unwrap()
-        },
-    );
     check(
         "cross_entropy",
         vec![

@@ -91,9 +91,9 @@ pub fn flops(cfg: &LladaConfig, batch: usize, seq: usize, figure: Figure) -> f64
     }
 }
 
-/// Random weights: [`crate::llada::init_weights`] with std 0.02 and streams from 0.
+/// Random weights: [`crate::checkpoint::init_weights`] with std 0.02 and streams from 0.
 pub fn random_weights(cfg: &LladaConfig, seed: i64) -> IndexMap<String, Tensor> {
-    crate::llada::init_weights(cfg, seed, 0, 0.02)
+    crate::checkpoint::init_weights(cfg, seed, 0, 0.02)
 }
 
 /// A prepared benchmark: an executor with resident weights (and optimiser state) and the

@@ -4,41 +4,20 @@
 
 use crate::config::LladaConfig;
 use crate::llada::param_specs;
-use crate::SpecError;
+use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_ir::{DType, Tensor};
 use mmada_runtime::checkpoint::{load_dir, save_dir};
 use mmada_runtime::tensor_io::atomic_write;
 use std::path::Path;
 
-/// Errors of checkpoint loading and saving.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    /// config.json problem.
-    #[error(transparent)]
-    Config(#[from] SpecError),
-    /// File-level problem (missing, truncated, malformed).
-    #[error(transparent)]
-    Runtime(#[from] mmada_runtime::RuntimeError),
-    /// A tensor is missing, unexpected, misshapen or of the wrong dtype.
-    #[error("{path}: tensor '{tensor}': {msg}")]
-    Tensor {
-        /// Checkpoint directory.
-        path: String,
-        /// Tensor name.
-        tensor: String,
-        /// What is wrong.
-        msg: String,
-    },
-}
-
 /// Loads `config.json` and the weights of a checkpoint directory, checking every tensor name,
 /// shape and dtype against the architecture; weights are returned in f32.
-pub fn load_model(dir: &Path) -> Result<(LladaConfig, IndexMap<String, Tensor>), CheckpointError> {
+pub fn load_model(dir: &Path) -> Result<(LladaConfig, IndexMap<String, Tensor>), ModelsError> {
     let cfg = LladaConfig::read(&dir.join("config.json"))?;
     let mut raw = load_dir(dir)?;
     let p = dir.display().to_string();
-    let bad = |tensor: &str, msg: String| CheckpointError::Tensor {
+    let bad = |tensor: &str, msg: String| ModelsError::Tensor {
         path: p.clone(),
         tensor: tensor.to_string(),
         msg,
@@ -101,8 +80,8 @@ pub fn save_model(
     weights: &IndexMap<String, Tensor>,
     dtype: DType,
     max_shard_bytes: u64,
-) -> Result<(), CheckpointError> {
-    let stored = to_storage(weights, dtype).map_err(|e| CheckpointError::Tensor {
+) -> Result<(), ModelsError> {
+    let stored = to_storage(weights, dtype).map_err(|e| ModelsError::Tensor {
         path: dir.display().to_string(),
         tensor: "*".into(),
         msg: e.to_string(),
@@ -110,4 +89,26 @@ pub fn save_model(
     save_dir(dir, &stored, max_shard_bytes)?;
     atomic_write(&dir.join("config.json"), cfg.to_json().as_bytes())?;
     Ok(())
+}
+
+/// Initial weights of a model: parameter `k` (checkpoint order) is
+/// [`mmada_runtime::init::init_tensor`] with stream `first_stream + k` (normals × `std`; norm
+/// weights are ones).
+pub fn init_weights(
+    cfg: &LladaConfig,
+    seed: i64,
+    first_stream: u32,
+    std: f32,
+) -> indexmap::IndexMap<String, mmada_ir::Tensor> {
+    let mut out = indexmap::IndexMap::new();
+    for (k, p) in crate::llada::param_specs(cfg).into_iter().enumerate() {
+        let shape = mmada_ir::Shape(p.shape.clone());
+        let stream = first_stream + k as u32;
+        if let Some(t) =
+            mmada_runtime::init::init_tensor(&shape, mmada_ir::Role::Param, seed, stream, std)
+        {
+            out.insert(p.name, t);
+        }
+    }
+    out
 }

@@ -1,7 +1,7 @@
 //! LLaDA/MMaDA model configuration with the official `config.json` field names (spec §1.4),
 //! its validation, and the built-in presets.
 
-use crate::SpecError;
+use crate::ModelsError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -202,8 +202,8 @@ impl LladaConfig {
 
     /// Checks that the configuration describes the architecture implemented here; errors name
     /// the field (`path` is the file, for messages).
-    pub fn validate(&self, path: &str) -> Result<(), SpecError> {
-        let bad = |field: &str, msg: String| SpecError::Field {
+    pub fn validate(&self, path: &str) -> Result<(), ModelsError> {
+        let bad = |field: &str, msg: String| ModelsError::Field {
             path: path.to_string(),
             field: field.to_string(),
             msg,
@@ -323,13 +323,13 @@ impl LladaConfig {
     }
 
     /// Reads and validates a `config.json`.
-    pub fn read(path: &Path) -> Result<LladaConfig, SpecError> {
+    pub fn read(path: &Path) -> Result<LladaConfig, ModelsError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Io {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelsError::Io {
             path: p.clone(),
             source: e,
         })?;
-        let cfg: LladaConfig = serde_json::from_str(&text).map_err(|e| SpecError::Toml {
+        let cfg: LladaConfig = serde_json::from_str(&text).map_err(|e| ModelsError::Toml {
             path: p.clone(),
             msg: format!("config.json: {e}"),
         })?;

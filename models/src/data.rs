@@ -12,7 +12,8 @@
 //! (LM rows: the end of the text); rows whose prompt alone does not fit are skipped and counted.
 
 use crate::loss::RowKind;
-use crate::tokenizer::{TextTokenizer, TokenizerError};
+use crate::tokenizer::TextTokenizer;
+use crate::ModelsError;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -21,35 +22,6 @@ use std::path::Path;
 pub const EMBEDDED_GSM: &str = include_str!("../assets/data/gsm_symbolic.jsonl");
 /// Plain-text rows of the embedded default.
 pub const EMBEDDED_TEXT: &str = include_str!("../assets/data/text.jsonl");
-
-/// Errors reading data.
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    /// File IO.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A malformed line.
-    #[error("{path}:{line}: {msg}")]
-    Line {
-        /// File.
-        path: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        msg: String,
-    },
-    /// Tokenizer failure.
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    /// No rows at all.
-    #[error("{0}: no training rows")]
-    Empty(String),
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +64,7 @@ pub fn parse_jsonl(
     path: &str,
     tok: &TextTokenizer,
     seq: usize,
-) -> Result<Rows, DataError> {
+) -> Result<Rows, ModelsError> {
     let mut rows = Vec::new();
     let mut skipped = 0;
     for (i, line) in text.lines().enumerate() {
@@ -100,7 +72,7 @@ pub fn parse_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |msg: String| DataError::Line {
+        let bad = |msg: String| ModelsError::DataLine {
             path: path.to_string(),
             line: lineno,
             msg,
@@ -152,7 +124,7 @@ fn sft_row(
     prompt: &str,
     answer: &str,
     seq: usize,
-) -> Result<Option<Row>, DataError> {
+) -> Result<Option<Row>, ModelsError> {
     let mut ids = tok.chat_prompt(&[("user", prompt)])?;
     let prompt_len = ids.len();
     if prompt_len >= seq {
@@ -172,9 +144,9 @@ fn sft_row(
 }
 
 /// Reads a JSONL file into rows.
-pub fn read_jsonl(path: &Path, tok: &TextTokenizer, seq: usize) -> Result<Rows, DataError> {
+pub fn read_jsonl(path: &Path, tok: &TextTokenizer, seq: usize) -> Result<Rows, ModelsError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelsError::Io {
         path: p.clone(),
         source: e,
     })?;
@@ -182,7 +154,7 @@ pub fn read_jsonl(path: &Path, tok: &TextTokenizer, seq: usize) -> Result<Rows, 
 }
 
 /// The embedded default dataset, tokenised.
-pub fn embedded_rows(tok: &TextTokenizer, seq: usize) -> Result<Rows, DataError> {
+pub fn embedded_rows(tok: &TextTokenizer, seq: usize) -> Result<Rows, ModelsError> {
     let mut rows = parse_jsonl(EMBEDDED_GSM, "<embedded>/gsm_symbolic.jsonl", tok, seq)?;
     let text = parse_jsonl(EMBEDDED_TEXT, "<embedded>/text.jsonl", tok, seq)?;
     rows.rows.extend(text.rows);
@@ -222,9 +194,9 @@ fn permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 impl Batcher {
     /// A batcher over `rows` starting at `pos`.
-    pub fn new(rows: Vec<Row>, seed: u64, pos: DataPosition) -> Result<Batcher, DataError> {
+    pub fn new(rows: Vec<Row>, seed: u64, pos: DataPosition) -> Result<Batcher, ModelsError> {
         if rows.is_empty() {
-            return Err(DataError::Empty("dataset".into()));
+            return Err(ModelsError::NoRows("dataset".into()));
         }
         let order = permutation(rows.len(), seed, pos.epoch);
         Ok(Batcher {

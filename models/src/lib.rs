@@ -1,25 +1,43 @@
-//! mmada-models: everything that builds IR graphs for users.
+//! mmada-models: the model's graphs, and the drivers that compile and run them.
 //!
-//! - [`spec`]: graph specs in TOML (inputs, named intermediate expressions, outputs), the format
-//!   of `mmada compile SPEC` for custom graphs;
-//! - [`expr`]: the small expression language of specs (`softmax(x @ w + b, -1)`).
+//! **Graph builders** use nothing but `mmada-ir` (checked by `scripts/check-imports.py`):
+//! - [`config`]: the HF `config.json` of LLaDA/MMaDA and the presets;
+//! - [`nn`]: the model's blocks (norms, RoPE and attention, SwiGLU, LFQ, AdamW);
+//! - [`llada`]: the transformer's forward graph; [`loss`]: the masked-diffusion losses;
+//!   [`train_step`]: forward, backward, clipping and AdamW in one graph;
+//! - [`spec`] and [`expr`]: graph specs in TOML and their expression language
+//!   (`softmax(x @ w + b, -1)`), the format of `mmada compile SPEC`;
+//! - [`selfcheck`]: the built-in check graphs.
+//!
+//! **Drivers** compile graphs and run them:
+//! - [`trainer`]: the training loop, generic over an objective; [`data`]: datasets and
+//!   batches; [`tokenizer`]: the text tokenizer; [`checkpoint`]: HF checkpoints and initial
+//!   weights; [`plot`]: charts; [`failpoint`]: crash points for tests;
+//! - [`logits`]: logits of a checkpoint; [`bench`]: the BENCHMARKS.md cases.
+//!
+//! One error type, [`ModelsError`], for the crate.
 
-pub mod bench;
-pub mod checkpoint;
+// Graph builders.
 pub mod config;
-pub mod data;
-pub mod error;
 pub mod expr;
-pub mod failpoint;
 pub mod llada;
-pub mod logits;
 pub mod loss;
-pub mod plot;
+pub mod nn;
 pub mod selfcheck;
 pub mod spec;
-pub mod tokenizer;
 pub mod train_step;
+
+// Drivers.
+pub mod bench;
+pub mod checkpoint;
+pub mod data;
+pub mod failpoint;
+pub mod logits;
+pub mod plot;
+pub mod tokenizer;
 pub mod trainer;
 
-pub use error::SpecError;
+pub mod error;
+
+pub use error::ModelsError;
 pub use spec::{GraphSpec, InputSpec};

@@ -7,6 +7,7 @@
 //! to disallowed keys (spec §1.3). Parameters are f32 graph inputs with role `Param`.
 
 use crate::config::LladaConfig;
+use crate::nn;
 use indexmap::IndexMap;
 use mmada_ir::{DType, Graph, NodeId, Result, Role};
 
@@ -17,26 +18,6 @@ pub struct ParamSpec {
     pub name: String,
     /// Shape.
     pub shape: Vec<usize>,
-}
-
-/// Initial weights of a model: parameter `k` (checkpoint order) is
-/// [`mmada_runtime::init::init_tensor`] with stream `first_stream + k` (normals × `std`; norm
-/// weights are ones).
-pub fn init_weights(
-    cfg: &LladaConfig,
-    seed: i64,
-    first_stream: u32,
-    std: f32,
-) -> IndexMap<String, mmada_ir::Tensor> {
-    let mut out = IndexMap::new();
-    for (k, p) in param_specs(cfg).into_iter().enumerate() {
-        let shape = mmada_ir::Shape(p.shape.clone());
-        let stream = first_stream + k as u32;
-        if let Some(t) = mmada_runtime::init::init_tensor(&shape, Role::Param, seed, stream, std) {
-            out.insert(p.name, t);
-        }
-    }
-    out
 }
 
 /// The parameters of a model, in checkpoint order.
@@ -95,7 +76,7 @@ pub fn logits(
     let scale = 1.0 / (hd as f64).sqrt();
     for i in 0..cfg.n_layers {
         let p = |n: &str| format!("model.transformer.blocks.{i}.{n}.weight");
-        let hn = g.rms_norm(x, w(&p("attn_norm"))?, cfg.rms_norm_eps)?;
+        let hn = nn::rms_norm(g, x, w(&p("attn_norm"))?, cfg.rms_norm_eps)?;
         let heads = |g: &mut Graph, wn: NodeId| -> Result<NodeId> {
             let y = g.linear(hn, wn)?;
             let y = g.reshape(y, [b, l, h, hd])?;
@@ -104,18 +85,24 @@ pub fn logits(
         let q = heads(g, w(&p("q_proj"))?)?;
         let k = heads(g, w(&p("k_proj"))?)?;
         let v = heads(g, w(&p("v_proj"))?)?;
-        let q = g.rope(q, cfg.rope_theta)?;
-        let k = g.rope(k, cfg.rope_theta)?;
-        let a = g.attention(q, k, v, key_mask, scale)?; // [B, H, L, hd]
+        let q = nn::rope(g, q, cfg.rope_theta)?;
+        let k = nn::rope(g, k, cfg.rope_theta)?;
+        let a = nn::attention(g, q, k, v, key_mask, scale)?; // [B, H, L, hd]
         let a = g.permute(a, &[0, 2, 1, 3])?;
         let a = g.reshape(a, [b, l, d])?;
         let o = g.linear(a, w(&p("attn_out"))?)?;
         x = g.add2(x, o)?;
-        let gn = g.rms_norm(x, w(&p("ff_norm"))?, cfg.rms_norm_eps)?;
-        let m = g.swiglu(gn, w(&p("ff_proj"))?, w(&p("up_proj"))?, w(&p("ff_out"))?)?;
+        let gn = nn::rms_norm(g, x, w(&p("ff_norm"))?, cfg.rms_norm_eps)?;
+        let m = nn::swiglu(
+            g,
+            gn,
+            w(&p("ff_proj"))?,
+            w(&p("up_proj"))?,
+            w(&p("ff_out"))?,
+        )?;
         x = g.add2(x, m)?;
     }
-    let x = g.rms_norm(x, w("model.transformer.ln_f.weight")?, cfg.rms_norm_eps)?;
+    let x = nn::rms_norm(g, x, w("model.transformer.ln_f.weight")?, cfg.rms_norm_eps)?;
     g.linear(x, w("model.transformer.ff_out.weight")?)
 }
 

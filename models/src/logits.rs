@@ -1,8 +1,9 @@
 //! Compiled forward passes: logits of token ids for a checkpoint.
 
-use crate::checkpoint::{load_model, CheckpointError};
+use crate::checkpoint::load_model;
 use crate::config::LladaConfig;
 use crate::llada::forward_graph;
+use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_codegen::artifact::Artifact;
 use mmada_codegen::backend::BackendOptions;
@@ -11,30 +12,10 @@ use mmada_ir::{DType, Tensor};
 use mmada_runtime::{open_artifact, Executor, Target};
 use std::path::Path;
 
-/// Errors of the logits command.
-#[derive(Debug, thiserror::Error)]
-pub enum LogitsError {
-    /// Loading the checkpoint.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// Compiling.
-    #[error(transparent)]
-    Codegen(#[from] mmada_codegen::CodegenError),
-    /// Running.
-    #[error(transparent)]
-    Runtime(#[from] mmada_runtime::RuntimeError),
-    /// Building the graph.
-    #[error(transparent)]
-    Ir(#[from] mmada_ir::IrError),
-    /// Bad input tensors.
-    #[error("{0}")]
-    Input(String),
-}
-
 /// Checks `input_ids` (integer `[B, L]`, every id inside the embedding rows) and converts to i64.
-pub fn check_ids(cfg: &LladaConfig, ids: &Tensor) -> Result<Tensor, LogitsError> {
+pub fn check_ids(cfg: &LladaConfig, ids: &Tensor) -> Result<Tensor, ModelsError> {
     if !ids.dtype().is_int() || ids.shape().rank() != 2 {
-        return Err(LogitsError::Input(format!(
+        return Err(ModelsError::Input(format!(
             "input_ids must be an integer tensor [batch, length], got {}{}",
             ids.dtype(),
             ids.shape()
@@ -44,7 +25,7 @@ pub fn check_ids(cfg: &LladaConfig, ids: &Tensor) -> Result<Tensor, LogitsError>
     let rows = cfg.rows() as i64;
     if let Some((i, &bad)) = v.iter().enumerate().find(|(_, &x)| x < 0 || x >= rows) {
         let l = ids.shape().0[1];
-        return Err(LogitsError::Input(format!(
+        return Err(ModelsError::Input(format!(
             "input_ids[{}, {}] = {bad} is outside the {rows} embedding rows",
             i / l,
             i % l
@@ -60,7 +41,7 @@ pub fn compile_forward(
     seq: usize,
     with_mask: bool,
     backend: BackendOptions,
-) -> Result<Artifact, LogitsError> {
+) -> Result<Artifact, ModelsError> {
     let g = forward_graph(cfg, batch, seq, with_mask)?;
     Ok(compile(
         &g,
@@ -91,7 +72,7 @@ impl LogitsRunner {
         with_mask: bool,
         target: Target,
         backend: BackendOptions,
-    ) -> Result<LogitsRunner, LogitsError> {
+    ) -> Result<LogitsRunner, ModelsError> {
         let art = compile_forward(&cfg, batch, seq, with_mask, backend)?;
         let mut exe = open_artifact(art, target)?;
         for (n, t) in weights {
@@ -105,14 +86,14 @@ impl LogitsRunner {
     }
 
     /// Logits `[B, L, rows]` (f32) of `ids`, with the key mask when compiled with one.
-    pub fn logits(&mut self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, LogitsError> {
+    pub fn logits(&mut self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ModelsError> {
         let ids = check_ids(&self.cfg, ids)?;
         let mut ins = IndexMap::new();
         ins.insert("input_ids".to_string(), ids.clone());
         match (mask, self.with_mask) {
             (Some(m), true) => {
                 if m.shape() != ids.shape() {
-                    return Err(LogitsError::Input(format!(
+                    return Err(ModelsError::Input(format!(
                         "attention_mask has shape {}, input_ids {}",
                         m.shape(),
                         ids.shape()
@@ -123,14 +104,14 @@ impl LogitsRunner {
             }
             (None, false) => {}
             _ => {
-                return Err(LogitsError::Input(
+                return Err(ModelsError::Input(
                     "the runner was compiled for a different masking mode".into(),
                 ))
             }
         }
         let mut out = self.exe.run(&ins)?;
         out.shift_remove("logits")
-            .ok_or_else(|| LogitsError::Input("the graph produced no logits".into()))
+            .ok_or_else(|| ModelsError::Input("the graph produced no logits".into()))
     }
 }
 
@@ -142,7 +123,7 @@ pub fn logits_from_checkpoint(
     mask: Option<&Tensor>,
     target: Target,
     backend: BackendOptions,
-) -> Result<Tensor, LogitsError> {
+) -> Result<Tensor, ModelsError> {
     let (cfg, weights) = load_model(dir)?;
     let ids = check_ids(&cfg, ids)?;
     let (b, l) = (ids.shape().0[0], ids.shape().0[1]);

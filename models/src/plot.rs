@@ -1,140 +1,169 @@
-//! A small loss-curve chart written as PNG (axes, grid, the curve and its moving average, and
-//! numeric labels drawn with a built-in 5×7 digit font), so training needs no plotting stack.
+//! Line charts as PNG with `plotters`: a title, labelled axes with units, a legend. Used for
+//! the training loss now, and for reward and PSNR curves later. The text is rendered with an
+//! embedded font (`models/assets/fonts/`), so no system fonts are needed.
 
+use plotters::prelude::*;
 use std::path::Path;
+use std::sync::Once;
 
-const W: usize = 800;
-const H: usize = 480;
-const LEFT: usize = 70;
-const RIGHT: usize = 20;
-const TOP: usize = 20;
-const BOTTOM: usize = 40;
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSansMono.ttf");
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 520;
 
-/// 5×7 glyphs for the characters labels use.
-fn glyph(c: char) -> Option<[u8; 7]> {
-    Some(match c {
-        '0' => [0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e],
-        '1' => [0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e],
-        '2' => [0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f],
-        '3' => [0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e],
-        '4' => [0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02],
-        '5' => [0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e],
-        '6' => [0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e],
-        '7' => [0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e],
-        '9' => [0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c],
-        '.' => [0, 0, 0, 0, 0, 0x0c, 0x0c],
-        '-' => [0, 0, 0, 0x1f, 0, 0, 0],
-        'e' => [0, 0, 0x0e, 0x11, 0x1f, 0x10, 0x0e],
-        _ => return None,
-    })
+/// One curve of a chart.
+pub struct Series<'a> {
+    /// Legend text.
+    pub name: &'a str,
+    /// (x, y) points in order of x.
+    pub points: Vec<(f64, f64)>,
+    /// Line colour.
+    pub color: RGBColor,
+    /// Line width in pixels.
+    pub width: u32,
 }
 
-struct Canvas {
-    px: Vec<u8>,
+/// A line chart: `title`, axis labels (with units, e.g. `"loss (nats per token)"`) and curves.
+pub struct Chart<'a> {
+    /// Title above the plot.
+    pub title: &'a str,
+    /// Label of the x axis.
+    pub x_label: &'a str,
+    /// Whether x values are counts (steps): ticks print as whole numbers.
+    pub x_integer: bool,
+    /// Label of the y axis.
+    pub y_label: &'a str,
+    /// The curves.
+    pub series: Vec<Series<'a>>,
 }
 
-impl Canvas {
-    fn set(&mut self, x: usize, y: usize, c: [u8; 3]) {
-        if x < W && y < H {
-            let i = (y * W + x) * 3;
-            self.px[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    fn line(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
-        let n = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1);
-        for i in 0..=n {
-            let t = i as f64 / n as f64;
-            self.set(
-                (x0 + (x1 - x0) * t) as usize,
-                (y0 + (y1 - y0) * t) as usize,
-                c,
-            );
-        }
-    }
-
-    fn text(&mut self, x: usize, y: usize, s: &str, c: [u8; 3]) {
-        for (k, ch) in s.chars().enumerate() {
-            if let Some(g) = glyph(ch) {
-                for (row, bits) in g.iter().enumerate() {
-                    for col in 0..5 {
-                        if bits & (0x10 >> col) != 0 {
-                            self.set(x + k * 6 + col, y + row, c);
-                        }
-                    }
-                }
-            }
-        }
-    }
+fn register_font() -> Result<(), String> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .map_err(|_| "the embedded chart font is invalid".to_string());
+    });
+    result
 }
 
-/// Writes a chart of `(step, loss)` points to `path`.
-pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> std::io::Result<()> {
-    let mut cv = Canvas {
-        px: vec![255; W * H * 3],
-    };
-    let pts: Vec<(usize, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
-    let (x0, x1) = (LEFT as f64, (W - RIGHT) as f64);
-    let (y0, y1) = (TOP as f64, (H - BOTTOM) as f64);
-    let black = [0, 0, 0];
-    cv.line(x0, y1, x1, y1, black);
-    cv.line(x0, y0, x0, y1, black);
-    if let (Some(first), Some(last)) = (pts.first(), pts.last()) {
-        let (s0, s1) = (first.0 as f64, (last.0.max(first.0 + 1)) as f64);
-        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        let (lo, hi) = if hi > lo {
-            (lo, hi)
-        } else {
-            (lo - 1.0, hi + 1.0)
+impl Chart<'_> {
+    /// Draws the chart into a PNG file. Non-finite points are left out.
+    pub fn write_png(&self, path: &Path) -> Result<(), String> {
+        register_font()?;
+        let pts = || {
+            self.series
+                .iter()
+                .flat_map(|s| s.points.iter())
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
         };
-        let px = |s: f64| x0 + (s - s0) / (s1 - s0) * (x1 - x0);
-        let py = |v: f64| y1 - (v - lo) / (hi - lo) * (y1 - y0);
-        for k in 0..=4 {
-            let v = lo + (hi - lo) * k as f64 / 4.0;
-            let y = py(v);
-            cv.line(x0, y, x1, y, [225, 225, 225]);
-            cv.text(4, (y as usize).saturating_sub(3), &format!("{v:.3}"), black);
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y) in pts() {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
         }
-        for w in pts.windows(2) {
-            cv.line(
-                px(w[0].0 as f64),
-                py(w[0].1),
-                px(w[1].0 as f64),
-                py(w[1].1),
-                [150, 170, 230],
-            );
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
         }
-        // Moving average over 5% of the run.
-        let k = (pts.len() / 20).max(1);
-        let avg: Vec<(f64, f64)> = (0..pts.len())
-            .map(|i| {
-                let a = i.saturating_sub(k);
-                let s: f64 = pts[a..=i].iter().map(|p| p.1).sum();
-                (pts[i].0 as f64, s / (i - a + 1) as f64)
+        let pad = ((y1 - y0) * 0.05).max(1e-9);
+        let (x1, y0, y1) = (x1.max(x0 + 1.0), y0 - pad, y1 + pad);
+        let err = |e: DrawingAreaErrorKind<_>| format!("{}: {e}", path.display());
+        let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_label)
+            .x_label_formatter(&|x| {
+                if self.x_integer {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x}")
+                }
             })
-            .collect();
-        for w in avg.windows(2) {
-            cv.line(
-                px(w[0].0),
-                py(w[0].1),
-                px(w[1].0),
-                py(w[1].1),
-                [200, 30, 30],
-            );
+            .y_desc(self.y_label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(err)?;
+        for s in &self.series {
+            let style = ShapeStyle::from(&s.color).stroke_width(s.width);
+            let points = s
+                .points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite());
+            chart
+                .draw_series(LineSeries::new(points, style))
+                .map_err(err)?
+                .label(s.name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
         }
-        cv.text(LEFT, H - BOTTOM + 8, &format!("{}", first.0), black);
-        let ls = format!("{}", last.0);
-        cv.text(W - RIGHT - ls.len() * 6, H - BOTTOM + 8, &ls, black);
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)
     }
-    let file = std::fs::File::create(path)?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), W as u32, H as u32);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header().map_err(std::io::Error::other)?;
-    writer
-        .write_image_data(&cv.px)
-        .map_err(std::io::Error::other)?;
-    Ok(())
+}
+
+/// The trainer's loss chart: the loss of every step and its 20-step moving average.
+pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String> {
+    let raw: Vec<(f64, f64)> = points.iter().map(|&(s, l)| (s as f64, l)).collect();
+    let avg: Vec<(f64, f64)> = (0..raw.len())
+        .map(|i| {
+            let w = &raw[i.saturating_sub(19)..=i];
+            (
+                raw[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect();
+    Chart {
+        title: "mmada train: masked-diffusion loss",
+        x_label: "optimiser step",
+        x_integer: true,
+        y_label: "loss (nats per token)",
+        series: vec![
+            Series {
+                name: "loss per step",
+                points: raw,
+                color: RGBColor(150, 170, 220),
+                width: 1,
+            },
+            Series {
+                name: "moving average (20 steps)",
+                points: avg,
+                color: RGBColor(200, 40, 40),
+                width: 2,
+            },
+        ],
+    }
+    .write_png(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn writes_a_png_with_text_and_curves() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.png");
+        let pts: Vec<(usize, f64)> = (0..120)
+            .map(|i| (i, 9.0 / (1.0 + i as f64 * 0.05)))
+            .collect();
+        super::loss_curve_png(&pts, &p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        // Empty and non-finite inputs still give a chart, not an error.
+        super::loss_curve_png(&[(0, f64::NAN)], &p).unwrap();
+        super::loss_curve_png(&[], &p).unwrap();
+    }
 }

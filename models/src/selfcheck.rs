@@ -2,6 +2,7 @@
 //! forward+backward block. `mmada selfcheck` compiles them for this machine's targets and
 //! compares against the reference interpreter; the test suite uses them too.
 
+use crate::nn;
 use mmada_ir::{
     autodiff, BinaryOp, CompareOp, ConvGeom, DType, Graph, NodeId, Op, ReduceOp, Result, RngDist,
     UnaryOp,
@@ -119,7 +120,7 @@ pub fn block_grad_graph() -> Result<Graph> {
     let head = g.param("head", DType::F32, [v, d])?;
     let mask = g.input("mask", DType::Bool, [b, t])?;
     let labels = g.input("labels", DType::I64, [b, t])?;
-    let hn = g.rms_norm(x, wn, 1e-5)?;
+    let hn = nn::rms_norm(&mut g, x, wn, 1e-5)?;
     let split = |g: &mut Graph, w: NodeId| -> Result<NodeId> {
         let p = g.linear(hn, w)?;
         let p = g.reshape(p, [b, t, h, hd])?;
@@ -128,13 +129,13 @@ pub fn block_grad_graph() -> Result<Graph> {
     let q = split(&mut g, wq)?;
     let k = split(&mut g, wk)?;
     let vv = split(&mut g, wv)?;
-    let q = g.rope(q, 500000.0)?;
-    let k = g.rope(k, 500000.0)?;
-    let a = g.attention(q, k, vv, Some(mask), 0.5)?;
+    let q = nn::rope(&mut g, q, 500000.0)?;
+    let k = nn::rope(&mut g, k, 500000.0)?;
+    let a = nn::attention(&mut g, q, k, vv, Some(mask), 0.5)?;
     let a = g.permute(a, &[0, 2, 1, 3])?;
     let a = g.reshape(a, [b, t, d])?;
     let x1 = g.add2(x, a)?;
-    let m = g.swiglu(x1, wg, wu, wd)?;
+    let m = nn::swiglu(&mut g, x1, wg, wu, wd)?;
     let x2 = g.add2(x1, m)?;
     let logits = g.linear(x2, head)?;
     let ce = g.cross_entropy(logits, labels)?;

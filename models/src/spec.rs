@@ -14,7 +14,7 @@
 //! ```
 
 use crate::expr;
-use crate::SpecError;
+use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_ir::{DType, Graph, NodeId, Role};
 use serde::Deserialize;
@@ -53,16 +53,16 @@ pub struct GraphSpec {
 
 impl GraphSpec {
     /// Parses spec text (`path` is used in messages).
-    pub fn parse(text: &str, path: &str) -> Result<GraphSpec, SpecError> {
-        toml::from_str(text).map_err(|e| SpecError::Toml {
+    pub fn parse(text: &str, path: &str) -> Result<GraphSpec, ModelsError> {
+        toml::from_str(text).map_err(|e| ModelsError::Toml {
             path: path.to_string(),
             msg: e.to_string().trim().to_string(),
         })
     }
 
     /// Reads and parses a spec file.
-    pub fn read(path: &Path) -> Result<GraphSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Io {
+    pub fn read(path: &Path) -> Result<GraphSpec, ModelsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelsError::Io {
             path: path.display().to_string(),
             source: e,
         })?;
@@ -70,8 +70,8 @@ impl GraphSpec {
     }
 
     /// Builds the graph.
-    pub fn build(&self, path: &str) -> Result<Graph, SpecError> {
-        let field = |f: String, msg: String| SpecError::Field {
+    pub fn build(&self, path: &str) -> Result<Graph, ModelsError> {
+        let field = |f: String, msg: String| ModelsError::Field {
             path: path.to_string(),
             field: f,
             msg,
@@ -114,7 +114,7 @@ impl GraphSpec {
             if env.contains_key(name) {
                 return Err(field(format!("let.{name}"), "name already defined".into()));
             }
-            let id = expr::eval(&mut g, &env, text).map_err(|(pos, msg)| SpecError::Expr {
+            let id = expr::eval(&mut g, &env, text).map_err(|(pos, msg)| ModelsError::Expr {
                 path: path.to_string(),
                 field: format!("let.{name}"),
                 expr: text.clone(),
@@ -125,7 +125,7 @@ impl GraphSpec {
             env.insert(name.clone(), id);
         }
         for (name, text) in &self.outputs {
-            let id = expr::eval(&mut g, &env, text).map_err(|(pos, msg)| SpecError::Expr {
+            let id = expr::eval(&mut g, &env, text).map_err(|(pos, msg)| ModelsError::Expr {
                 path: path.to_string(),
                 field: format!("outputs.{name}"),
                 expr: text.clone(),
@@ -141,7 +141,7 @@ impl GraphSpec {
 }
 
 /// Reads a spec file and builds its graph.
-pub fn graph_from_file(path: &Path) -> Result<(GraphSpec, Graph), SpecError> {
+pub fn graph_from_file(path: &Path) -> Result<(GraphSpec, Graph), ModelsError> {
     let spec = GraphSpec::read(path)?;
     let g = spec.build(&path.display().to_string())?;
     Ok((spec, g))

@@ -1,35 +1,12 @@
 //! The text tokenizer (HF `tokenizers` reading a `tokenizer.json`, as MMaDA checkpoints ship)
 //! and the chat template of spec §3.1.
 
+use crate::ModelsError;
 use std::path::Path;
 
 /// The tiny tokenizer of the embedded default (1024 byte-level BPE tokens + 17 MMaDA special
 /// tokens at 1024..=1040; see models/assets/tokenizer/tiny/README.md).
 pub const TINY_TOKENIZER_JSON: &str = include_str!("../assets/tokenizer/tiny/tokenizer.json");
-
-/// Errors of the tokenizer.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenizerError {
-    /// The tokenizer file could not be loaded.
-    #[error("{path}: {msg}")]
-    Load {
-        /// File.
-        path: String,
-        /// Why.
-        msg: String,
-    },
-    /// A special token is missing.
-    #[error("{path}: the tokenizer has no special token '{token}'")]
-    MissingSpecial {
-        /// File.
-        path: String,
-        /// Token text.
-        token: String,
-    },
-    /// Encoding failed.
-    #[error("tokenizer: {0}")]
-    Encode(String),
-}
 
 /// A text tokenizer with the MMaDA special-token ids.
 pub struct TextTokenizer {
@@ -52,11 +29,11 @@ impl TextTokenizer {
     fn from_tokenizer(
         tok: tokenizers::Tokenizer,
         path: &str,
-    ) -> Result<TextTokenizer, TokenizerError> {
+    ) -> Result<TextTokenizer, ModelsError> {
         let id = |t: &str| {
             tok.token_to_id(t)
                 .map(|v| v as i64)
-                .ok_or_else(|| TokenizerError::MissingSpecial {
+                .ok_or_else(|| ModelsError::MissingSpecial {
                     path: path.to_string(),
                     token: t.to_string(),
                 })
@@ -73,21 +50,22 @@ impl TextTokenizer {
     }
 
     /// Loads a `tokenizer.json`.
-    pub fn from_file(path: &Path) -> Result<TextTokenizer, TokenizerError> {
+    pub fn from_file(path: &Path) -> Result<TextTokenizer, ModelsError> {
         let p = path.display().to_string();
-        let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
-            path: p.clone(),
-            msg: e.to_string(),
-        })?;
+        let tok =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| ModelsError::TokenizerLoad {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
         TextTokenizer::from_tokenizer(tok, &p)
     }
 
     /// The embedded tiny tokenizer.
-    pub fn tiny() -> Result<TextTokenizer, TokenizerError> {
+    pub fn tiny() -> Result<TextTokenizer, ModelsError> {
         let tok: tokenizers::Tokenizer =
             TINY_TOKENIZER_JSON
                 .parse()
-                .map_err(|e: tokenizers::Error| TokenizerError::Load {
+                .map_err(|e: tokenizers::Error| ModelsError::TokenizerLoad {
                     path: "<embedded tiny tokenizer>".into(),
                     msg: e.to_string(),
                 })?;
@@ -106,26 +84,26 @@ impl TextTokenizer {
 
     /// Token ids of `text` (special tokens written in the text are recognised; nothing is
     /// added).
-    pub fn encode(&self, text: &str) -> Result<Vec<i64>, TokenizerError> {
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>, ModelsError> {
         let e = self
             .tok
             .encode(text, false)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+            .map_err(|e| ModelsError::Encode(e.to_string()))?;
         Ok(e.get_ids().iter().map(|&i| i as i64).collect())
     }
 
     /// Text of ids, skipping special tokens.
-    pub fn decode(&self, ids: &[i64]) -> Result<String, TokenizerError> {
+    pub fn decode(&self, ids: &[i64]) -> Result<String, ModelsError> {
         let v: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
         self.tok
             .decode(&v, true)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))
+            .map_err(|e| ModelsError::Encode(e.to_string()))
     }
 
     /// The chat template of spec §3.1: `BOS` then, per message,
     /// `<|start_header_id|>{role}<|end_header_id|>\n{content.strip()}<|eot_id|>`, then the
     /// assistant header `<|start_header_id|>assistant<|end_header_id|>\n` (single newline).
-    pub fn chat_prompt(&self, messages: &[(&str, &str)]) -> Result<Vec<i64>, TokenizerError> {
+    pub fn chat_prompt(&self, messages: &[(&str, &str)]) -> Result<Vec<i64>, ModelsError> {
         let mut ids = vec![self.bos];
         for (role, content) in messages {
             ids.push(self.start_header);

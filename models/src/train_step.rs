@@ -12,6 +12,7 @@
 use crate::config::LladaConfig;
 use crate::llada::{declare_params, logits};
 use crate::loss::{apply_mask, masked_diffusion_loss, sample_text_mask};
+use crate::nn;
 use mmada_ir::{autodiff, BinaryOp, DType, Graph, NodeId, ReduceOp, Result, Role, UnaryOp};
 
 /// Optimiser hyper-parameters baked into the step (the learning rate is an input).
@@ -109,7 +110,19 @@ pub fn train_step_graph(
         let m = g.add_input(&exp_avg(name), Role::State, DType::F32, shape.clone())?;
         let v = g.add_input(&exp_avg_sq(name), Role::State, DType::F32, shape)?;
         let gc = g.mul(gr, coef)?;
-        let (pn, mn, vn) = g.adamw(p, gc, m, v, lr, bc1, bc2, h.betas, h.eps, h.weight_decay)?;
+        let (pn, mn, vn) = nn::adamw(
+            &mut g,
+            p,
+            gc,
+            m,
+            v,
+            lr,
+            bc1,
+            bc2,
+            h.betas,
+            h.eps,
+            h.weight_decay,
+        )?;
         for (out, node, input) in [
             (format!("update.{name}"), pn, name.clone()),
             (format!("update.{}", exp_avg(name)), mn, exp_avg(name)),

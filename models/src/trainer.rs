@@ -1,4 +1,5 @@
-//! `mmada train`: the compiled masked-diffusion trainer.
+//! `mmada train`: the compiled trainer. The loop ([`run_loop`]) is generic over an
+//! [`Objective`] (the step graph and each step's data); [`MaskedDiffusion`] is today's.
 //!
 //! Each step feeds one mixed batch (LM and SFT rows) to the compiled training step (see
 //! [`crate::train_step`]); parameters and AdamW moments stay resident in the executor.
@@ -13,14 +14,15 @@
 //! one and is replaced atomically, so a crash mid-save never damages the previous checkpoint.
 //! Metrics go to `<out>/metrics.jsonl` (one object per step) and `<out>/loss-curve.png`.
 
-use crate::checkpoint::{load_model, save_model, CheckpointError};
+use crate::checkpoint::{load_model, save_model};
 use crate::config::LladaConfig;
-use crate::data::{embedded_rows, read_jsonl, Batcher, DataError, DataPosition, Row};
+use crate::data::{embedded_rows, read_jsonl, Batcher, DataPosition, Row};
 use crate::failpoint;
 use crate::llada::param_specs;
 use crate::loss::row_weights;
-use crate::tokenizer::{TextTokenizer, TokenizerError};
+use crate::tokenizer::TextTokenizer;
 use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
+use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
@@ -32,42 +34,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Errors of training.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// Data.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// Tokenizer.
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    /// Checkpoint.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// Compilation.
-    #[error(transparent)]
-    Codegen(#[from] mmada_codegen::CodegenError),
-    /// Execution.
-    #[error(transparent)]
-    Runtime(#[from] mmada_runtime::RuntimeError),
-    /// Graph construction.
-    #[error(transparent)]
-    Ir(#[from] mmada_ir::IrError),
-    /// Bad options or an incompatible checkpoint.
-    #[error("{0}")]
-    Options(String),
-    /// File IO.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: String,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::Io {
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ModelsError + '_ {
+    move |e| ModelsError::Io {
         path: path.display().to_string(),
         source: e,
     }
@@ -228,7 +196,7 @@ pub fn rng_offset(step: usize) -> i64 {
 pub fn load_rows(
     opts: &TrainOptions,
     tok: &TextTokenizer,
-) -> Result<(Vec<Row>, usize), TrainError> {
+) -> Result<(Vec<Row>, usize), ModelsError> {
     if opts.data.is_empty() {
         let r = embedded_rows(tok, opts.seq)?;
         return Ok((r.rows, r.skipped));
@@ -249,7 +217,7 @@ pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
     p.join("trainer_state.json").is_file().then_some(p)
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), TrainError> {
+fn fsync_dir(dir: &Path) -> Result<(), ModelsError> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io(dir))
@@ -260,7 +228,7 @@ pub fn save_checkpoint(
     exe: &mut dyn Executor,
     cfg: &LladaConfig,
     state: &TrainerState,
-) -> Result<PathBuf, TrainError> {
+) -> Result<PathBuf, ModelsError> {
     let out = &state.options.out;
     let name = format!("checkpoint-{}", state.step);
     let final_dir = out.join(&name);
@@ -280,7 +248,8 @@ pub fn save_checkpoint(
     failpoint::hit("save-after-weights", state.step);
     write_safetensors(&tmp.join("optimizer.safetensors"), &optim)?;
     failpoint::hit("save-after-optimizer", state.step);
-    let js = serde_json::to_string_pretty(state).map_err(|e| TrainError::Options(e.to_string()))?;
+    let js =
+        serde_json::to_string_pretty(state).map_err(|e| ModelsError::Options(e.to_string()))?;
     atomic_write(&tmp.join("trainer_state.json"), js.as_bytes())?;
     fsync_dir(&tmp)?;
     failpoint::hit("save-before-publish", state.step);
@@ -307,7 +276,7 @@ pub struct LoadedCheckpoint {
 }
 
 /// Loads a checkpoint directory written by [`save_checkpoint`].
-pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, TrainError> {
+pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, ModelsError> {
     let (cfg, weights) = load_model(dir)?;
     let optim = read_safetensors(&dir.join("optimizer.safetensors"))?;
     for p in param_specs(&cfg) {
@@ -315,7 +284,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, TrainError> {
             match optim.get(&n) {
                 Some(t) if t.shape().0 == p.shape && t.dtype() == DType::F32 => {}
                 Some(t) => {
-                    return Err(TrainError::Options(format!(
+                    return Err(ModelsError::Options(format!(
                         "{}: optimizer tensor '{n}' is {}{}, expected f32{:?}",
                         dir.display(),
                         t.dtype(),
@@ -324,7 +293,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, TrainError> {
                     )))
                 }
                 None => {
-                    return Err(TrainError::Options(format!(
+                    return Err(ModelsError::Options(format!(
                         "{}: optimizer state lacks '{n}'",
                         dir.display()
                     )))
@@ -335,9 +304,9 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, TrainError> {
     let sp = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
     let state: TrainerState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Options(format!("{}: {e}", sp.display())))?;
+        .map_err(|e| ModelsError::Options(format!("{}: {e}", sp.display())))?;
     if state.format != "mmada-trainer-state" {
-        return Err(TrainError::Options(format!(
+        return Err(ModelsError::Options(format!(
             "{}: not a trainer state",
             sp.display()
         )));
@@ -350,22 +319,22 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, TrainError> {
     })
 }
 
-fn scalar_f32(v: f64) -> Result<Tensor, TrainError> {
+fn scalar_f32(v: f64) -> Result<Tensor, ModelsError> {
     Ok(Tensor::from_f32(Vec::<usize>::new(), vec![v as f32])?)
 }
 
-fn scalar_i64(v: i64) -> Result<Tensor, TrainError> {
+fn scalar_i64(v: i64) -> Result<Tensor, ModelsError> {
     Ok(Tensor::from_i64(Vec::<usize>::new(), vec![v])?)
 }
 
-/// Builds the per-step inputs of a batch.
+/// The masked-diffusion data inputs of a batch: token ids, prompt mask, row weights, and the
+/// noise key (seed, step offset).
 pub fn batch_inputs(
     rows: &[Row],
     seq: usize,
     opts: &TrainOptions,
     step: usize,
-    hyper: &StepHyper,
-) -> Result<IndexMap<String, Tensor>, TrainError> {
+) -> Result<IndexMap<String, Tensor>, ModelsError> {
     let b = rows.len();
     let mut ids = Vec::with_capacity(b * seq);
     let mut prompt = Vec::with_capacity(b * seq);
@@ -375,9 +344,6 @@ pub fn batch_inputs(
     }
     let kinds: Vec<_> = rows.iter().map(|r| r.kind).collect();
     let w = row_weights(&kinds, seq, opts.coef_lm, opts.coef_sft);
-    let lr =
-        opts.lr * crate::train_step::lr_factor(step, opts.warmup, opts.steps, opts.min_lr_scale);
-    let t = (step + 1) as i32;
     let mut m = IndexMap::new();
     m.insert("input_ids".into(), Tensor::from_i64([b, seq], ids)?);
     m.insert(
@@ -387,10 +353,100 @@ pub fn batch_inputs(
     m.insert("row_weight".into(), Tensor::from_f64(DType::F32, [b], &w)?);
     m.insert("seed".into(), scalar_i64(opts.seed as i64)?);
     m.insert("offset".into(), scalar_i64(rng_offset(step))?);
+    Ok(m)
+}
+
+/// The per-step optimiser scalars every objective's step takes: `lr` (warmup and cosine
+/// schedule) and the AdamW bias corrections `bc1 = 1 − β1^t`, `bc2 = 1 − β2^t`.
+pub fn optimiser_inputs(
+    opts: &TrainOptions,
+    step: usize,
+    hyper: &StepHyper,
+) -> Result<IndexMap<String, Tensor>, ModelsError> {
+    let lr =
+        opts.lr * crate::train_step::lr_factor(step, opts.warmup, opts.steps, opts.min_lr_scale);
+    let t = (step + 1) as i32;
+    let mut m = IndexMap::new();
     m.insert("lr".into(), scalar_f32(lr)?);
     m.insert("bc1".into(), scalar_f32(1.0 - hyper.betas.0.powi(t))?);
     m.insert("bc2".into(), scalar_f32(1.0 - hyper.betas.1.powi(t))?);
     Ok(m)
+}
+
+/// What a run optimises: the compiled step's graph and each step's data. Everything else —
+/// resident weights and AdamW state, the learning-rate schedule, checkpoints and resume,
+/// metrics and plots — is the trainer's loop, shared by every objective (the masked-diffusion
+/// loss now, UniGRPO later).
+pub trait Objective {
+    /// Name for logs and artifacts.
+    fn name(&self) -> &str;
+    /// The whole step: inputs the parameters (role `Param`, official names), their moments
+    /// (`<name>.exp_avg`, `<name>.exp_avg_sq`), `lr`, `bc1`, `bc2` and the objective's data;
+    /// outputs `loss`, `grad_norm` and the parameters' and moments' in-place updates.
+    fn step_graph(
+        &self,
+        cfg: &LladaConfig,
+        hyper: StepHyper,
+    ) -> Result<mmada_ir::Graph, ModelsError>;
+    /// The data inputs of step `step`, in order from the data position (advances it).
+    fn data(&mut self, step: usize) -> Result<IndexMap<String, Tensor>, ModelsError>;
+    /// Where the data stands, saved in checkpoints so a resumed run continues exactly.
+    fn position(&self) -> DataPosition;
+    /// Tokens one step trains on (for throughput).
+    fn tokens_per_step(&self) -> usize;
+}
+
+/// The masked-diffusion objective (spec §4.2): mixed LM and SFT rows, Philox masking keyed by
+/// the seed and the step.
+pub struct MaskedDiffusion {
+    opts: TrainOptions,
+    batcher: Batcher,
+}
+
+impl MaskedDiffusion {
+    /// The objective over `rows`, resuming at `pos`.
+    pub fn new(
+        opts: &TrainOptions,
+        rows: Vec<Row>,
+        pos: DataPosition,
+    ) -> Result<Self, ModelsError> {
+        Ok(MaskedDiffusion {
+            opts: opts.clone(),
+            batcher: Batcher::new(rows, opts.seed, pos)?,
+        })
+    }
+}
+
+impl Objective for MaskedDiffusion {
+    fn name(&self) -> &str {
+        "masked-diffusion"
+    }
+
+    fn step_graph(
+        &self,
+        cfg: &LladaConfig,
+        hyper: StepHyper,
+    ) -> Result<mmada_ir::Graph, ModelsError> {
+        Ok(train_step_graph(
+            cfg,
+            self.opts.batch,
+            self.opts.seq,
+            hyper,
+        )?)
+    }
+
+    fn data(&mut self, step: usize) -> Result<IndexMap<String, Tensor>, ModelsError> {
+        let batch = self.batcher.next_batch(self.opts.batch);
+        batch_inputs(&batch, self.opts.seq, &self.opts, step)
+    }
+
+    fn position(&self) -> DataPosition {
+        self.batcher.pos
+    }
+
+    fn tokens_per_step(&self) -> usize {
+        self.opts.batch * self.opts.seq
+    }
 }
 
 /// Progress reporting hooks.
@@ -419,8 +475,8 @@ pub fn train(
     target: Target,
     backend: BackendOptions,
     progress: &mut dyn Progress,
-) -> Result<Vec<StepRecord>, TrainError> {
-    opts.check(None).map_err(TrainError::Options)?;
+) -> Result<Vec<StepRecord>, ModelsError> {
+    opts.check(None).map_err(ModelsError::Options)?;
     let tok = match &opts.tokenizer {
         Some(p) => TextTokenizer::from_file(p)?,
         None => TextTokenizer::tiny()?,
@@ -433,7 +489,7 @@ pub fn train(
                 dir.to_path_buf()
             } else {
                 latest_checkpoint(dir).ok_or_else(|| {
-                    TrainError::Options(format!(
+                    ModelsError::Options(format!(
                         "{}: no checkpoint to resume (no 'latest')",
                         dir.display()
                     ))
@@ -447,7 +503,7 @@ pub fn train(
         Some(ck) => {
             let o = &ck.state.options;
             if (o.batch, o.seq, o.seed, &o.data) != (opts.batch, opts.seq, opts.seed, &opts.data) {
-                return Err(TrainError::Options(format!(
+                return Err(ModelsError::Options(format!(
                     "resume: the checkpoint was trained with batch {}, seq {}, seed {}, data {:?}; these options must match",
                     o.batch, o.seq, o.seed, o.data
                 )));
@@ -464,19 +520,20 @@ pub fn train(
         (None, Some(dir)) => load_model(dir)?,
         (None, None) => {
             let cfg = LladaConfig::preset(&opts.preset).ok_or_else(|| {
-                TrainError::Options(format!(
+                ModelsError::Options(format!(
                     "unknown preset '{}' (choose from {})",
                     opts.preset,
                     LladaConfig::PRESETS.join(", ")
                 ))
             })?;
-            let w = crate::llada::init_weights(&cfg, opts.seed as i64, 1000, opts.init_std as f32);
+            let w =
+                crate::checkpoint::init_weights(&cfg, opts.seed as i64, 1000, opts.init_std as f32);
             (cfg, w)
         }
     };
-    opts.check(Some(&cfg)).map_err(TrainError::Options)?;
+    opts.check(Some(&cfg)).map_err(ModelsError::Options)?;
     if tok.len() > cfg.rows() || tok.mask != cfg.mask_token_id {
-        return Err(TrainError::Options(format!(
+        return Err(ModelsError::Options(format!(
             "the tokenizer ({} ids, [MASK] = {}) does not fit the model ({} rows, mask_token_id = {})",
             tok.len(),
             tok.mask,
@@ -486,28 +543,82 @@ pub fn train(
     }
     let (rows, skipped) = load_rows(&opts, &tok)?;
     progress.data(rows.len(), skipped);
-    let start = resumed.as_ref().map_or(0, |c| c.state.step);
     let pos = resumed
         .as_ref()
         .map_or(DataPosition::default(), |c| c.state.data);
-    let mut batcher = Batcher::new(rows, opts.seed, pos)?;
+    let mut objective = MaskedDiffusion::new(&opts, rows, pos)?;
+    let run = Run {
+        opts: &opts,
+        cfg: &cfg,
+        weights: &weights,
+        resumed: resumed.as_ref(),
+        hyper,
+        target,
+        backend,
+    };
+    run_loop(&mut objective, run, progress)
+}
+
+/// Where a run starts: options, model, weights (and a checkpoint when resuming), targets.
+pub struct Run<'a> {
+    /// Options.
+    pub opts: &'a TrainOptions,
+    /// Model configuration.
+    pub cfg: &'a LladaConfig,
+    /// Initial weights (a checkpoint's when resuming).
+    pub weights: &'a IndexMap<String, Tensor>,
+    /// The checkpoint resumed from.
+    pub resumed: Option<&'a LoadedCheckpoint>,
+    /// Optimiser hyper-parameters compiled into the step.
+    pub hyper: StepHyper,
+    /// Where to run.
+    pub target: Target,
+    /// What to compile.
+    pub backend: BackendOptions,
+}
+
+/// The training loop every objective shares: compiles the objective's step, makes weights and
+/// AdamW moments resident, runs steps from the checkpoint's (or 0) to `opts.steps` with the
+/// learning-rate schedule, and writes metrics, checkpoints and the loss chart.
+pub fn run_loop(
+    objective: &mut dyn Objective,
+    run: Run<'_>,
+    progress: &mut dyn Progress,
+) -> Result<Vec<StepRecord>, ModelsError> {
+    let Run {
+        opts,
+        cfg,
+        weights,
+        resumed,
+        hyper,
+        target,
+        backend,
+    } = run;
+    let cfg = cfg.clone();
+    let start = resumed.map_or(0, |c| c.state.step);
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
 
-    let g = train_step_graph(&cfg, opts.batch, opts.seq, hyper)?;
+    let g = objective.step_graph(&cfg, hyper)?;
     let art = compile(
         &g,
         &CompileOptions {
-            name: format!("train_step_{}_b{}_l{}", opts.preset, opts.batch, opts.seq),
+            name: format!(
+                "{}_{}_b{}_l{}",
+                objective.name(),
+                opts.preset,
+                opts.batch,
+                opts.seq
+            ),
             backend,
             ptx_check: PtxCheck::Skip,
             ..CompileOptions::default()
         },
     )?;
     let mut exe = open_artifact(art, target)?;
-    for (n, t) in &weights {
+    for (n, t) in weights {
         exe.set_input(n, t)?;
         let zeros = Tensor::zeros(DType::F32, t.shape().clone());
-        let (m, v) = match &resumed {
+        let (m, v) = match resumed {
             Some(ck) => (
                 ck.optim[&exp_avg(n)].clone(),
                 ck.optim[&exp_avg_sq(n)].clone(),
@@ -528,7 +639,7 @@ pub fn train(
         .collect();
     let mut metrics = std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?;
     for r in &history {
-        let line = serde_json::to_string(r).map_err(|e| TrainError::Options(e.to_string()))?;
+        let line = serde_json::to_string(r).map_err(|e| ModelsError::Options(e.to_string()))?;
         writeln!(metrics, "{line}").map_err(io(&metrics_path))?;
     }
 
@@ -536,8 +647,8 @@ pub fn train(
     let mut records = Vec::new();
     for step in start..opts.steps {
         let t0 = Instant::now();
-        let batch = batcher.next_batch(opts.batch);
-        let ins = batch_inputs(&batch, opts.seq, &opts, step, &hyper)?;
+        let mut ins = objective.data(step)?;
+        ins.extend(optimiser_inputs(opts, step, &hyper)?);
         let lr = ins["lr"].get_f64(0);
         let out = exe.run(&ins)?;
         let rec = StepRecord {
@@ -545,16 +656,16 @@ pub fn train(
             loss: out["loss"].get_f64(0),
             grad_norm: out["grad_norm"].get_f64(0),
             lr,
-            tokens: opts.batch * opts.seq,
+            tokens: objective.tokens_per_step(),
             step_seconds: t0.elapsed().as_secs_f64(),
         };
         if !rec.loss.is_finite() {
-            return Err(TrainError::Options(format!(
+            return Err(ModelsError::Options(format!(
                 "the loss became {} at step {step}",
                 rec.loss
             )));
         }
-        let line = serde_json::to_string(&rec).map_err(|e| TrainError::Options(e.to_string()))?;
+        let line = serde_json::to_string(&rec).map_err(|e| ModelsError::Options(e.to_string()))?;
         writeln!(metrics, "{line}").map_err(io(&metrics_path))?;
         progress.step(&rec);
         history.push(rec.clone());
@@ -565,7 +676,7 @@ pub fn train(
             let state = TrainerState {
                 format: "mmada-trainer-state".into(),
                 step: done,
-                data: batcher.pos,
+                data: objective.position(),
                 rng_offset: rng_offset(done),
                 options: opts.clone(),
             };
@@ -573,7 +684,7 @@ pub fn train(
             prune_checkpoints(&opts.out, opts.keep)?;
             let pts: Vec<(usize, f64)> = history.iter().map(|r| (r.step, r.loss)).collect();
             let png = opts.out.join("loss-curve.png");
-            crate::plot::loss_curve_png(&pts, &png).map_err(io(&png))?;
+            crate::plot::loss_curve_png(&pts, &png).map_err(ModelsError::Plot)?;
             progress.saved(&dir);
         }
     }
@@ -582,7 +693,7 @@ pub fn train(
 }
 
 /// Removes all but the newest `keep` complete checkpoints (and stale partial ones).
-fn prune_checkpoints(out: &Path, keep: usize) -> Result<(), TrainError> {
+fn prune_checkpoints(out: &Path, keep: usize) -> Result<(), ModelsError> {
     let mut done: Vec<(usize, PathBuf)> = Vec::new();
     for e in std::fs::read_dir(out).map_err(io(out))?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

@@ -6,7 +6,7 @@ use crate::error::CliError;
 use mmada_codegen::artifact::Artifact;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
-use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::HostCpu;
 use mmada_models::bench::{case_graph, cases, flops, prepare, profile, time_runs, Case, Figure};
 use mmada_models::config::LladaConfig;
 use mmada_runtime::{tensor_io, Target};

@@ -176,10 +176,11 @@ pub fn run(a: Args) -> Result<(), CliError> {
         }
         (None, Some(spec)) => {
             let path = spec.display().to_string();
-            let text = std::fs::read_to_string(spec).map_err(|e| mmada_models::SpecError::Io {
-                path: path.clone(),
-                source: e,
-            })?;
+            let text =
+                std::fs::read_to_string(spec).map_err(|e| mmada_models::ModelsError::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
             let s = GraphSpec::parse(&text, &path)?;
             let g = s.build(&path)?;
             let opts = CompileOptions {

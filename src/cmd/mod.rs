@@ -16,7 +16,7 @@ use clap::ValueEnum;
 use indexmap::IndexMap;
 use mmada_codegen::artifact::Artifact;
 use mmada_codegen::backend::BackendOptions;
-use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::HostCpu;
 use mmada_codegen::SmArch;
 use mmada_ir::{interp, serialize, DType, Tensor};
 use mmada_passes::DumpSink;

@@ -5,7 +5,7 @@ use super::{default_gpu_archs, target_of, RunTarget};
 use crate::error::CliError;
 use indicatif::{ProgressBar, ProgressStyle};
 use mmada_codegen::backend::BackendOptions;
-use mmada_codegen::llvm::HostCpu;
+use mmada_codegen::HostCpu;
 use mmada_models::config::LladaConfig;
 use mmada_models::trainer::{train, Progress, StepRecord, TrainOptions};
 use mmada_runtime::Target;

@@ -288,6 +288,28 @@ impl Checker<'_> {
         for s in stmts {
             match s {
                 BlockStmt::Phase(b) => self.stmts(b)?,
+                BlockStmt::LanePhase {
+                    base,
+                    lane,
+                    lanes,
+                    body,
+                } => {
+                    if *lanes < 2 || !(self.k.block as u64).is_multiple_of(*lanes) {
+                        return Err(format!(
+                            "a lane phase of {lanes} lanes in a block of {}",
+                            self.k.block
+                        ));
+                    }
+                    for v in [base, lane] {
+                        if self.k.vars.get(v.0 as usize) != Some(&VTy::Index) {
+                            return Err(format!("lane variable v{} is not an index", v.0));
+                        }
+                        self.define(v.0)?;
+                    }
+                    self.stmts(body)?;
+                    self.defined.remove(&base.0);
+                    self.defined.remove(&lane.0);
+                }
                 BlockStmt::Barrier => {}
                 BlockStmt::Shuffle {
                     mode,

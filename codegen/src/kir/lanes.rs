@@ -49,7 +49,7 @@ pub fn with_lane_vars(k: &Kernel) -> (Kernel, u32) {
         stmts
             .iter()
             .map(|s| match s {
-                BlockStmt::Phase(body) => lets(body),
+                BlockStmt::Phase(body) | BlockStmt::LanePhase { body, .. } => lets(body),
                 BlockStmt::For { body, .. } => most(body),
                 BlockStmt::Barrier | BlockStmt::Shuffle { .. } => 0,
             })

@@ -25,6 +25,7 @@
 mod build;
 pub(crate) mod check;
 pub mod lanes;
+pub mod passes;
 mod print;
 
 pub use build::{KernelBuilder, Scope};
@@ -183,6 +184,20 @@ pub enum BlockStmt {
         dst: BufRef,
         /// Element of `dst` written.
         dst_index: u64,
+    },
+    /// Host only, made by the lane-split pass ([`passes::LaneSplit`]): a phase whose thread
+    /// loop runs as `for base in (0..block).step_by(lanes) { for lane in 0..lanes }`, the
+    /// thread id being `base + lane`, with `body`'s index arithmetic rewritten as
+    /// `uniform + c·lane` (see [`lanes`]) so that LLVM vectorises the lanes.
+    LanePhase {
+        /// The outer loop's variable (a multiple of `lanes`).
+        base: VarId,
+        /// The inner loop's variable.
+        lane: VarId,
+        /// Lanes of the inner loop.
+        lanes: u64,
+        /// The rewritten per-thread code.
+        body: Vec<Stmt>,
     },
     /// A uniform loop (bounds may not depend on the thread id or per-thread state).
     For {

@@ -97,6 +97,20 @@ fn block_stmts(out: &mut String, ss: &[BlockStmt], ind: usize) {
                 stmts(out, b, ind + 1);
                 let _ = writeln!(out, "{pad}}}");
             }
+            BlockStmt::LanePhase {
+                base,
+                lane,
+                lanes,
+                body,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}lane-phase tid = v{} + v{} (lanes {lanes}) {{",
+                    base.0, lane.0
+                );
+                stmts(out, body, ind + 1);
+                let _ = writeln!(out, "{pad}}}");
+            }
             BlockStmt::Barrier => {
                 let _ = writeln!(out, "{pad}barrier");
             }

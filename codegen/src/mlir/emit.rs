@@ -13,7 +13,6 @@
 //! conversions are integer code, so both targets compute the same bits and the GPU path needs no
 //! libdevice.
 
-use crate::kir::lanes::split_phase;
 use crate::kir::{
     BlockStmt, BufRef, Const, Expr, KBinary, KCmp, KUnary, Kernel, ShuffleMode, Stmt, VTy, WARP,
 };
@@ -59,10 +58,6 @@ pub(crate) struct Emitter<'c, 'k> {
     pub(crate) private: Vec<V>,
     tid: Option<V>,
     bid: Option<V>,
-    /// Host: the first variable id free for the lane split (see [`crate::kir::lanes`]).
-    pub(crate) first_lane_var: Option<u32>,
-    /// Host: lanes of the lane split (the CPU's f32 vector width; below 2, no split).
-    pub(crate) lanes: u64,
 }
 
 pub(crate) fn val<'c, 'a>(v: V) -> Value<'c, 'a> {
@@ -85,8 +80,6 @@ impl<'c, 'k> Emitter<'c, 'k> {
             private: Vec::new(),
             tid: None,
             bid: None,
-            first_lane_var: None,
-            lanes: 0,
         }
     }
 
@@ -371,42 +364,46 @@ impl<'c, 'k> Emitter<'c, 'k> {
         }
     }
 
-    fn lane_split(&self, body: &[crate::kir::Stmt]) -> Option<crate::kir::lanes::LaneSplit> {
-        let block = self.k.block as u64;
-        if self.target != Target::Host {
-            return None;
-        }
-        split_phase(body, block, self.lanes, self.first_lane_var?)
-    }
-
     fn block_stmts(&mut self, b: &Block<'c>, stmts: &[BlockStmt]) -> Result<(), CodegenError> {
         for s in stmts {
             match s {
-                BlockStmt::Phase(body) => match (self.target, self.lane_split(body)) {
-                    (Target::Host, Some(split)) => {
-                        // Two loops, bases and lanes, with indices rewritten as
-                        // `uniform + lane` so that LLVM vectorises the lanes (see `kir::lanes`).
-                        let lo = self.idx(b, 0)?;
-                        let hi = self.idx(b, self.k.block as u64)?;
-                        let lanes = self.idx(b, self.lanes)?;
-                        let one = self.idx(b, 1)?;
-                        self.for_loop(b, lo, hi, lanes, |this, blk, base| {
-                            this.vars.insert(split.base.0, base);
-                            let zero = this.idx(blk, 0)?;
-                            this.for_loop(blk, zero, lanes, one, |this, blk, lane| {
-                                this.vars.insert(split.lane.0, lane);
-                                this.tid = this.op(
-                                    blk,
-                                    "arith.addi",
-                                    &[base, lane],
-                                    &[Type::index(this.c)],
-                                    &[],
-                                )?;
-                                this.stmts(blk, &split.body)
-                            })
-                        })?;
+                BlockStmt::LanePhase {
+                    base,
+                    lane,
+                    lanes,
+                    body,
+                } => {
+                    if self.target != Target::Host {
+                        return Err(CodegenError::Kir(format!(
+                            "{}: lane phases are host-only",
+                            self.k.name
+                        )));
                     }
-                    (Target::Host, None) => {
+                    // Two loops, bases and lanes, with indices rewritten as `uniform + lane`
+                    // so that LLVM vectorises the lanes (see `kir::lanes`).
+                    let lo = self.idx(b, 0)?;
+                    let hi = self.idx(b, self.k.block as u64)?;
+                    let n = self.idx(b, *lanes)?;
+                    let one = self.idx(b, 1)?;
+                    let (bv, lv) = (base.0, lane.0);
+                    self.for_loop(b, lo, hi, n, |this, blk, base| {
+                        this.vars.insert(bv, base);
+                        let zero = this.idx(blk, 0)?;
+                        this.for_loop(blk, zero, n, one, |this, blk, lane| {
+                            this.vars.insert(lv, lane);
+                            this.tid = this.op(
+                                blk,
+                                "arith.addi",
+                                &[base, lane],
+                                &[Type::index(this.c)],
+                                &[],
+                            )?;
+                            this.stmts(blk, body)
+                        })
+                    })?;
+                }
+                BlockStmt::Phase(body) => match self.target {
+                    Target::Host => {
                         let lo = self.idx(b, 0)?;
                         let hi = self.idx(b, self.k.block as u64)?;
                         let one = self.idx(b, 1)?;
@@ -415,7 +412,7 @@ impl<'c, 'k> Emitter<'c, 'k> {
                             this.stmts(blk, body)
                         })?;
                     }
-                    (Target::Gpu, _) => self.stmts(b, body)?,
+                    Target::Gpu => self.stmts(b, body)?,
                 },
                 BlockStmt::Barrier => {
                     if self.target == Target::Gpu {

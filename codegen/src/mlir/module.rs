@@ -80,21 +80,17 @@ fn func_type<'c>(c: &'c Context, inputs: &[Type<'c>]) -> Attribute<'c> {
 
 /// Builds the host module (one `func.func` per kernel taking its buffers and a block range),
 /// lowers it and appends the `<name>__entry(void** args, i64 begin, i64 end)` wrappers the
-/// runtime calls. Phases' thread loops are split into `lanes` lanes where that helps LLVM
-/// vectorise (see [`crate::kir::lanes`]). Returns the LLVM IR.
+/// runtime calls. Run the host KIR passes first ([`crate::kir::passes::host_pipeline`]: lane
+/// phases). Returns the LLVM IR.
 pub fn host_llvm_ir(
     c: &Context,
     kernels: &[Kernel],
     disjoint: &std::collections::HashSet<String>,
-    lanes: u64,
 ) -> Result<MlirOutput, CodegenError> {
     let loc = Location::unknown(c);
     let mut module = Module::new(loc);
     for k in kernels {
-        let (k, first_lane_var) = &crate::kir::lanes::with_lane_vars(k);
         let mut em = Emitter::new(c, Target::Host, k);
-        em.first_lane_var = Some(*first_lane_var);
-        em.lanes = lanes;
         let mut inputs: Vec<Type> = k
             .params
             .iter()

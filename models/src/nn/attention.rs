@@ -1,0 +1,102 @@
+//! The transformer's attention and MLP: RoPE, bidirectional attention with a key mask, SwiGLU
+//! (spec §1.1–1.3).
+
+use super::{bad, compute_dtype, dtype_of, shape_of};
+use mmada_ir::{BinaryOp, DType, Graph, NodeId, Result, Shape, UnaryOp};
+
+/// Rotary position embedding, rotate-half style (spec §1.2): x of shape `[..., T, hd]`,
+/// positions 0..T-1, `inv_freq[i] = θ^(-2i/hd)`, `a' = a cos − b sin`, `b' = b cos + a sin`
+/// for the halves a, b. Computed in f32 (or f64).
+pub fn rope(g: &mut Graph, x: NodeId, theta: f64) -> Result<NodeId> {
+    let s = shape_of(g, x)?;
+    let r = s.rank();
+    if r < 2 || !s.0[r - 1].is_multiple_of(2) {
+        return Err(bad(
+            "rope",
+            format!("needs [..., T, even head dim], got {s}"),
+        ));
+    }
+    let (t, hd) = (s.0[r - 2], s.0[r - 1]);
+    let dt = dtype_of(g, x)?;
+    let cd = compute_dtype(dt);
+    let xf = g.cast(x, cd)?;
+    let inv: Vec<f64> = (0..hd / 2)
+        .map(|i| {
+            let v = 1.0 / theta.powf(2.0 * i as f64 / hd as f64);
+            if cd == DType::F32 {
+                v as f32 as f64
+            } else {
+                v
+            }
+        })
+        .collect();
+    let inv = g.constant_f64(cd, [1, hd / 2], inv)?;
+    let pos = g.iota(cd, [t, 1], 0)?;
+    let ang = g.mul(pos, inv)?; // [t, hd/2]
+    let ang = g.concat(&[ang, ang], -1)?; // [t, hd]
+    let cos = g.unary(UnaryOp::Cos, ang)?;
+    let sin = g.unary(UnaryOp::Sin, ang)?;
+    let a = g.slice_axis(xf, -1, 0, hd / 2)?;
+    let b = g.slice_axis(xf, -1, hd / 2, hd)?;
+    let nb = g.unary(UnaryOp::Neg, b)?;
+    let rot = g.concat(&[nb, a], -1)?;
+    let xc = g.mul(xf, cos)?;
+    let rs = g.mul(rot, sin)?;
+    let y = g.add2(xc, rs)?;
+    g.cast(y, dt)
+}
+
+/// Bidirectional scaled dot-product attention over `[B, H, T, hd]` tensors (no causal mask).
+/// With `key_mask` (bool `[B, S]`, true = attend), disallowed keys get the dtype's minimum
+/// added to their scores, as the reference's boolean attention bias does (spec §1.3).
+pub fn attention(
+    g: &mut Graph,
+    q: NodeId,
+    k: NodeId,
+    v: NodeId,
+    key_mask: Option<NodeId>,
+    scale: f64,
+) -> Result<NodeId> {
+    let kt = g.transpose(k)?;
+    let scores = g.matmul(q, kt)?;
+    let mut scores = g.binary_scalar(BinaryOp::Mul, scores, scale)?;
+    if let Some(m) = key_mask {
+        let ss = shape_of(g, scores)?; // [B, H, T, S]
+        let ms = shape_of(g, m)?;
+        if ms.rank() != 2 || ms.0[0] != ss.0[0] || ms.0[1] != ss.0[3] {
+            return Err(bad(
+                "attention",
+                format!("key mask {ms} does not fit scores {ss}"),
+            ));
+        }
+        let dt = dtype_of(g, scores)?;
+        let min = if dt == DType::F64 {
+            f64::MIN
+        } else {
+            f32::MIN as f64
+        };
+        let zero = g.full(dt, 0.0, Shape::scalar())?;
+        let neg = g.full(dt, min, Shape::scalar())?;
+        let m4 = g.reshape(m, [ms.0[0], 1, 1, ms.0[1]])?;
+        let m4 = g.broadcast_to(m4, ss.clone())?;
+        let bias = g.where_(m4, zero, neg)?;
+        scores = g.add2(scores, bias)?;
+    }
+    let p = g.softmax(scores, -1)?;
+    g.matmul(p, v)
+}
+
+/// The LLaDA/MMaDA MLP (spec §1.1): `ff_out(silu(ff_proj(x)) ⊙ up_proj(x))`, weights `[out, in]`.
+pub fn swiglu(
+    g: &mut Graph,
+    x: NodeId,
+    ff_proj: NodeId,
+    up_proj: NodeId,
+    ff_out: NodeId,
+) -> Result<NodeId> {
+    let gate = g.linear(x, ff_proj)?;
+    let gate = g.silu(gate)?;
+    let up = g.linear(x, up_proj)?;
+    let h = g.mul(gate, up)?;
+    g.linear(h, ff_out)
+}
