@@ -5,21 +5,10 @@ use indexmap::IndexMap;
 use mmada_ir::{max_rel_error, Tensor};
 use mmada_runtime::tensor_io::{read_safetensors, write_safetensors};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn mmada(args: &[&str], dir: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mmada"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MMADA_DUMP_DIR")
-        .output()
-        .expect("spawn mmada");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+
+use common::mmada_cli as mmada;
 
 fn example() -> PathBuf {
     PathBuf::from(concat!(
@@ -153,6 +142,90 @@ fn truncated_and_altered_artifacts_are_rejected() {
     assert_one_line_error(
         mmada(&["inspect", "junk.mmada"], d),
         "not an mmada artifact",
+    );
+    // A file of the previous format (one graph, version 1) is named as such, and so is one
+    // from a newer mmada.
+    for (version, needle) in [
+        (1u32, "written by an older mmada"),
+        (3, "newer than this mmada"),
+    ] {
+        let mut old = bytes.clone();
+        old[8..12].copy_from_slice(&version.to_le_bytes());
+        let n = old.len();
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&old[..n - 32]);
+        old[n - 32..].copy_from_slice(&digest);
+        std::fs::write(d.join("v.mmada"), &old).unwrap();
+        assert_one_line_error(mmada(&["inspect", "v.mmada"], d), needle);
+    }
+}
+
+#[test]
+fn one_artifact_holds_forward_and_train_step_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = mmada(
+        &[
+            "compile",
+            "--preset",
+            "tiny",
+            "--graph",
+            "forward,train-step",
+            "--batch",
+            "2",
+            "--seq",
+            "32",
+            "--targets",
+            "cpu",
+            "-o",
+            "both.mmada",
+            "-v",
+        ],
+        d,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("entries forward, train-step"), "{out}");
+    for stage in [
+        "verify", "passes", "plan", "memory", "link", "lower", "ptxas", "package",
+    ] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(stage)),
+            "no {stage} timing in:\n{out}"
+        );
+    }
+    let (ok, out, err) = mmada(&["inspect", "both.mmada"], d);
+    assert!(ok, "{err}");
+    let entry = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no entry {name} in:\n{out}"))
+            .to_string()
+    };
+    // Both entries name the 39 parameters of the tiny model (4 layers × 9 + 3); the step also
+    // their 78 moments. The parameters are one set of buffers (the inspect line above counts
+    // each buffer once).
+    assert!(entry("forward ").contains("(39 resident)"), "{out}");
+    assert!(entry("train-step ").contains("(117 resident)"), "{out}");
+    // Running an entry that is not there names the ones that are.
+    let ids = Tensor::from_i64([2, 32], vec![1; 64]).unwrap();
+    let mut ins = IndexMap::new();
+    ins.insert("input_ids".to_string(), ids);
+    write_safetensors(&d.join("in.safetensors"), &ins).unwrap();
+    assert_one_line_error(
+        mmada(
+            &[
+                "run",
+                "both.mmada",
+                "--entry",
+                "sample",
+                "--input",
+                "in.safetensors",
+                "--output",
+                "o.safetensors",
+            ],
+            d,
+        ),
+        "entries: forward, train-step",
     );
 }
 
@@ -376,4 +449,34 @@ fn bench_reports_times_and_profiles() {
         out.contains("gemm"),
         "the host calls gemm for products: {out}"
     );
+    // --json: one object per line with the documented fields.
+    let (ok, out, err) = mmada(
+        &[
+            "bench",
+            "--only",
+            "bench-tiny",
+            "--target",
+            "cpu",
+            "--reps",
+            "1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let figures: Vec<&str> = lines
+        .iter()
+        .map(|v| v["figure"].as_str().unwrap())
+        .collect();
+    assert_eq!(figures, ["train-step", "forward"], "{out}");
+    for v in &lines {
+        assert_eq!(v["config"], "bench-tiny");
+        for k in ["median_s", "tokens_per_s", "gflops", "speedup"] {
+            assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+        }
+    }
 }

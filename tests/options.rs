@@ -2,21 +2,10 @@
 //! before any compilation or large allocation (so it comes at once; timed by hand, not here).
 
 use std::path::Path;
-use std::process::Command;
 
-fn mmada(args: &[&str], dir: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mmada"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MMADA_DUMP_DIR")
-        .output()
-        .expect("spawn mmada");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+
+use common::mmada_cli as mmada;
 
 /// Exactly one `error:` line on stderr containing every needle, no panic, nothing trained.
 fn one_line_error(args: &[&str], dir: &Path, needles: &[&str]) {

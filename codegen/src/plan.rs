@@ -335,14 +335,14 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                 let gpu = KernelLaunch {
                     grid: k.grid,
                     block: k.block,
-                    shared_bytes: 0,
+                    shared_bytes: k.dynamic_shared_layout().1 as u32,
                     kernel: intern(k, kind_name(op))?,
                 };
                 let host_kernel = match kernels::host_variant(g, id, &provisional, choices)? {
                     Some(hk) => Some(KernelLaunch {
                         grid: hk.grid,
                         block: hk.block,
-                        shared_bytes: 0,
+                        shared_bytes: hk.dynamic_shared_layout().1 as u32,
                         kernel: intern(hk, &format!("host_{}", kind_name(op)))?,
                     }),
                     None => None,

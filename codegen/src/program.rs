@@ -256,6 +256,15 @@ impl Program {
                     };
                     // The compiled code assumes its grid and block (block ids index batches
                     // and tiles): a launch must use exactly those.
+                    if k.shared_bytes as u64 != kir.dynamic_shared_layout().1 {
+                        return Err(at(format!(
+                            "kernel {} needs {} bytes of dynamic shared memory, the launch \
+                             gives {}",
+                            k.kernel,
+                            kir.dynamic_shared_layout().1,
+                            k.shared_bytes
+                        )));
+                    }
                     if k.grid != kir.grid || k.block != kir.block {
                         return Err(at(format!(
                             "kernel {} was compiled for grid {} × block {}, the launch says \

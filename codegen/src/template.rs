@@ -82,6 +82,8 @@ impl Default for TargetLimits {
 pub const GPU_MAX_THREADS: u64 = 1024;
 /// Static shared memory per block a kernel may declare (more needs dynamic shared memory).
 pub const GPU_STATIC_SHARED_BYTES: u64 = 48 * 1024;
+/// Shared memory per block with the opt-in attribute on sm_90 (227 KiB; sm_80 allows 163 KiB).
+pub const GPU_MAX_SHARED_BYTES: u64 = 227 * 1024;
 
 impl TargetLimits {
     /// The limits of the targets of a build.

@@ -218,3 +218,81 @@ fn a_bf16_shared_tile_rounds_like_the_interpreter_cast() {
         assert_eq!(smem, 512);
     }
 }
+
+/// `out[b, i] = x[b, N − 1 − i]` through a 96 KiB f32 tile in dynamic shared memory (above the
+/// 48 KiB a kernel may declare statically).
+fn dynamic_reverse(blocks: u64) -> Kernel {
+    const N: u64 = 24 * 1024;
+    let mut kb = KernelBuilder::new("dynamic_reverse", blocks, 256);
+    let x = kb.param("x", DType::F32, blocks * N, Access::Read);
+    let out = kb.param("out", DType::F32, blocks * N, Access::Write);
+    let tile = kb.shared_dynamic("tile", DType::F32, N);
+    let base = || Expr::BlockId * Expr::idx(N);
+    let body = vec![
+        kb.phase(|s| {
+            s.for_(Expr::ThreadId, Expr::idx(N), Expr::idx(256), |s, i| {
+                s.store(tile, i.clone(), Expr::load(x, base() + i));
+            })
+        }),
+        BlockStmt::Barrier,
+        kb.phase(|s| {
+            s.for_(Expr::ThreadId, Expr::idx(N), Expr::idx(256), |s, i| {
+                let from = Expr::idx(N - 1) - i.clone();
+                s.store(out, base() + i, Expr::load(tile, from));
+            })
+        }),
+    ];
+    kb.finish(body)
+}
+
+#[test]
+fn a_dynamic_shared_tile_above_48_kib_runs_on_the_host_and_assembles() {
+    let blocks = 3u64;
+    let k = dynamic_reverse(blocks);
+    mmada_codegen::kir::check(&k).unwrap();
+    assert_eq!(
+        k.dynamic_shared_layout().1,
+        96 * 1024,
+        "the launch's dynamic bytes"
+    );
+    let n = (blocks * 24 * 1024) as usize;
+    let x = random(n, 5);
+    let mut bufs = vec![x.clone(), vec![0.0; n]];
+    run_host(&k, &mut bufs);
+    let chunk = 24 * 1024;
+    for (i, got) in bufs[1].iter().enumerate() {
+        let (b, j) = (i / chunk, i % chunk);
+        assert_eq!(
+            got.to_bits(),
+            x[b * chunk + chunk - 1 - j].to_bits(),
+            "element {i}"
+        );
+    }
+    // The PTX addresses the tile through MLIR's dynamic shared memory symbol (a zero-sized
+    // shared array at the start of the launch's dynamic shared memory), with no static tile.
+    let opts = BackendOptions {
+        host: None,
+        gpu_archs: vec![SmArch::SM90],
+    };
+    let out = compile_kernels(
+        std::slice::from_ref(&k),
+        &Default::default(),
+        &opts,
+        &Default::default(),
+    )
+    .unwrap();
+    let ptx = &out.ptx[0].1;
+    assert!(ptx.contains("__dynamic_shmem"), "{ptx}");
+    assert!(!ptx.contains(".b8 tile"), "{ptx}");
+    if let Some(smem) = ptxas_shared_bytes(&k) {
+        assert!(
+            smem <= 16,
+            "static shared memory {smem} bytes: the tile is not dynamic"
+        );
+    }
+    // A static tile that large is rejected with a message that says what to do.
+    let mut too_big = k.clone();
+    too_big.shared[0].dynamic = false;
+    let e = mmada_codegen::kir::check(&too_big).unwrap_err();
+    assert!(e.contains("dynamic shared"), "{e}");
+}

@@ -3,35 +3,20 @@
 //! updated parameters and moments fed to the next), and no parameter is copied to the host in
 //! between.
 
+mod common;
+
+use common::small_cfg;
+
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile_entries, CompileOptions, PtxCheck};
 use mmada_ir::interp::interpret;
 use mmada_ir::{max_rel_error, DType, Tensor};
-use mmada_models::config::LladaConfig;
 use mmada_models::llada::{forward_graph, param_specs};
 use mmada_models::loss::{row_weights, RowKind};
 use mmada_models::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
 use mmada_runtime::{open_artifact, Target};
 use rand::{Rng, SeedableRng};
-
-fn small_cfg() -> LladaConfig {
-    LladaConfig {
-        d_model: 16,
-        n_layers: 2,
-        n_heads: 2,
-        n_kv_heads: Some(2),
-        mlp_hidden_size: 24,
-        vocab_size: 37,
-        embedding_size: Some(40),
-        new_vocab_size: Some(40),
-        mask_token_id: 39,
-        eos_token_id: 36,
-        pad_token_id: Some(36),
-        bos_token_id: Some(35),
-        ..LladaConfig::preset("tiny").unwrap()
-    }
-}
 
 fn scalar_f32(v: f32) -> Tensor {
     Tensor::from_f32(Vec::<usize>::new(), vec![v]).unwrap()

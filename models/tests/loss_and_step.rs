@@ -1,11 +1,14 @@
 //! The masked-diffusion losses against hand computations of the spec's formulas (§4.2), and one
 //! compiled training step against the same step run by the reference interpreter.
 
+mod common;
+
+use common::small_cfg;
+
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
 use mmada_ir::{interp::interpret, max_rel_error, DType, Graph, Tensor};
-use mmada_models::config::LladaConfig;
 use mmada_models::llada::param_specs;
 use mmada_models::loss::{
     masked_diffusion_loss, row_weights, sample_image_mask, token_mean_loss, RowKind,
@@ -13,24 +16,6 @@ use mmada_models::loss::{
 use mmada_models::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
 use mmada_runtime::{open_artifact, Target};
 use rand::{Rng, SeedableRng};
-
-fn small_cfg() -> LladaConfig {
-    LladaConfig {
-        d_model: 16,
-        n_layers: 2,
-        n_heads: 2,
-        n_kv_heads: Some(2),
-        mlp_hidden_size: 24,
-        vocab_size: 37,
-        embedding_size: Some(40),
-        new_vocab_size: Some(40),
-        mask_token_id: 39,
-        eos_token_id: 36,
-        pad_token_id: Some(36),
-        bos_token_id: Some(35),
-        ..LladaConfig::preset("tiny").unwrap()
-    }
-}
 
 #[test]
 fn text_losses_equal_the_spec_formulas() {

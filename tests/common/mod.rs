@@ -136,3 +136,19 @@ pub fn cuda_or_skip() -> bool {
     eprintln!("SKIPPED: no CUDA device (MMADA_REQUIRE_CUDA=1 makes this a failure)");
     false
 }
+
+/// Runs the `mmada` binary with `args` in `dir` (no dump directory from the environment);
+/// returns (success, stdout, stderr).
+pub fn mmada_cli(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mmada"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MMADA_DUMP_DIR")
+        .output()
+        .expect("spawn mmada");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -53,6 +53,19 @@ impl KernelBuilder {
             name: name.to_string(),
             dtype,
             len,
+            dynamic: false,
+        });
+        BufRef::Shared(self.k.shared.len() as u32 - 1)
+    }
+
+    /// Declares a per-block shared buffer in the launch's dynamic shared memory (for tiles
+    /// above the 48 KiB a kernel may declare statically).
+    pub fn shared_dynamic(&mut self, name: &str, dtype: DType, len: u64) -> BufRef {
+        self.k.shared.push(ScratchDecl {
+            name: name.to_string(),
+            dtype,
+            len,
+            dynamic: true,
         });
         BufRef::Shared(self.k.shared.len() as u32 - 1)
     }
@@ -63,6 +76,7 @@ impl KernelBuilder {
             name: name.to_string(),
             dtype,
             len,
+            dynamic: false,
         });
         BufRef::Private(self.k.private.len() as u32 - 1)
     }

@@ -351,6 +351,32 @@ pub fn check(k: &Kernel) -> Result<(), String> {
     if k.grid == 0 || k.grid > i32::MAX as u64 {
         return Err(format!("{}: grid {} not in 1..=2^31-1", k.name, k.grid));
     }
+    if k.private.iter().any(|p| p.dynamic) {
+        return Err(format!("{}: private buffers cannot be dynamic", k.name));
+    }
+    let static_bytes: u64 = k
+        .shared
+        .iter()
+        .filter(|s| !s.dynamic)
+        .map(|s| s.len * s.dtype.size_bytes() as u64)
+        .sum();
+    if static_bytes > crate::template::GPU_STATIC_SHARED_BYTES {
+        return Err(format!(
+            "{}: {static_bytes} bytes of static shared memory, more than the {} a kernel may \
+             declare (use dynamic shared buffers)",
+            k.name,
+            crate::template::GPU_STATIC_SHARED_BYTES
+        ));
+    }
+    let (_, dynamic_bytes) = k.dynamic_shared_layout();
+    if dynamic_bytes + static_bytes > crate::template::GPU_MAX_SHARED_BYTES {
+        return Err(format!(
+            "{}: {} bytes of shared memory, more than the {} an H100 block can have",
+            k.name,
+            dynamic_bytes + static_bytes,
+            crate::template::GPU_MAX_SHARED_BYTES
+        ));
+    }
     let mut c = Checker {
         k,
         defined: HashSet::new(),

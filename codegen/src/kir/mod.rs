@@ -132,7 +132,14 @@ pub struct ScratchDecl {
     pub dtype: DType,
     /// Number of elements (per block for shared, per thread for private).
     pub len: u64,
+    /// Shared only: in the launch's dynamic shared memory (sized at launch, up to the device's
+    /// opt-in limit, 227 KiB on sm_90) rather than declared statically (at most 48 KiB).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic: bool,
 }
+
+/// Byte alignment of each dynamic shared buffer in the launch's dynamic shared memory.
+pub const DYNAMIC_SHARED_ALIGN: u64 = 16;
 
 /// Threads per warp: a warp is 32 consecutive thread slots of a block (threads `32w..32w+31`),
 /// on the host as on the GPU.
@@ -430,6 +437,26 @@ pub struct Kernel {
     /// The template and configuration it was built from (set by the planner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<crate::template::TemplateUse>,
+}
+
+impl Kernel {
+    /// Byte offset of each dynamic shared buffer (by index into `shared`; `None` for static
+    /// ones) and the dynamic shared bytes a launch must provide.
+    pub fn dynamic_shared_layout(&self) -> (Vec<Option<u64>>, u64) {
+        let mut end = 0u64;
+        let offsets = self
+            .shared
+            .iter()
+            .map(|s| {
+                s.dynamic.then(|| {
+                    let at = end.next_multiple_of(DYNAMIC_SHARED_ALIGN);
+                    end = at + s.len * s.dtype.size_bytes() as u64;
+                    at
+                })
+            })
+            .collect();
+        (offsets, end)
+    }
 }
 
 /// Expression constructors.

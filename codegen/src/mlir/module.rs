@@ -275,7 +275,11 @@ pub fn gpu_llvm_ir(c: &Context, kernels: &[Kernel]) -> Result<MlirOutput, Codege
             .map(|p| em.memref(em.storage_ty(p.dtype), p.len, None))
             .collect();
         let mut args: Vec<(Type, Location)> = inputs.iter().map(|&t| (t, loc)).collect();
-        for s in &k.shared {
+        let (dyn_offsets, _) = k.dynamic_shared_layout();
+        let static_shared: Vec<usize> = (0..k.shared.len())
+            .filter(|&i| dyn_offsets[i].is_none())
+            .collect();
+        for s in static_shared.iter().map(|&i| &k.shared[i]) {
             args.push((
                 em.memref(
                     em.storage_ty(s.dtype),
@@ -290,13 +294,42 @@ pub fn gpu_llvm_ir(c: &Context, kernels: &[Kernel]) -> Result<MlirOutput, Codege
             em.params
                 .push(entry.argument(i).map_err(|e| mlir_err("arg", e))?.to_raw());
         }
-        for i in 0..k.shared.len() {
-            em.shared.push(
-                entry
-                    .argument(k.params.len() + i)
-                    .map_err(|e| mlir_err("arg", e))?
-                    .to_raw(),
-            );
+        // Shared buffers in declaration order: static ones are workgroup attributions,
+        // dynamic ones views of the launch's dynamic shared memory at their offsets.
+        let mut dynamic_base = None;
+        for (i, s) in k.shared.iter().enumerate() {
+            let v = match dyn_offsets[i] {
+                None => {
+                    let slot = static_shared.iter().position(|&j| j == i).unwrap_or(0);
+                    entry
+                        .argument(k.params.len() + slot)
+                        .map_err(|e| mlir_err("arg", e))?
+                        .to_raw()
+                }
+                Some(offset) => {
+                    let bytes_ty = Type::parse(c, "memref<?xi8, #gpu.address_space<workgroup>>")
+                        .ok_or_else(|| mlir_err("type", "dynamic shared memref"))?;
+                    let base = match dynamic_base {
+                        Some(b) => b,
+                        None => {
+                            let b = em
+                                .op(&entry, "gpu.dynamic_shared_memory", &[], &[bytes_ty], &[])?
+                                .ok_or_else(|| mlir_err("op", "gpu.dynamic_shared_memory"))?;
+                            dynamic_base = Some(b);
+                            b
+                        }
+                    };
+                    let at = em.idx(&entry, offset)?;
+                    let ty = em.memref(
+                        em.storage_ty(s.dtype),
+                        s.len,
+                        Some("#gpu.address_space<workgroup>"),
+                    );
+                    em.op(&entry, "memref.view", &[base, at], &[ty], &[])?
+                        .ok_or_else(|| mlir_err("op", "memref.view"))?
+                }
+            };
+            em.shared.push(v);
         }
         em.alloc_entry(&entry)?;
         em.body(&entry, None)?;
@@ -313,8 +346,11 @@ pub fn gpu_llvm_ir(c: &Context, kernels: &[Kernel]) -> Result<MlirOutput, Codege
                 (Identifier::new(c, "gpu.kernel"), Attribute::unit(c)),
                 (
                     Identifier::new(c, "workgroup_attributions"),
-                    IntegerAttribute::new(IntegerType::new(c, 64).into(), k.shared.len() as i64)
-                        .into(),
+                    IntegerAttribute::new(
+                        IntegerType::new(c, 64).into(),
+                        static_shared.len() as i64,
+                    )
+                    .into(),
                 ),
                 (
                     Identifier::new(c, "known_block_size"),
