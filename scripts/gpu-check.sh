@@ -41,4 +41,10 @@ while read -r line; do
   gb=$(awk -v b="${bytes:-0}" -v t="$lm" 'BEGIN { if (t+0 > 0 && b > 0) printf "%.1f", b/t/1e6; else print "-" }')
   printf "%-20s %-28s %11s %11s %10s %10s %12s %5s\n" "$name" "${dev:0:28}" "$lm" "$rm_" "$gf" "$gb" "$err" "$ok"
 done < <(grep '^RESULT' "$B/results.txt")
+# The CUDA integration tests, where the toolchain is here: a missing device fails them.
+if command -v cargo >/dev/null 2>&1 && [ -d /usr/lib/llvm-22 ]; then
+  echo
+  MMADA_REQUIRE_CUDA=1 cargo test --release --test cuda_exec > "$B/cuda_tests.txt" 2>&1 || status=1
+  grep -E '^test |test result' "$B/cuda_tests.txt"
+fi
 exit $status

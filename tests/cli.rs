@@ -185,9 +185,7 @@ fn one_artifact_holds_forward_and_train_step_entries() {
     );
     assert!(ok, "{err}");
     assert!(out.contains("entries forward, train-step"), "{out}");
-    for stage in [
-        "verify", "passes", "plan", "memory", "link", "lower", "ptxas", "package",
-    ] {
+    for stage in mmada_codegen::compile::STAGES {
         assert!(
             out.lines().any(|l| l.trim_start().starts_with(stage)),
             "no {stage} timing in:\n{out}"

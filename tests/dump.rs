@@ -58,6 +58,7 @@ fn dump_flag_and_environment_give_the_same_files() {
         "program.json",
         "manifest.json",
         "kernels/kernels.kir.txt",
+        "kernels/host-kir/01-after-lane-split.kir.txt",
         "kernels/host.mlir",
         "kernels/host.opt.ll",
         "kernels/gpu.sm_90.ptx",

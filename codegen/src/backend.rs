@@ -37,20 +37,26 @@ pub struct CompiledKernels {
     pub ptx: Vec<(SmArch, String)>,
 }
 
-/// Compiles kernels for the requested targets. Every kernel is validated first. `disjoint`
-/// names the kernels whose parameters never overlap a written one in any launch (see
-/// [`crate::plan::disjoint_kernels`]); their host code marks the buffers `noalias`.
-pub fn compile_kernels(
+/// The kernels each target lowers: the planned kernels after that target's KIR passes.
+#[derive(Clone, Debug, Default)]
+pub struct TargetKernels {
+    /// After the host pipeline ([`kir::passes::host_pipeline`]); empty without host code.
+    pub host: Vec<Kernel>,
+    /// For the GPU (no passes yet).
+    pub gpu: Vec<Kernel>,
+}
+
+/// The KIR stage: checks every kernel and runs each target's KIR passes, dumping the kernels
+/// (`kernels.kir.txt`) and each pass's result (`host-kir/NN-after-<pass>.kir.txt`).
+pub fn kir_passes(
     kernels: &[Kernel],
-    disjoint: &std::collections::HashSet<String>,
     opts: &BackendOptions,
     dump: &DumpSink,
-) -> Result<CompiledKernels, CodegenError> {
+) -> Result<TargetKernels, CodegenError> {
     for k in kernels {
         kir::check(k).map_err(CodegenError::Kir)?;
     }
-    let d = |name: &str, text: &str| dump.write(name, text);
-    d(
+    dump.write(
         "kernels.kir.txt",
         &kernels
             .iter()
@@ -58,15 +64,48 @@ pub fn compile_kernels(
             .collect::<Vec<_>>()
             .join("\n"),
     )?;
-    let ctx = mlir::context();
-    let mut out = CompiledKernels::default();
-    if let Some(cpu) = &opts.host {
-        let host_kernels = kir::passes::run(
+    let host = match &opts.host {
+        Some(cpu) => kir::passes::run(
             kernels,
             &kir::passes::host_pipeline(cpu.f32_lanes()),
             &dump.sub("host-kir"),
-        )?;
-        let m = mlir::host_llvm_ir(&ctx, &host_kernels, disjoint)?;
+        )?,
+        None => Vec::new(),
+    };
+    let gpu = if opts.gpu_archs.is_empty() {
+        Vec::new()
+    } else {
+        kernels.to_vec()
+    };
+    Ok(TargetKernels { host, gpu })
+}
+
+/// Compiles kernels for the requested targets: [`kir_passes`], then [`lower`].
+pub fn compile_kernels(
+    kernels: &[Kernel],
+    disjoint: &std::collections::HashSet<String>,
+    opts: &BackendOptions,
+    dump: &DumpSink,
+) -> Result<CompiledKernels, CodegenError> {
+    let sets = kir_passes(kernels, opts, dump)?;
+    lower(&sets, disjoint, opts, dump)
+}
+
+/// The lowering stage: each target's kernels through MLIR and LLVM to a host shared library
+/// and PTX per architecture. `disjoint` names the kernels whose parameters never overlap a
+/// written one in any launch (see [`crate::plan::disjoint_kernels`]); their host code marks the
+/// buffers `noalias`.
+pub fn lower(
+    kernels: &TargetKernels,
+    disjoint: &std::collections::HashSet<String>,
+    opts: &BackendOptions,
+    dump: &DumpSink,
+) -> Result<CompiledKernels, CodegenError> {
+    let d = |name: &str, text: &str| dump.write(name, text);
+    let ctx = mlir::context();
+    let mut out = CompiledKernels::default();
+    if let Some(cpu) = &opts.host {
+        let m = mlir::host_llvm_ir(&ctx, &kernels.host, disjoint)?;
         d("host.mlir", &m.built)?;
         d("host.lowered.mlir", &m.lowered)?;
         d("host.ll", &m.llvm_ir)?;
@@ -75,7 +114,7 @@ pub fn compile_kernels(
         out.host_lib = Some(link::shared_library(&obj)?);
     }
     if !opts.gpu_archs.is_empty() {
-        let m = mlir::gpu_llvm_ir(&ctx, kernels)?;
+        let m = mlir::gpu_llvm_ir(&ctx, &kernels.gpu)?;
         d("gpu.mlir", &m.built)?;
         d("gpu.lowered.mlir", &m.lowered)?;
         d("gpu.ll", &m.llvm_ir)?;

@@ -7,14 +7,15 @@
 //! | 3 | `plan` | buffers, kernels and launches of each graph, with the [`Choices`] | `<entry>/NN-plan.json` |
 //! | 4 | `memory` | intermediates with disjoint lifetimes share storage | `<entry>/NN-memory.json` |
 //! | 5 | `link` | the entries over one buffer table ([`Program`]) | `program.json` |
-//! | 6 | `lower` | KIR → MLIR → LLVM → host library and PTX per architecture | `kernels/…` |
-//! | 7 | `ptxas` | assembles the PTX (registers, spills) | — |
-//! | 8 | `package` | sections and manifest | `manifest.json` |
+//! | 6 | `kir` | checks the kernels, runs each target's KIR passes (host: the lane split) | `kernels/kernels.kir.txt`, `kernels/host-kir/NN-after-<pass>.kir.txt` |
+//! | 7 | `lower` | KIR → MLIR → LLVM → host library and PTX per architecture | `kernels/…` |
+//! | 8 | `ptxas` | assembles the PTX (registers, spills) | — |
+//! | 9 | `package` | sections and manifest | `manifest.json` |
 //!
 //! Each stage is timed ([`Report`]); `mmada compile -v` prints the table.
 
 use crate::artifact::{Artifact, EntryInfo, KernelInfo, Manifest};
-use crate::backend::{compile_kernels, BackendOptions};
+use crate::backend::{kir_passes, lower, BackendOptions};
 use crate::kir::Kernel;
 use crate::memory::share_buffers;
 use crate::plan::{disjoint_kernels, plan};
@@ -66,8 +67,8 @@ impl Default for CompileOptions {
 }
 
 /// The stages, in order.
-pub const STAGES: [&str; 8] = [
-    "verify", "passes", "plan", "memory", "link", "lower", "ptxas", "package",
+pub const STAGES: [&str; 9] = [
+    "verify", "passes", "plan", "memory", "link", "kir", "lower", "ptxas", "package",
 ];
 
 /// How long each stage took.
@@ -175,8 +176,10 @@ pub fn compile_entries(
     let (program, constants) = report.time("link", || Program::link(plans))?;
     dump.write("program.json", &json(&program)?)?;
     let disjoint = disjoint_kernels(program.entries.iter().flat_map(|e| &e.launches), &kernels);
+    let kernel_dump = dump.sub("kernels");
+    let per_target = report.time("kir", || kir_passes(&kernels, &opts.backend, &kernel_dump))?;
     let compiled = report.time("lower", || {
-        compile_kernels(&kernels, &disjoint, &opts.backend, &dump.sub("kernels"))
+        lower(&per_target, &disjoint, &opts.backend, &kernel_dump)
     })?;
 
     let mut infos: Vec<KernelInfo> = kernels
