@@ -478,3 +478,41 @@ fn bench_reports_times_and_profiles() {
         }
     }
 }
+
+/// `-o` and `--output` naming a FIFO (as `/dev/null` or a pipe would be) write into it; the
+/// atomic rename used for files must never replace such a path with a regular file (it once
+/// turned this machine's `/dev/null` into a file).
+#[test]
+fn outputs_to_a_fifo_write_into_it_and_keep_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("pipe");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+    };
+    let spec = example();
+    let (ok, _out, err) = mmada(
+        &[
+            "compile",
+            spec.to_str().unwrap(),
+            "--targets",
+            "cpu",
+            "--no-ptxas",
+            "-o",
+            "pipe",
+        ],
+        d,
+    );
+    assert!(ok, "{err}");
+    // Checked before joining: on a replaced FIFO the reader would wait forever.
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let bytes = reader.join().unwrap();
+    assert_eq!(&bytes[..8], b"MMADAART");
+}

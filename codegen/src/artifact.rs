@@ -220,9 +220,19 @@ impl Artifact {
         Ok(Artifact { manifest, sections })
     }
 
-    /// Writes the artifact atomically (temporary file, fsync, rename).
+    /// Writes the artifact atomically (temporary file, fsync, rename); a path that is a device
+    /// or a FIFO (`-o /dev/null`) is written in place, so that it is never replaced by a
+    /// regular file.
     pub fn write(&self, path: &Path) -> Result<(), CodegenError> {
         let bytes = self.to_bytes()?;
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            use std::io::Write;
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(&bytes))
+                .map_err(|e| CodegenError::io(path, e));
+        }
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -114,6 +114,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
         path: path.display().to_string(),
         source: e,
     };
+    if is_special_file(path) {
+        // `-o /dev/null`, a FIFO: write into it. Renaming a temporary file over it would
+        // replace the device node with a regular file.
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(io);
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -130,4 +139,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
+}
+
+/// Whether `path` exists and is not a regular file or a directory (a device, a FIFO, a socket):
+/// such a path is written in place, never replaced by an atomic rename.
+pub fn is_special_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
