@@ -73,19 +73,20 @@ pub fn model_graph(
     })
 }
 
-/// Compiles the TOML graph spec `text` (read from `path`) into a one-entry artifact.
+/// Compiles the TOML graph spec `text` (read from `path`) into a one-entry artifact; returns it
+/// with the stage timings.
 pub fn compile_spec_text(
     text: &str,
     path: &str,
     opts: CompileOptions,
-) -> Result<mmada_codegen::artifact::Artifact, CliError> {
+) -> Result<(mmada_codegen::artifact::Artifact, Report), CliError> {
     let spec = GraphSpec::parse(text, path)?;
     let g = spec.build(path)?;
     let opts = CompileOptions {
         name: spec.name.clone(),
         ..opts
     };
-    Ok(compile_entries(&[("main", &g)], &opts)?.0)
+    Ok(compile_entries(&[("main", &g)], &opts)?)
 }
 
 fn print_report(r: &Report) {
@@ -181,13 +182,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     path: path.clone(),
                     source: e,
                 })?;
-            let s = GraphSpec::parse(&text, &path)?;
-            let g = s.build(&path)?;
-            let opts = CompileOptions {
-                name: s.name.clone(),
-                ..opts
-            };
-            compile_entries(&[("main", &g)], &opts)?
+            compile_spec_text(&text, &path, opts)?
         }
         (None, None) => return Err(CliError::Usage("nothing to compile".into())),
     };
@@ -218,15 +213,7 @@ fn write_and_summarise(
             .join(", "),
         m.kernels.len(),
         if m.host_cpu.is_some() { "yes" } else { "no" },
-        if m.gpu_archs.is_empty() {
-            "none".to_string()
-        } else {
-            m.gpu_archs
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
+        super::archs_text(&m.gpu_archs),
         if checked { " (checked with ptxas)" } else { "" },
     );
     Ok(())

@@ -37,7 +37,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
             ptx_check: PtxCheck::Auto,
             ..CompileOptions::default()
         },
-    )?;
+    )?
+    .0;
     let compile_s = t0.elapsed().as_secs_f64();
     let ptx_checked = art.manifest.kernels.iter().all(|k| !k.ptxas.is_empty());
     let inputs = random_inputs(&graph_inputs(&source_graph(&art, "main")?), a.seed)?;

@@ -30,18 +30,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             c.f32_lanes()
         ))
     );
-    println!(
-        "  GPU targets: {}",
-        if m.gpu_archs.is_empty() {
-            "none".to_string()
-        } else {
-            m.gpu_archs
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
+    println!("  GPU targets: {}", super::archs_text(&m.gpu_archs));
     let exe = mmada_runtime::Executable::new(art.clone())?;
     let prog = &exe.program;
     let (mut resident, mut data, mut intermediates, mut buffers) = (0u64, 0u64, 0u64, 0usize);

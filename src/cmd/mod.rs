@@ -55,6 +55,18 @@ pub fn native_and_gpu() -> BackendOptions {
     }
 }
 
+/// `sm_80, sm_90`, or `none`.
+pub fn archs_text(archs: &[SmArch]) -> String {
+    if archs.is_empty() {
+        return "none".into();
+    }
+    archs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Backend options from `--targets` and `--host-cpu`.
 pub fn backend_options(targets: &[String], host_cpu: &str) -> Result<BackendOptions, CliError> {
     let mut host = None;
