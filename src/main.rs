@@ -37,6 +37,11 @@ enum Cmd {
     /// Time the BENCHMARKS.md configurations (training step and forward of bench-tiny and
     /// bench-small): median time, achieved GFLOP/s, and the ratio to the official PyTorch figures.
     Bench(cmd::bench::Args),
+    /// Text ids, MAGVIT-v2 image codes, or a task's sequence layout: `tokenize text`,
+    /// `tokenize image`, `tokenize prompt`.
+    Tokenize(cmd::tokenize::Args),
+    /// Images from MAGVIT-v2 codes: `detokenize image`.
+    Detokenize(cmd::tokenize::DetokenizeArgs),
     /// Compile the built-in check graphs (every op kind, random streams, a transformer block
     /// with its gradients), run them on this machine and compare with the interpreter.
     Selfcheck(cmd::selfcheck::Args),
@@ -55,6 +60,8 @@ fn dispatch(cmd: Cmd) -> Result<(), error::CliError> {
         Cmd::Logits(a) => cmd::logits::run(a),
         Cmd::Bench(a) => cmd::bench::run(a),
         Cmd::Selfcheck(a) => cmd::selfcheck::run(a),
+        Cmd::Tokenize(a) => cmd::tokenize::run(a),
+        Cmd::Detokenize(a) => cmd::tokenize::run_detokenize(a),
         Cmd::Demo(a) => cmd::demo::run(a),
     }
 }

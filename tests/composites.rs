@@ -125,3 +125,40 @@ fn gumbel_max_sampling_follows_the_softmax() {
         );
     }
 }
+
+#[test]
+fn broadcasts_of_inputs_with_leading_unit_dims_read_in_bounds() {
+    // Regression: `[1, 4]` reshaped to `[1, 1, 1, 4]` and broadcast to `[1, 13, 1, 4]` read
+    // element `i` instead of `i % 4` of the 4-element input (the fused index re-linearised
+    // `[0, 0, 0, i % 4]` to the unbounded `i`), so LFQ decoding of given codes came out wrong on
+    // the compiled targets only. Both a direct LFQ decode of codes and a plain broadcast.
+    let mut g = Graph::new();
+    let k = g.input("k", DType::I64, [1, 4]).unwrap();
+    let q = nn::lfq_decode(&mut g, k, 13, 1, 4).unwrap();
+    g.set_output("q", q).unwrap();
+    let x = g.input("x", DType::F32, [1, 5]).unwrap();
+    let r = g.reshape(x, [1, 1, 5]).unwrap();
+    let b = g.broadcast_to(r, [3, 2, 5]).unwrap();
+    let y = g.input("y", DType::F32, [3, 2, 5]).unwrap();
+    let s = g.add2(b, y).unwrap();
+    g.set_output("s", s).unwrap();
+    let mut ins = IndexMap::new();
+    ins.insert(
+        "k".to_string(),
+        Tensor::from_i64([1, 4], vec![4097, 0, 8191, 2]).unwrap(),
+    );
+    ins.insert(
+        "x".to_string(),
+        Tensor::from_f32([1, 5], vec![1.0, 2.0, 3.0, 4.0, 5.0]).unwrap(),
+    );
+    let yv: Vec<f32> = (0..30).map(|i| i as f32 * 0.5).collect();
+    ins.insert("y".to_string(), Tensor::from_f32([3, 2, 5], yv).unwrap());
+    let out = compiled_equals_interpreter(&g, &ins, 0.0);
+    // And the interpreter against hand computation.
+    let q = out["q"].to_f32_vec();
+    for c in 0..13 {
+        assert_eq!(q[c * 4 + 2], 1.0, "8191 has every bit");
+        assert_eq!(q[c * 4 + 1], -1.0, "0 has none");
+    }
+    assert_eq!(out["s"].to_f32_vec()[29], 5.0 + 14.5);
+}

@@ -51,10 +51,11 @@ fn dump_flag_and_environment_give_the_same_files() {
     for want in [
         "main/00-source.txt",
         "main/01-after-dce.txt",
-        "main/05-after-fuse-elementwise.dot",
-        "main/06-after-dce.txt",
-        "main/07-plan.json",
-        "main/08-memory.json",
+        "main/02-after-conv-to-gemm.txt",
+        "main/06-after-fuse-elementwise.dot",
+        "main/07-after-dce.txt",
+        "main/08-plan.json",
+        "main/09-memory.json",
         "program.json",
         "manifest.json",
         "kernels/kernels.kir.txt",
@@ -76,6 +77,6 @@ fn dump_flag_and_environment_give_the_same_files() {
             "{name} differs between --dump and MMADA_DUMP_DIR"
         );
     }
-    let fused = String::from_utf8_lossy(&fa["main/05-after-fuse-elementwise.txt"]).into_owned();
+    let fused = String::from_utf8_lossy(&fa["main/06-after-fuse-elementwise.txt"]).into_owned();
     assert!(fused.contains("fused"), "{fused}");
 }

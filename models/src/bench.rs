@@ -5,6 +5,7 @@
 use crate::config::LladaConfig;
 use crate::llada::forward_graph;
 use crate::loss::{row_weights, RowKind};
+use crate::magvit::{decode_graph, encode_graph, MagvitConfig};
 use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
@@ -20,6 +21,20 @@ pub enum Figure {
     TrainStep,
     /// Logits of one sequence.
     Forward,
+    /// MAGVIT-v2: codes of one image.
+    Encode,
+    /// MAGVIT-v2: the image of one code grid.
+    Decode,
+}
+
+/// The MAGVIT-v2 case name (the released architecture, one 256 px image).
+pub const MAGVIT_256: &str = "magvit-256";
+
+impl Case {
+    /// True for the image-tokenizer cases.
+    pub fn is_magvit(&self) -> bool {
+        self.preset.starts_with("magvit")
+    }
 }
 
 /// One benchmark case.
@@ -69,7 +84,65 @@ pub fn cases() -> Vec<Case> {
             seq: 512,
             reference_s: 0.178,
         },
+        // BENCHMARKS.md: MAGVIT-v2, one 256 px image (256 codes), 2 threads.
+        Case {
+            preset: MAGVIT_256,
+            figure: Figure::Encode,
+            batch: 1,
+            seq: 256,
+            reference_s: 4.5,
+        },
+        Case {
+            preset: MAGVIT_256,
+            figure: Figure::Decode,
+            batch: 1,
+            seq: 256,
+            reference_s: 3.5,
+        },
     ]
+}
+
+/// Floating-point operations of a graph's convolutions and matrix products (2 per
+/// multiply-add), the work that dominates the image tokenizer.
+pub fn graph_flops(g: &mmada_ir::Graph) -> f64 {
+    let mut total = 0.0;
+    for id in g.node_ids() {
+        let Ok(n) = g.try_node(id) else { continue };
+        let ops = g.operands(id);
+        let shape = |k: usize| {
+            ops.get(k)
+                .and_then(|&o| g.try_node(o).ok())
+                .map(|o| o.shape.clone())
+        };
+        match &n.op {
+            mmada_ir::Op::Conv2d { geom } => {
+                if let Some(w) = shape(1) {
+                    // out elements × (in/groups · kh · kw) multiply-adds.
+                    let per = (w.0[1] * w.0[2] * w.0[3]) as f64;
+                    let _ = geom;
+                    total += 2.0 * n.shape.numel() as f64 * per;
+                }
+            }
+            mmada_ir::Op::MatMul => {
+                if let Some(a) = shape(0) {
+                    let k = *a.0.last().unwrap_or(&0) as f64;
+                    total += 2.0 * n.shape.numel() as f64 * k;
+                }
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
+/// Floating-point operations of a case.
+pub fn case_flops(case: &Case) -> Result<f64, Box<dyn std::error::Error>> {
+    if case.is_magvit() {
+        let (g, _) = case_graph(case)?;
+        return Ok(graph_flops(&g));
+    }
+    let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
+    Ok(flops(&cfg, case.batch, case.seq, case.figure))
 }
 
 /// Floating-point operations of a forward pass (matrix products and attention; ×3 for a
@@ -87,7 +160,7 @@ pub fn flops(cfg: &LladaConfig, batch: usize, seq: usize, figure: Figure) -> f64
     let fwd = dense + attn;
     match figure {
         Figure::TrainStep => 3.0 * fwd,
-        Figure::Forward => fwd,
+        _ => fwd,
     }
 }
 
@@ -106,10 +179,9 @@ pub fn prepare(
     target: Target,
     backend: BackendOptions,
 ) -> Result<Prepared, Box<dyn std::error::Error>> {
-    let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
     let (art, ins) = compile_case(case, backend)?;
     let mut exe = open_artifact(art, target)?;
-    set_weights(exe.as_mut(), &cfg, case.figure)?;
+    set_weights(exe.as_mut(), case)?;
     Ok((exe, ins))
 }
 
@@ -132,14 +204,41 @@ fn compile_case(
     Ok((art, ins))
 }
 
+/// Random MAGVIT-v2 weights: convolution weights normal with std 1/√fan-in (activations stay
+/// O(1) through the network), every 1-D tensor (biases, norm scales) ones; seed 7.
+pub fn magvit_weights(cfg: &MagvitConfig) -> IndexMap<String, Tensor> {
+    let mut out = IndexMap::new();
+    for (k, (name, shape)) in cfg.param_specs().into_iter().enumerate() {
+        let fan_in: usize = shape.iter().skip(1).product();
+        let std = 1.0 / (fan_in.max(1) as f32).sqrt();
+        let shape = mmada_ir::Shape(shape);
+        if let Some(t) =
+            mmada_runtime::init::init_tensor(&shape, mmada_ir::Role::Param, 7, k as u32, std)
+        {
+            out.insert(name, t);
+        }
+    }
+    out
+}
+
 /// Makes the random weights (seed 7) resident, with zero optimiser state for a training step.
-fn set_weights(
-    exe: &mut dyn Executor,
-    cfg: &LladaConfig,
-    figure: Figure,
-) -> Result<(), Box<dyn std::error::Error>> {
-    for (n, t) in random_weights(cfg, 7) {
-        if figure == Figure::TrainStep {
+fn set_weights(exe: &mut dyn Executor, case: &Case) -> Result<(), Box<dyn std::error::Error>> {
+    if case.is_magvit() {
+        let prefix = if case.figure == Figure::Encode {
+            "encoder."
+        } else {
+            "decoder."
+        };
+        for (n, t) in magvit_weights(&MagvitConfig::default()) {
+            if n.starts_with(prefix) {
+                exe.set_input(&n, &t)?;
+            }
+        }
+        return Ok(());
+    }
+    let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
+    for (n, t) in random_weights(&cfg, 7) {
+        if case.figure == Figure::TrainStep {
             let z = Tensor::zeros(DType::F32, t.shape().clone());
             exe.set_input(&exp_avg(&n), &z)?;
             exe.set_input(&exp_avg_sq(&n), &z)?;
@@ -168,10 +267,9 @@ pub fn profile(
     case: &Case,
     backend: BackendOptions,
 ) -> Result<(f64, Vec<KernelTime>), Box<dyn std::error::Error>> {
-    let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
     let (art, ins) = compile_case(case, backend)?;
     let mut exe = mmada_runtime::CpuExecutor::new(mmada_runtime::Executable::new(art)?)?;
-    set_weights(&mut exe, &cfg, case.figure)?;
+    set_weights(&mut exe, case)?;
     for _ in 0..2 {
         exe.run(&ins)?;
     }
@@ -198,11 +296,41 @@ pub fn profile(
 pub fn case_graph(
     case: &Case,
 ) -> Result<(mmada_ir::Graph, IndexMap<String, Tensor>), Box<dyn std::error::Error>> {
+    if case.is_magvit() {
+        let cfg = MagvitConfig::default();
+        let side = (case.seq as f64).sqrt() as usize;
+        let px = side * cfg.factor();
+        let mut ins = IndexMap::new();
+        let g = if case.figure == Figure::Encode {
+            let n = case.batch * 3 * px * px;
+            let v: Vec<f32> = (0..n as u64)
+                .map(|i| {
+                    (mmada_ir::philox::words(3, 0, 11, i)[0] as f64 / 2f64.powi(31) - 1.0) as f32
+                })
+                .collect();
+            ins.insert(
+                "pixels".to_string(),
+                Tensor::from_f32([case.batch, 3, px, px], v)?,
+            );
+            encode_graph(&cfg, case.batch, px, px)?
+        } else {
+            let k = cfg.codebook_size() as u64;
+            let v: Vec<i64> = (0..(case.batch * case.seq) as u64)
+                .map(|i| (mmada_ir::philox::words(3, 0, 12, i)[0] as u64 % k) as i64)
+                .collect();
+            ins.insert(
+                "codes".to_string(),
+                Tensor::from_i64([case.batch, case.seq], v)?,
+            );
+            decode_graph(&cfg, case.batch, side, side)?
+        };
+        return Ok((g, ins));
+    }
     let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
     let (b, l) = (case.batch, case.seq);
     let g = match case.figure {
         Figure::TrainStep => train_step_graph(&cfg, b, l, StepHyper::default())?,
-        Figure::Forward => forward_graph(&cfg, b, l, false)?,
+        _ => forward_graph(&cfg, b, l, false)?,
     };
     let ids: Vec<i64> = (0..(b * l) as u64)
         .map(|i| (mmada_ir::philox::words(3, 0, 9, i)[0] as u64 % cfg.vocab_size as u64) as i64)

@@ -103,6 +103,9 @@ pub enum ModelsError {
     /// Running.
     #[error(transparent)]
     Runtime(#[from] mmada_runtime::RuntimeError),
+    /// Reading, converting or writing an image.
+    #[error(transparent)]
+    Image(#[from] crate::image_io::ImageIoError),
     /// Graph construction.
     #[error(transparent)]
     Ir(#[from] mmada_ir::IrError),

@@ -3,7 +3,8 @@
 //! **Graph builders** use nothing but `mmada-ir` (checked by `scripts/check-imports.py`):
 //! - [`config`]: the HF `config.json` of LLaDA/MMaDA and the presets;
 //! - [`nn`]: the model's blocks (norms, RoPE and attention, SwiGLU, LFQ, AdamW);
-//! - [`llada`]: the transformer's forward graph; [`loss`]: the masked-diffusion losses;
+//! - [`llada`]: the transformer's forward graph; [`magvit`]: the MAGVIT-v2 image tokenizer's
+//!   encoder and decoder graphs; [`loss`]: the masked-diffusion losses;
 //!   [`train_step`]: forward, backward, clipping and AdamW in one graph;
 //! - [`spec`] and [`expr`]: graph specs in TOML and their expression language
 //!   (`softmax(x @ w + b, -1)`), the format of `mmada compile SPEC`;
@@ -11,8 +12,9 @@
 //!
 //! **Drivers** compile graphs and run them:
 //! - [`trainer`]: the training loop, generic over an objective; [`data`]: datasets and
-//!   batches; [`tokenizer`]: the text tokenizer; [`checkpoint`]: HF checkpoints and initial
-//!   weights; [`plot`]: charts; [`failpoint`]: crash points for tests;
+//!   batches; [`tokenizer`]: the text tokenizer; [`vocab`]: the unified vocabulary of text ids,
+//!   special ids and image codes; [`prompt`]: the sequence layouts of every task;
+//!   [`checkpoint`]: HF checkpoints and initial weights; [`plot`]: charts; [`failpoint`]: crash points for tests;
 //! - [`logits`]: logits of a checkpoint; [`bench`]: the BENCHMARKS.md cases.
 //!
 //! One error type, [`ModelsError`], for the crate.
@@ -22,6 +24,7 @@ pub mod config;
 pub mod expr;
 pub mod llada;
 pub mod loss;
+pub mod magvit;
 pub mod nn;
 pub mod selfcheck;
 pub mod spec;
@@ -32,10 +35,14 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod failpoint;
+pub mod image_io;
+pub mod image_tokenizer;
 pub mod logits;
 pub mod plot;
+pub mod prompt;
 pub mod tokenizer;
 pub mod trainer;
+pub mod vocab;
 
 pub mod error;
 

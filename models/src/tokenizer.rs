@@ -8,9 +8,97 @@ use std::path::Path;
 /// tokens at 1024..=1040; see models/assets/tokenizer/tiny/README.md).
 pub const TINY_TOKENIZER_JSON: &str = include_str!("../assets/tokenizer/tiny/tokenizer.json");
 
-/// A text tokenizer with the MMaDA special-token ids.
-pub struct TextTokenizer {
+/// A `tokenizer.json` as the HF `tokenizers` crate reads it: encoding and decoding only, with
+/// no assumption about its special tokens (any real tokenizer, e.g. Qwen3's, loads).
+pub struct BpeTokenizer {
     tok: tokenizers::Tokenizer,
+}
+
+impl BpeTokenizer {
+    /// Loads a `tokenizer.json`; errors name the file.
+    pub fn from_file(path: &Path) -> Result<BpeTokenizer, ModelsError> {
+        let tok =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| ModelsError::TokenizerLoad {
+                path: path.display().to_string(),
+                msg: e.to_string(),
+            })?;
+        Ok(BpeTokenizer { tok })
+    }
+
+    /// Parses the text of a `tokenizer.json` (`name` is used in errors).
+    pub fn from_json(json: &str, name: &str) -> Result<BpeTokenizer, ModelsError> {
+        let tok: tokenizers::Tokenizer =
+            json.parse()
+                .map_err(|e: tokenizers::Error| ModelsError::TokenizerLoad {
+                    path: name.into(),
+                    msg: e.to_string(),
+                })?;
+        Ok(BpeTokenizer { tok })
+    }
+
+    /// The id of a token by its exact text (special or ordinary), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<i64> {
+        self.tok.token_to_id(token).map(i64::from)
+    }
+
+    /// The text of the token with this id, if any.
+    pub fn token_text(&self, id: i64) -> Option<String> {
+        u32::try_from(id).ok().and_then(|i| self.tok.id_to_token(i))
+    }
+
+    /// Number of ids (with added tokens), `len(tokenizer)` of HF.
+    pub fn len(&self) -> usize {
+        self.tok.get_vocab_size(true)
+    }
+
+    /// True when the vocabulary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token ids of `text`: added tokens written in the text are recognised; nothing is added
+    /// (no BOS).
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>, ModelsError> {
+        let e = self
+            .tok
+            .encode(text, false)
+            .map_err(|e| ModelsError::Encode(e.to_string()))?;
+        Ok(e.get_ids().iter().map(|&i| i64::from(i)).collect())
+    }
+
+    fn decode_ids(&self, ids: &[i64], skip_special: bool) -> Result<String, ModelsError> {
+        let mut v = Vec::with_capacity(ids.len());
+        for &i in ids {
+            match u32::try_from(i) {
+                Ok(u) if (u as usize) < self.len() => v.push(u),
+                _ => {
+                    return Err(ModelsError::Encode(format!(
+                        "id {i} is not a text id (0..{})",
+                        self.len()
+                    )))
+                }
+            }
+        }
+        self.tok
+            .decode(&v, skip_special)
+            .map_err(|e| ModelsError::Encode(e.to_string()))
+    }
+
+    /// Text of ids, keeping special tokens (as their text). Errors on ids outside the vocabulary.
+    pub fn decode_all(&self, ids: &[i64]) -> Result<String, ModelsError> {
+        self.decode_ids(ids, false)
+    }
+
+    /// Text of ids, skipping special tokens. Errors on ids outside the vocabulary.
+    pub fn decode(&self, ids: &[i64]) -> Result<String, ModelsError> {
+        self.decode_ids(ids, true)
+    }
+}
+
+/// A text tokenizer with the MMaDA special-token ids (its [`BpeTokenizer`] is `bpe`, and its
+/// methods are reachable through `Deref`).
+pub struct TextTokenizer {
+    bpe: BpeTokenizer,
     /// `<|startoftext|>`.
     pub bos: i64,
     /// `<|endoftext|>`.
@@ -25,18 +113,21 @@ pub struct TextTokenizer {
     pub mask: i64,
 }
 
+impl std::ops::Deref for TextTokenizer {
+    type Target = BpeTokenizer;
+    fn deref(&self) -> &BpeTokenizer {
+        &self.bpe
+    }
+}
+
 impl TextTokenizer {
-    fn from_tokenizer(
-        tok: tokenizers::Tokenizer,
-        path: &str,
-    ) -> Result<TextTokenizer, ModelsError> {
+    /// The MMaDA special tokens of a tokenizer; errors name the first one it lacks.
+    pub fn from_bpe(bpe: BpeTokenizer, path: &str) -> Result<TextTokenizer, ModelsError> {
         let id = |t: &str| {
-            tok.token_to_id(t)
-                .map(|v| v as i64)
-                .ok_or_else(|| ModelsError::MissingSpecial {
-                    path: path.to_string(),
-                    token: t.to_string(),
-                })
+            bpe.token_id(t).ok_or_else(|| ModelsError::MissingSpecial {
+                path: path.to_string(),
+                token: t.to_string(),
+            })
         };
         Ok(TextTokenizer {
             bos: id("<|startoftext|>")?,
@@ -45,59 +136,20 @@ impl TextTokenizer {
             end_header: id("<|end_header_id|>")?,
             eot_id: id("<|eot_id|>")?,
             mask: id("<|mdm_mask|>")?,
-            tok,
+            bpe,
         })
     }
 
-    /// Loads a `tokenizer.json`.
+    /// Loads a `tokenizer.json` with the MMaDA special tokens.
     pub fn from_file(path: &Path) -> Result<TextTokenizer, ModelsError> {
-        let p = path.display().to_string();
-        let tok =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| ModelsError::TokenizerLoad {
-                path: p.clone(),
-                msg: e.to_string(),
-            })?;
-        TextTokenizer::from_tokenizer(tok, &p)
+        let bpe = BpeTokenizer::from_file(path)?;
+        TextTokenizer::from_bpe(bpe, &path.display().to_string())
     }
 
     /// The embedded tiny tokenizer.
     pub fn tiny() -> Result<TextTokenizer, ModelsError> {
-        let tok: tokenizers::Tokenizer =
-            TINY_TOKENIZER_JSON
-                .parse()
-                .map_err(|e: tokenizers::Error| ModelsError::TokenizerLoad {
-                    path: "<embedded tiny tokenizer>".into(),
-                    msg: e.to_string(),
-                })?;
-        TextTokenizer::from_tokenizer(tok, "<embedded tiny tokenizer>")
-    }
-
-    /// Number of ids (with special tokens).
-    pub fn len(&self) -> usize {
-        self.tok.get_vocab_size(true)
-    }
-
-    /// True when the vocabulary is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Token ids of `text` (special tokens written in the text are recognised; nothing is
-    /// added).
-    pub fn encode(&self, text: &str) -> Result<Vec<i64>, ModelsError> {
-        let e = self
-            .tok
-            .encode(text, false)
-            .map_err(|e| ModelsError::Encode(e.to_string()))?;
-        Ok(e.get_ids().iter().map(|&i| i as i64).collect())
-    }
-
-    /// Text of ids, skipping special tokens.
-    pub fn decode(&self, ids: &[i64]) -> Result<String, ModelsError> {
-        let v: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
-        self.tok
-            .decode(&v, true)
-            .map_err(|e| ModelsError::Encode(e.to_string()))
+        let name = "<embedded tiny tokenizer>";
+        TextTokenizer::from_bpe(BpeTokenizer::from_json(TINY_TOKENIZER_JSON, name)?, name)
     }
 
     /// The chat template of spec §3.1: `BOS` then, per message,

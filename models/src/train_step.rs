@@ -78,8 +78,22 @@ pub fn train_step_graph(
     h: StepHyper,
 ) -> Result<Graph> {
     let (mut g, params, loss) = loss_graph(cfg, batch, seq)?;
+    optimizer_step(&mut g, &params, loss, h)?;
+    Ok(g)
+}
+
+/// Appends the optimiser to a graph whose `loss` depends on `params`: reverse-mode gradients,
+/// one global-norm clip (output `grad_norm`, before clipping), and AdamW per parameter with
+/// the moments `<name>.exp_avg` / `<name>.exp_avg_sq` (role `State`) and the scalar inputs
+/// `lr`, `bc1`, `bc2`; parameters and moments are updated in place.
+pub fn optimizer_step(
+    g: &mut Graph,
+    params: &indexmap::IndexMap<String, NodeId>,
+    loss: NodeId,
+    h: StepHyper,
+) -> Result<()> {
     let ids: Vec<NodeId> = params.values().copied().collect();
-    let grads = autodiff::grad(&mut g, loss, &ids)?;
+    let grads = autodiff::grad(g, loss, &ids)?;
     // Global norm over all gradients, then one clip coefficient for all.
     let mut sq = None;
     for &gr in &grads {
@@ -110,19 +124,7 @@ pub fn train_step_graph(
         let m = g.add_input(&exp_avg(name), Role::State, DType::F32, shape.clone())?;
         let v = g.add_input(&exp_avg_sq(name), Role::State, DType::F32, shape)?;
         let gc = g.mul(gr, coef)?;
-        let (pn, mn, vn) = nn::adamw(
-            &mut g,
-            p,
-            gc,
-            m,
-            v,
-            lr,
-            bc1,
-            bc2,
-            h.betas,
-            h.eps,
-            h.weight_decay,
-        )?;
+        let (pn, mn, vn) = nn::adamw(g, p, gc, m, v, lr, bc1, bc2, h.betas, h.eps, h.weight_decay)?;
         for (out, node, input) in [
             (format!("update.{name}"), pn, name.clone()),
             (format!("update.{}", exp_avg(name)), mn, exp_avg(name)),
@@ -132,7 +134,7 @@ pub fn train_step_graph(
             g.set_update(&out, &input)?;
         }
     }
-    Ok(g)
+    Ok(())
 }
 
 /// Warmup then cosine decay with a floor (spec §8.2): `s/warmup` during warmup, then

@@ -5,6 +5,7 @@
 //! request otherwise) and, given a [`DumpSink`], writes numbered dumps of the graph after each
 //! pass (`NN-after-<pass>.txt` and `.dot`).
 
+pub mod conv_to_gemm;
 pub mod cse;
 pub mod dce;
 pub mod dump;
@@ -13,6 +14,7 @@ pub mod fuse_elementwise;
 pub mod manager;
 pub mod simplify_transposes;
 
+pub use conv_to_gemm::ConvToGemm;
 pub use cse::Cse;
 pub use dce::Dce;
 pub use dump::DumpSink;
@@ -21,11 +23,12 @@ pub use fuse_elementwise::FuseElementwise;
 pub use manager::{Pass, PassManager};
 pub use simplify_transposes::SimplifyTransposes;
 
-/// The default optimisation pipeline: DCE, transpose simplification, DCE, CSE, elementwise
-/// fusion, DCE.
+/// The default optimisation pipeline: DCE, convolutions to im2col + GEMM, transpose
+/// simplification, DCE, CSE, elementwise fusion, DCE.
 pub fn default_pipeline() -> PassManager {
     let mut pm = PassManager::new();
     pm.add(Dce);
+    pm.add(ConvToGemm);
     pm.add(SimplifyTransposes);
     pm.add(Dce);
     pm.add(Cse);

@@ -7,8 +7,9 @@ use mmada_codegen::artifact::Artifact;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
 use mmada_codegen::HostCpu;
-use mmada_models::bench::{case_graph, cases, flops, prepare, profile, time_runs, Case, Figure};
-use mmada_models::config::LladaConfig;
+use mmada_models::bench::{
+    case_flops, case_graph, cases, prepare, profile, time_runs, Case, Figure,
+};
 use mmada_runtime::{tensor_io, Target};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,8 @@ pub struct Args {
     /// cpu or cuda (default: cuda when a device is present, else cpu).
     #[arg(long)]
     target: Option<RunTarget>,
-    /// Only cases whose preset contains this text (e.g. bench-tiny).
+    /// Only cases whose config contains this text (e.g. bench-tiny; magvit for the image
+    /// tokenizer, which is left out by default).
     #[arg(long)]
     only: Option<String>,
     /// Timed repetitions (median reported).
@@ -43,18 +45,18 @@ fn figure_key(f: Figure) -> &'static str {
     match f {
         Figure::TrainStep => "train-step",
         Figure::Forward => "forward",
+        Figure::Encode => "encode",
+        Figure::Decode => "decode",
     }
 }
 
+/// The cases `--only` names (a substring of the config); without it, the transformer cases
+/// (the full-size image tokenizer takes minutes: `--only magvit`).
 fn selected(only: &Option<String>) -> impl Iterator<Item = Case> + '_ {
-    cases()
-        .into_iter()
-        .filter(move |c| only.as_deref().is_none_or(|o| c.preset.contains(o)))
-}
-
-fn preset(case: &Case) -> Result<LladaConfig, CliError> {
-    LladaConfig::preset(case.preset)
-        .ok_or_else(|| CliError::Usage(format!("unknown preset {}", case.preset)))
+    cases().into_iter().filter(move |c| match only.as_deref() {
+        Some(o) => c.preset.contains(o),
+        None => !c.is_magvit(),
+    })
 }
 
 /// Runs `mmada bench`.
@@ -83,9 +85,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
         let (mut exe, ins) =
             prepare(&case, target, backend).map_err(|e| CliError::Usage(e.to_string()))?;
         let secs = time_runs(exe.as_mut(), &ins, 2, a.reps)?;
-        let cfg = preset(&case)?;
         let tokens = case.batch * case.seq;
-        let gflops = flops(&cfg, case.batch, case.seq, case.figure) / secs / 1e9;
+        let gflops = case_flops(&case).map_err(|e| CliError::Usage(e.to_string()))? / secs / 1e9;
         if a.json {
             let mut line = serde_json::json!({
                 "config": case.preset,
@@ -108,6 +109,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
         let fig = match case.figure {
             Figure::TrainStep => "train step",
             Figure::Forward => "forward",
+            Figure::Encode => "encode",
+            Figure::Decode => "decode",
         };
         let (reference, ratio) = if on_cpu {
             (
@@ -133,6 +136,10 @@ fn bundle(dir: &Path, only: &Option<String>) -> Result<(), CliError> {
     std::fs::create_dir_all(dir).map_err(|e| mmada_codegen::CodegenError::io(dir, e))?;
     for case in selected(only) {
         let (g, ins) = case_graph(&case).map_err(|e| CliError::Usage(e.to_string()))?;
+        if case.is_magvit() {
+            // The full-size image tokenizer's CPU reference would take minutes to make here.
+            continue;
+        }
         let fig = if case.figure == Figure::TrainStep {
             "train"
         } else {
@@ -174,7 +181,7 @@ fn bundle(dir: &Path, only: &Option<String>) -> Result<(), CliError> {
         }
         let want = exe.run(&ins)?;
         tensor_io::write_safetensors(&dir.join(format!("{name}.ref.safetensors")), &want)?;
-        let f = flops(&preset(&case)?, case.batch, case.seq, case.figure);
+        let f = case_flops(&case).map_err(|e| CliError::Usage(e.to_string()))?;
         // name tolerance flops bytes floor init-seed
         println!("{name} 1e-3 {f:.0} 0 1 7");
     }
@@ -189,11 +196,7 @@ fn profile_cases(only: &Option<String>, top: usize) -> Result<(), CliError> {
         };
         let (total, kernels) =
             profile(&case, backend).map_err(|e| CliError::Usage(e.to_string()))?;
-        let fig = if case.figure == Figure::TrainStep {
-            "train step"
-        } else {
-            "forward"
-        };
+        let fig = figure_key(case.figure);
         let launches: usize = kernels.iter().map(|k| k.launches).sum();
         println!(
             "{} {fig}: {:.2} ms, {launches} launches of {} kernels (CPU, one profiled run)",

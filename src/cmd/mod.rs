@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod logits;
 pub mod run;
 pub mod selfcheck;
+pub mod tokenize;
 pub mod train;
 
 use crate::error::CliError;

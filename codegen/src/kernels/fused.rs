@@ -18,6 +18,47 @@ use std::collections::HashMap;
 
 /// Reductions at most this long run one thread per output.
 const SERIAL_REDUCE_MAX: usize = 64;
+/// The input multi-index of a reshape from `in_shape` to `out_shape` at output index `idx`. The
+/// dimensions are cut into the shortest runs whose extents multiply to the same number on both
+/// sides (a reshape only splits and merges dimensions within a run), and each run is
+/// linearised and unravelled on its own: `[n, c, 2h, 2w]` of `[n, c, h, 2, w, 2]` reads
+/// `[n, c, y / 2, y % 2, x / 2, x % 2]` instead of dividing one linear offset six times.
+fn reshape_index(idx: &[Expr], out_shape: &Shape, in_shape: &Shape) -> Vec<Expr> {
+    let (o, i) = (&out_shape.0, &in_shape.0);
+    let mut out = Vec::with_capacity(i.len());
+    let (mut a, mut b) = (0usize, 0usize);
+    while a < o.len() || b < i.len() {
+        // One run: o[a..a2] and i[b..b2] with equal products (unit dims join the run).
+        let (mut a2, mut b2) = (a, b);
+        let (mut po, mut pi) = (1usize, 1usize);
+        loop {
+            if po <= pi && a2 < o.len() {
+                po *= o[a2];
+                a2 += 1;
+            } else if b2 < i.len() {
+                pi *= i[b2];
+                b2 += 1;
+            } else if a2 < o.len() {
+                po *= o[a2];
+                a2 += 1;
+            } else {
+                break;
+            }
+            if po == pi && (a2 == o.len() || o[a2] != 1) && (b2 == i.len() || i[b2] != 1) {
+                break;
+            }
+        }
+        if po != pi {
+            // Not a split/merge (cannot happen for equal element counts); the whole reshape.
+            return unravel(linearize(idx, out_shape), in_shape);
+        }
+        let lin = linearize(&idx[a..a2], &Shape(o[a..a2].to_vec()));
+        out.extend(unravel(lin, &Shape(i[b..b2].to_vec())));
+        (a, b) = (a2, b2);
+    }
+    out
+}
+
 fn unsupported(msg: String) -> CodegenError {
     CodegenError::Unsupported {
         node: "fused body".into(),
@@ -149,9 +190,8 @@ impl<'b> BodyEval<'b> {
                 }
             }
             Op::Reshape { .. } => {
-                let lin = linearize(idx, &n.shape);
                 let in_shape = self.shape_of(ops[0]).clone();
-                let in_idx = unravel(lin, &in_shape);
+                let in_idx = reshape_index(idx, &n.shape, &in_shape);
                 self.value(s, ops[0], &in_idx)?
             }
             Op::Permute { perm } => {

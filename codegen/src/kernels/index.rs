@@ -77,16 +77,20 @@ pub fn linearize(idx: &[Expr], shape: &Shape) -> Expr {
     acc
 }
 
-/// Multi-index of a row-major linear offset in `shape`.
+/// Multi-index of a row-major linear offset `lin < numel(shape)` in `shape`. The most
+/// significant dimension of extent > 1 needs no `% n` (the offset is in range); the others do.
+/// (Keeping `% n` there when unit dimensions lead, as `[1, 4]`, once let [`relinearize`] take
+/// `[0, l % 4]` for the unbounded `l` itself: a broadcast read out of bounds.)
 pub fn unravel(lin: Expr, shape: &Shape) -> Vec<Expr> {
     let r = shape.rank();
     let mut out = vec![Expr::idx(0); r];
     let mut stride = 1u64;
+    let top = shape.0.iter().position(|&n| n != 1).unwrap_or(0);
     for d in (0..r).rev() {
         let n = shape.0[d] as u64;
         out[d] = if n == 1 {
             Expr::idx(0)
-        } else if d == 0 {
+        } else if d == top {
             div(lin.clone(), stride)
         } else {
             rem(div(lin.clone(), stride), n)

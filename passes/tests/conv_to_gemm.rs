@@ -1,0 +1,62 @@
+//! The im2col + GEMM lowering computes what `conv2d` computes (reference interpreter before
+//! and after the pass, f64 so only reassociation differs): stride 1 and 2, the asymmetric
+//! right/bottom padding of MAGVIT's downsample, 1×1, kernels wider than the stride, batch 2,
+//! odd sizes; grouped convolutions are left alone.
+
+use indexmap::IndexMap;
+use mmada_ir::interp::interpret;
+use mmada_ir::{max_rel_error, ConvGeom, DType, Graph, Op, Tensor};
+use mmada_passes::{ConvToGemm, Pass};
+use rand::{Rng, SeedableRng};
+
+#[test]
+fn lowered_convolutions_equal_the_direct_ones() {
+    let cases = [
+        // (n, c, h, w, o, kh, kw, stride, padding [t, b, l, r], groups)
+        (1, 3, 7, 9, 5, 3, 3, [1, 1], [1, 1, 1, 1], 1),
+        (2, 4, 8, 6, 3, 3, 3, [2, 2], [0, 1, 0, 1], 1),
+        (1, 2, 5, 5, 4, 1, 1, [1, 1], [0, 0, 0, 0], 1),
+        (2, 3, 9, 7, 2, 5, 3, [2, 3], [2, 1, 0, 2], 1),
+        (1, 2, 6, 6, 3, 2, 2, [3, 3], [0, 0, 0, 0], 1),
+        (1, 4, 6, 6, 4, 3, 3, [1, 1], [1, 1, 1, 1], 2),
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    for (k, &(n, c, h, w, o, kh, kw, stride, padding, groups)) in cases.iter().enumerate() {
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F64, [n, c, h, w]).unwrap();
+        let wt = g.input("w", DType::F64, [o, c / groups, kh, kw]).unwrap();
+        let geom = ConvGeom {
+            stride,
+            padding,
+            groups,
+        };
+        let y = g.conv2d(x, wt, geom).unwrap();
+        g.set_output("y", y).unwrap();
+        let mut ins = IndexMap::new();
+        let rnd = |len: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f64> {
+            (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+        };
+        let xv = rnd(n * c * h * w, &mut rng);
+        let wv = rnd(o * c / groups * kh * kw, &mut rng);
+        ins.insert(
+            "x".to_string(),
+            Tensor::from_f64(DType::F64, [n, c, h, w], &xv).unwrap(),
+        );
+        ins.insert(
+            "w".to_string(),
+            Tensor::from_f64(DType::F64, [o, c / groups, kh, kw], &wv).unwrap(),
+        );
+        let want = interpret(&g, &ins).unwrap();
+        let changed = ConvToGemm.run(&mut g).unwrap();
+        assert_eq!(changed, groups == 1, "case {k}");
+        let has_conv = g
+            .node_ids()
+            .into_iter()
+            .any(|id| matches!(g.node(id).op, Op::Conv2d { .. }));
+        assert_eq!(has_conv, groups != 1, "case {k}");
+        let got = interpret(&g, &ins).unwrap();
+        assert_eq!(got["y"].shape(), want["y"].shape(), "case {k}");
+        let e = max_rel_error(&got["y"], &want["y"], 1e-12);
+        assert!(e <= 1e-12, "case {k}: {e:e}");
+    }
+}
