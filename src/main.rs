@@ -31,6 +31,9 @@ enum Cmd {
     /// Train an MMaDA model with the masked-diffusion objective (default: the tiny preset on
     /// the embedded dataset).
     Train(cmd::train::Args),
+    /// Train the tiny MAGVIT-v2 image tokenizer on the embedded digits (compiled training
+    /// step), and report PSNR and codebook use on the held-out digits.
+    TrainVq(cmd::train_vq::Args),
     /// Logits of token ids for an HF checkpoint directory: `input_ids` (int [B, L]) and an
     /// optional `attention_mask` (key padding) in, `logits` (f32 [B, L, V]) out.
     Logits(cmd::logits::Args),
@@ -57,6 +60,7 @@ fn dispatch(cmd: Cmd) -> Result<(), error::CliError> {
         Cmd::Inputs(a) => cmd::inputs::run(a),
         Cmd::Inspect(a) => cmd::inspect::run(a),
         Cmd::Train(a) => cmd::train::run(a),
+        Cmd::TrainVq(a) => cmd::train_vq::run(a),
         Cmd::Logits(a) => cmd::logits::run(a),
         Cmd::Bench(a) => cmd::bench::run(a),
         Cmd::Selfcheck(a) => cmd::selfcheck::run(a),

@@ -4,7 +4,7 @@
 //! - [`config`]: the HF `config.json` of LLaDA/MMaDA and the presets;
 //! - [`nn`]: the model's blocks (norms, RoPE and attention, SwiGLU, LFQ, AdamW);
 //! - [`llada`]: the transformer's forward graph; [`magvit`]: the MAGVIT-v2 image tokenizer's
-//!   encoder and decoder graphs; [`loss`]: the masked-diffusion losses;
+//!   encoder, decoder and training-step graphs; [`loss`]: the masked-diffusion losses;
 //!   [`train_step`]: forward, backward, clipping and AdamW in one graph;
 //! - [`spec`] and [`expr`]: graph specs in TOML and their expression language
 //!   (`softmax(x @ w + b, -1)`), the format of `mmada compile SPEC`;
@@ -14,8 +14,12 @@
 //! - [`trainer`]: the training loop, generic over an objective; [`data`]: datasets and
 //!   batches; [`tokenizer`]: the text tokenizer; [`vocab`]: the unified vocabulary of text ids,
 //!   special ids and image codes; [`prompt`]: the sequence layouts of every task;
-//!   [`checkpoint`]: HF checkpoints and initial weights; [`plot`]: charts; [`failpoint`]: crash points for tests;
-//! - [`logits`]: logits of a checkpoint; [`bench`]: the BENCHMARKS.md cases.
+//!   [`checkpoint`]: HF checkpoints and initial weights; [`plot`]: charts; [`failpoint`]: crash
+//!   points for tests;
+//! - [`logits`]: logits of a checkpoint; [`bench`]: the BENCHMARKS.md cases;
+//! - [`image_io`]: images in and out; [`image_tokenizer`]: MAGVIT-v2 directories compiled into
+//!   an encoder and a decoder; [`digits`]: the embedded digits; [`vq_trainer`]: training the
+//!   tiny image tokenizer.
 //!
 //! One error type, [`ModelsError`], for the crate.
 
@@ -34,6 +38,7 @@ pub mod train_step;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod digits;
 pub mod failpoint;
 pub mod image_io;
 pub mod image_tokenizer;
@@ -43,6 +48,7 @@ pub mod prompt;
 pub mod tokenizer;
 pub mod trainer;
 pub mod vocab;
+pub mod vq_trainer;
 
 pub mod error;
 

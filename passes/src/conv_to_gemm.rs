@@ -1,9 +1,10 @@
 //! Convolution as a matrix product (im2col + GEMM): every `conv2d` with one channel group
 //! becomes a gather of the input patches into a `[C·kh·kw, OH·OW]` matrix (one fused copy
 //! kernel) and a matrix product with the weight viewed as `[O, C·kh·kw]`, which both targets
-//! run with their matmul template (the host through its GEMM library call). The direct
-//! one-thread-per-output kernel remains for grouped convolutions and for the gradients
-//! (`conv2d_input_grad`, `conv2d_weight_grad` are untouched).
+//! run with their matmul template (the host through its GEMM library call). The gradients too:
+//! `conv2d_weight_grad` is `dy × patchesᵀ`, `conv2d_input_grad` is `wᵀ × dy` with the patch
+//! gradients added back into place (each tap padded into the grid and summed: the transpose of
+//! the patch copy). The direct one-thread-per-output kernels remain for grouped convolutions.
 //!
 //! The patch matrix is a concatenation of the kh·kw shifted slices of the padded input. Strided
 //! convolutions need no strided slice: the padded input `[N, C, s·R, s·Q]` is viewed as
@@ -28,35 +29,85 @@ fn fail(e: impl std::fmt::Display) -> PassError {
     }
 }
 
-/// `y = conv2d(x, w)` rebuilt from reshapes, pads, slices, a concat and a matmul.
-fn lower(g: &mut Graph, x: NodeId, w: NodeId, geom: ConvGeom) -> Result<NodeId, mmada_ir::IrError> {
-    let xs = g.try_node(x)?.shape.clone();
-    let ws = g.try_node(w)?.shape.clone();
-    let (n, c, h, wd) = (xs.0[0], xs.0[1], xs.0[2], xs.0[3]);
-    let (o, kh, kw) = (ws.0[0], ws.0[2], ws.0[3]);
-    let (sh, sw) = (geom.stride[0], geom.stride[1]);
-    let [pt, _, pl, _] = geom.padding;
-    let Some((oh, ow)) = geom.output_hw(h, wd, kh, kw) else {
-        return Err(mmada_ir::IrError::BadOperands {
-            op: "conv2d".into(),
-            msg: "empty output".into(),
-            operands: String::new(),
-        });
-    };
-    let p = oh * ow;
-    let k = c * kh * kw;
-    let cols = if kh == 1 && kw == 1 && sh == 1 && sw == 1 && geom.padding == [0; 4] {
-        g.reshape(x, [n, c, p])?
-    } else {
-        // Rows (columns) the taps can reach, rounded up to whole strides; padding the
-        // reference adds beyond them is never read and is cut off.
-        let r = oh + (kh - 1) / sh;
-        let q = ow + (kw - 1) / sw;
-        let (rows, cols) = (sh * r, sw * q);
-        let hi_r = rows.saturating_sub(h + pt);
-        let hi_c = cols.saturating_sub(wd + pl);
-        let padded = if pt + hi_r + pl + hi_c > 0 {
-            g.pad(x, &[0, 0, pt, pl], &[0, 0, hi_r, hi_c], 0.0)?
+/// The patch geometry of one convolution: `x [N, C, H, W]`, kernel `kh×kw`, output `OH×OW`;
+/// the padded input is viewed as `[N, C, R, s_h, Q, s_w]` (rows `s_h·R`, columns `s_w·Q`).
+struct Patches {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    sh: usize,
+    sw: usize,
+    pt: usize,
+    pl: usize,
+    r: usize,
+    q: usize,
+}
+
+impl Patches {
+    fn new(x: [usize; 4], k: [usize; 2], geom: &ConvGeom) -> Result<Patches, mmada_ir::IrError> {
+        let [n, c, h, w] = x;
+        let [kh, kw] = k;
+        let Some((oh, ow)) = geom.output_hw(h, w, kh, kw) else {
+            return Err(mmada_ir::IrError::BadOperands {
+                op: "conv2d".into(),
+                msg: "empty output".into(),
+                operands: String::new(),
+            });
+        };
+        let (sh, sw) = (geom.stride[0], geom.stride[1]);
+        Ok(Patches {
+            n,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            oh,
+            ow,
+            sh,
+            sw,
+            pt: geom.padding[0],
+            pl: geom.padding[2],
+            r: oh + (kh - 1) / sh,
+            q: ow + (kw - 1) / sw,
+        })
+    }
+
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// True when the patch matrix is the input itself (1×1, stride 1, no padding).
+    fn trivial(&self, geom: &ConvGeom) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && geom.padding == [0; 4]
+    }
+
+    /// Rows and columns of the padded grid the taps read.
+    fn grid(&self) -> (usize, usize) {
+        (self.sh * self.r, self.sw * self.q)
+    }
+
+    /// `[N, C·kh·kw, OH·OW]`: the patches of `x`.
+    fn cols(&self, g: &mut Graph, x: NodeId, geom: &ConvGeom) -> Result<NodeId, mmada_ir::IrError> {
+        let (n, c, p) = (self.n, self.c, self.p());
+        if self.trivial(geom) {
+            return g.reshape(x, [n, c, p]);
+        }
+        // Padding the reference adds beyond what any tap reads is cut off.
+        let (rows, cols) = self.grid();
+        let hi_r = rows.saturating_sub(self.h + self.pt);
+        let hi_c = cols.saturating_sub(self.w + self.pl);
+        let padded = if self.pt + hi_r + self.pl + hi_c > 0 {
+            g.pad(x, &[0, 0, self.pt, self.pl], &[0, 0, hi_r, hi_c], 0.0)?
         } else {
             x
         };
@@ -70,15 +121,15 @@ fn lower(g: &mut Graph, x: NodeId, w: NodeId, geom: ConvGeom) -> Result<NodeId, 
         } else {
             padded
         };
-        let view = g.reshape(cropped, [n, c, r, sh, q, sw])?;
-        let mut taps = Vec::with_capacity(kh * kw);
-        for i in 0..kh {
-            for j in 0..kw {
-                let (r0, a) = (i / sh, i % sh);
-                let (c0, b) = (j / sw, j % sw);
+        let view = g.reshape(cropped, [n, c, self.r, self.sh, self.q, self.sw])?;
+        let mut taps = Vec::with_capacity(self.kh * self.kw);
+        for i in 0..self.kh {
+            for j in 0..self.kw {
+                let (r0, a) = (i / self.sh, i % self.sh);
+                let (c0, b) = (j / self.sw, j % self.sw);
                 let slice = Op::Slice {
                     start: vec![0, 0, r0, a, c0, b],
-                    end: vec![n, c, r0 + oh, a + 1, c0 + ow, b + 1],
+                    end: vec![n, c, r0 + self.oh, a + 1, c0 + self.ow, b + 1],
                 };
                 let t = g.add(slice, &[view])?;
                 taps.push(g.reshape(t, [n, c, 1, p])?);
@@ -89,20 +140,167 @@ fn lower(g: &mut Graph, x: NodeId, w: NodeId, geom: ConvGeom) -> Result<NodeId, 
         } else {
             g.concat(&taps, 2)?
         };
-        g.reshape(stacked, [n, k, p])?
-    };
-    let w2 = g.reshape(w, [o, k])?;
+        g.reshape(stacked, [n, self.k(), p])
+    }
+
+    /// The transpose of [`Patches::cols`]: patch gradients `[C·kh·kw, N, OH·OW]` summed back
+    /// into the input's place, `[N, C, H, W]` (each tap padded into the grid view, the taps
+    /// added, the padding sliced off).
+    fn uncols(
+        &self,
+        g: &mut Graph,
+        d: NodeId,
+        geom: &ConvGeom,
+    ) -> Result<NodeId, mmada_ir::IrError> {
+        let (n, c) = (self.n, self.c);
+        if self.trivial(geom) {
+            let d = g.reshape(d, [c, n, self.h, self.w])?;
+            return g.permute(d, &[1, 0, 2, 3]);
+        }
+        let d = g.reshape(d, [c, self.kh * self.kw, n, self.oh, self.ow])?;
+        let mut sum = None;
+        for i in 0..self.kh {
+            for j in 0..self.kw {
+                let t = i * self.kw + j;
+                let (r0, a) = (i / self.sh, i % self.sh);
+                let (c0, b) = (j / self.sw, j % self.sw);
+                let slice = Op::Slice {
+                    start: vec![0, t, 0, 0, 0],
+                    end: vec![c, t + 1, n, self.oh, self.ow],
+                };
+                let tap = g.add(slice, &[d])?;
+                let tap = g.reshape(tap, [c, n, self.oh, 1, self.ow, 1])?;
+                let placed = g.pad(
+                    tap,
+                    &[0, 0, r0, a, c0, b],
+                    &[
+                        0,
+                        0,
+                        self.r - r0 - self.oh,
+                        self.sh - a - 1,
+                        self.q - c0 - self.ow,
+                        self.sw - b - 1,
+                    ],
+                    0.0,
+                )?;
+                sum = Some(match sum {
+                    None => placed,
+                    Some(acc) => g.add2(acc, placed)?,
+                });
+            }
+        }
+        let sum = sum.ok_or_else(|| mmada_ir::IrError::BadOperands {
+            op: "conv2d_input_grad".into(),
+            msg: "empty kernel".into(),
+            operands: String::new(),
+        })?;
+        let (rows, cols) = self.grid();
+        let grid = g.reshape(sum, [c, n, rows, cols])?;
+        // Input rows the grid does not reach got no gradient.
+        let (need_r, need_c) = (self.pt + self.h, self.pl + self.w);
+        let grid = if need_r > rows || need_c > cols {
+            g.pad(
+                grid,
+                &[0, 0, 0, 0],
+                &[
+                    0,
+                    0,
+                    need_r.saturating_sub(rows),
+                    need_c.saturating_sub(cols),
+                ],
+                0.0,
+            )?
+        } else {
+            grid
+        };
+        let gs = g.try_node(grid)?.shape.clone();
+        let dx = if gs.0[2] != self.h || gs.0[3] != self.w || self.pt + self.pl > 0 {
+            let slice = Op::Slice {
+                start: vec![0, 0, self.pt, self.pl],
+                end: vec![c, n, self.pt + self.h, self.pl + self.w],
+            };
+            g.add(slice, &[grid])?
+        } else {
+            grid
+        };
+        g.permute(dx, &[1, 0, 2, 3])
+    }
+}
+
+fn dims4(g: &Graph, x: NodeId) -> Result<[usize; 4], mmada_ir::IrError> {
+    let s = g.try_node(x)?.shape.clone();
+    Ok([s.0[0], s.0[1], s.0[2], s.0[3]])
+}
+
+/// `[N, A, P]` as `[A, N·P]` (a view when N = 1).
+fn batch_to_columns(g: &mut Graph, x: NodeId) -> Result<NodeId, mmada_ir::IrError> {
+    let s = g.try_node(x)?.shape.clone();
+    let (n, a, p) = (s.0[0], s.0[1], s.0[2]);
+    if n == 1 {
+        return g.reshape(x, [a, p]);
+    }
+    let t = g.permute(x, &[1, 0, 2])?;
+    g.reshape(t, [a, n * p])
+}
+
+/// `y = conv2d(x, w)`: `w [O, C·kh·kw] × patches [C·kh·kw, N·P]`.
+fn lower(g: &mut Graph, x: NodeId, w: NodeId, geom: ConvGeom) -> Result<NodeId, mmada_ir::IrError> {
+    let ws = dims4(g, w)?;
+    let pt = Patches::new(dims4(g, x)?, [ws[2], ws[3]], &geom)?;
+    let (n, o, p) = (pt.n, ws[0], pt.p());
+    let cols = pt.cols(g, x, &geom)?;
+    let cols = batch_to_columns(g, cols)?;
+    let w2 = g.reshape(w, [o, pt.k()])?;
+    let y = g.add(Op::MatMul, &[w2, cols])?;
     let y = if n == 1 {
-        let c2 = g.reshape(cols, [k, p])?;
-        g.add(Op::MatMul, &[w2, c2])?
+        y
     } else {
-        let c2 = g.permute(cols, &[1, 0, 2])?;
-        let c2 = g.reshape(c2, [k, n * p])?;
-        let y = g.add(Op::MatMul, &[w2, c2])?;
         let y = g.reshape(y, [o, n, p])?;
         g.permute(y, &[1, 0, 2])?
     };
-    g.reshape(y, [n, o, oh, ow])
+    g.reshape(y, [n, o, pt.oh, pt.ow])
+}
+
+/// `dw = conv2d_weight_grad(x, dy)`: `dy [O, N·P] × patchesᵀ [N·P, C·kh·kw]`.
+fn lower_weight_grad(
+    g: &mut Graph,
+    x: NodeId,
+    dy: NodeId,
+    geom: ConvGeom,
+    k: [usize; 2],
+) -> Result<NodeId, mmada_ir::IrError> {
+    let pt = Patches::new(dims4(g, x)?, k, &geom)?;
+    let o = dims4(g, dy)?[1];
+    let cols = pt.cols(g, x, &geom)?;
+    let cols = batch_to_columns(g, cols)?; // [CK, NP]
+    let colst = g.permute(cols, &[1, 0])?;
+    let dy = g.reshape(dy, [pt.n, o, pt.p()])?;
+    let dy = batch_to_columns(g, dy)?; // [O, NP]
+    let dw = g.add(Op::MatMul, &[dy, colst])?;
+    g.reshape(dw, [o, pt.c, k[0], k[1]])
+}
+
+/// `dx = conv2d_input_grad(dy, w)`: `wᵀ [C·kh·kw, O] × dy [O, N·P]`, folded back to `[N, C, H, W]`.
+fn lower_input_grad(
+    g: &mut Graph,
+    dy: NodeId,
+    w: NodeId,
+    geom: ConvGeom,
+    input_hw: [usize; 2],
+) -> Result<NodeId, mmada_ir::IrError> {
+    let ws = dims4(g, w)?;
+    let ds = dims4(g, dy)?;
+    let pt = Patches::new(
+        [ds[0], ws[1], input_hw[0], input_hw[1]],
+        [ws[2], ws[3]],
+        &geom,
+    )?;
+    let w2 = g.reshape(w, [ws[0], pt.k()])?;
+    let wt = g.permute(w2, &[1, 0])?;
+    let dy = g.reshape(dy, [pt.n, ws[0], pt.p()])?;
+    let dy = batch_to_columns(g, dy)?;
+    let dcols = g.add(Op::MatMul, &[wt, dy])?; // [CK, N·P]
+    pt.uncols(g, dcols, &geom)
 }
 
 impl Pass for ConvToGemm {
@@ -114,14 +312,22 @@ impl Pass for ConvToGemm {
         let order = g.topo_order().map_err(fail)?;
         let mut changed = false;
         for id in order {
-            let Op::Conv2d { geom } = g.node(id).op.clone() else {
-                continue;
-            };
-            if geom.groups != 1 || !g.node(id).dtype.is_float() {
+            let node = g.node(id);
+            if !node.dtype.is_float() {
                 continue;
             }
             let ops = g.operands(id);
-            let y = lower(g, ops[0], ops[1], geom).map_err(fail)?;
+            let y = match node.op.clone() {
+                Op::Conv2d { geom } if geom.groups == 1 => lower(g, ops[0], ops[1], geom),
+                Op::Conv2dWeightGrad { geom, kernel_hw } if geom.groups == 1 => {
+                    lower_weight_grad(g, ops[0], ops[1], geom, kernel_hw)
+                }
+                Op::Conv2dInputGrad { geom, input_hw } if geom.groups == 1 => {
+                    lower_input_grad(g, ops[0], ops[1], geom, input_hw)
+                }
+                _ => continue,
+            }
+            .map_err(fail)?;
             g.replace_all_uses(id, y);
             g.remove_node(id);
             changed = true;

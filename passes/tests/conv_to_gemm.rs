@@ -1,7 +1,8 @@
 //! The im2col + GEMM lowering computes what `conv2d` computes (reference interpreter before
 //! and after the pass, f64 so only reassociation differs): stride 1 and 2, the asymmetric
 //! right/bottom padding of MAGVIT's downsample, 1×1, kernels wider than the stride, batch 2,
-//! odd sizes; grouped convolutions are left alone.
+//! odd sizes, and the gradients with respect to input and weight; grouped convolutions are left
+//! alone.
 
 use indexmap::IndexMap;
 use mmada_ir::interp::interpret;
@@ -32,6 +33,19 @@ fn lowered_convolutions_equal_the_direct_ones() {
         };
         let y = g.conv2d(x, wt, geom).unwrap();
         g.set_output("y", y).unwrap();
+        // Gradients through conv2d_input_grad / conv2d_weight_grad.
+        let ys = g.try_node(y).unwrap().shape.clone();
+        let rv: Vec<f64> = (0..ys.numel())
+            .map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0)
+            .collect();
+        let r = g.constant_f64(DType::F64, ys, rv).unwrap();
+        let yr = g.mul(y, r).unwrap();
+        let l = g
+            .reduce(mmada_ir::ReduceOp::Sum, yr, &[0, 1, 2, 3], false)
+            .unwrap();
+        let grads = mmada_ir::autodiff::grad(&mut g, l, &[x, wt]).unwrap();
+        g.set_output("dx", grads[0]).unwrap();
+        g.set_output("dw", grads[1]).unwrap();
         let mut ins = IndexMap::new();
         let rnd = |len: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f64> {
             (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
@@ -55,8 +69,17 @@ fn lowered_convolutions_equal_the_direct_ones() {
             .any(|id| matches!(g.node(id).op, Op::Conv2d { .. }));
         assert_eq!(has_conv, groups != 1, "case {k}");
         let got = interpret(&g, &ins).unwrap();
-        assert_eq!(got["y"].shape(), want["y"].shape(), "case {k}");
-        let e = max_rel_error(&got["y"], &want["y"], 1e-12);
-        assert!(e <= 1e-12, "case {k}: {e:e}");
+        for out in ["y", "dx", "dw"] {
+            assert_eq!(got[out].shape(), want[out].shape(), "case {k} {out}");
+            let e = max_rel_error(&got[out], &want[out], 1e-12);
+            assert!(e <= 1e-12, "case {k} {out}: {e:e}");
+        }
+        let grad_ops = g.node_ids().into_iter().any(|id| {
+            matches!(
+                g.node(id).op,
+                Op::Conv2dInputGrad { .. } | Op::Conv2dWeightGrad { .. }
+            )
+        });
+        assert_eq!(grad_ops, groups != 1, "case {k}: gradients lowered too");
     }
 }

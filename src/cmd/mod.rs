@@ -11,6 +11,7 @@ pub mod run;
 pub mod selfcheck;
 pub mod tokenize;
 pub mod train;
+pub mod train_vq;
 
 use crate::error::CliError;
 use clap::ValueEnum;
