@@ -196,7 +196,10 @@ fn profile_cases(only: &Option<String>, top: usize) -> Result<(), CliError> {
         };
         let (total, kernels) =
             profile(&case, backend).map_err(|e| CliError::Usage(e.to_string()))?;
-        let fig = figure_key(case.figure);
+        let fig = match case.figure {
+            Figure::TrainStep => "train step",
+            f => figure_key(f),
+        };
         let launches: usize = kernels.iter().map(|k| k.launches).sum();
         println!(
             "{} {fig}: {:.2} ms, {launches} launches of {} kernels (CPU, one profiled run)",
