@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
+use common::assert_one_line_error;
 use common::mmada_cli as mmada;
 
 fn example() -> PathBuf {
@@ -15,17 +16,6 @@ fn example() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/softmax_linear.toml"
     ))
-}
-
-/// Asserts a failed run printed exactly one `error:` line mentioning `needle`, and no panic.
-fn assert_one_line_error(res: (bool, String, String), needle: &str) {
-    let (ok, _out, err) = res;
-    assert!(!ok, "expected failure, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains(needle), "'{needle}' not in: {err}");
 }
 
 fn compiled(dir: &Path) -> PathBuf {

@@ -2,22 +2,17 @@
 //! full size: the encoder of one 256 px image and the decoder of its 16×16 codes, PTX for sm_90
 //! (assembled by ptxas when it is there; required in CI).
 
+mod common;
+
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
 use mmada_codegen::program::Program;
-use mmada_codegen::ptxas::find_ptxas;
 use mmada_ir::Role;
 use mmada_models::magvit::{decode_graph, encode_graph, MagvitConfig};
 
 #[test]
 fn released_magvit_encoder_and_decoder_compile_for_sm90() {
-    let require = std::env::var("MMADA_REQUIRE_PTXAS").is_ok_and(|v| v == "1");
-    let check = if require || find_ptxas().is_some() {
-        PtxCheck::Require
-    } else {
-        eprintln!("*** ptxas not found: the PTX is not assembled in this run ***");
-        PtxCheck::Skip
-    };
+    let check = common::ptx_check();
     let cfg = MagvitConfig::default();
     let mut total = 0u64;
     for (what, g) in [

@@ -8,7 +8,6 @@ mod common;
 use common::{gpu_kernels_on_host, worst_error_cpu};
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
-use mmada_codegen::ptxas::find_ptxas;
 use mmada_codegen::template::Choices;
 use mmada_codegen::HostCpu;
 use mmada_codegen::SmArch;
@@ -44,13 +43,7 @@ fn options(knobs: &[&str], ptx_check: PtxCheck) -> CompileOptions {
 
 #[test]
 fn non_default_knobs_run_on_both_targets_and_show_in_inspect() {
-    let require = std::env::var("MMADA_REQUIRE_PTXAS").is_ok_and(|v| v == "1");
-    let check = if require || find_ptxas().is_some() {
-        PtxCheck::Require
-    } else {
-        eprintln!("*** ptxas not found: the PTX is not assembled in this run ***");
-        PtxCheck::Skip
-    };
+    let check = common::ptx_check();
     let g = graph();
     let art = compile(
         &g,

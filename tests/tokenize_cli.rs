@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::assert_one_line_error;
 use common::mmada_cli as mmada;
 use mmada_runtime::tensor_io;
 use std::path::{Path, PathBuf};
@@ -19,16 +20,6 @@ fn vq() -> String {
 }
 fn image(name: &str) -> PathBuf {
     root().join("models/tests/fixtures/images").join(name)
-}
-
-fn assert_one_line_error(res: (bool, String, String), needle: &str) {
-    let (ok, _out, err) = res;
-    assert!(!ok, "expected failure, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains(needle), "'{needle}' not in: {err}");
 }
 
 fn png_size(p: &Path) -> (u32, u32) {

@@ -134,6 +134,22 @@ fn check_quantize_buffers(
     Ok(())
 }
 
+/// Uploads `encoder.*` weights to the encoder's executor and the rest to the decoder's.
+pub fn set_halves(
+    enc: &mut dyn Executor,
+    dec: &mut dyn Executor,
+    weights: &IndexMap<String, Tensor>,
+) -> Result<(), ModelsError> {
+    for (n, t) in weights {
+        if n.starts_with("encoder.") {
+            enc.set_input(n, t)?;
+        } else {
+            dec.set_input(n, t)?;
+        }
+    }
+    Ok(())
+}
+
 /// Compiled encoder and decoder of one tokenizer for one image size, with the weights loaded.
 pub struct ImageTokenizer {
     /// The architecture.
@@ -178,13 +194,7 @@ impl ImageTokenizer {
             compile(&dg, &opts(format!("magvit_decode_{h}x{w}")))?,
             target,
         )?;
-        for (n, t) in weights {
-            if n.starts_with("encoder.") {
-                enc.set_input(n, t)?;
-            } else {
-                dec.set_input(n, t)?;
-            }
-        }
+        set_halves(enc.as_mut(), dec.as_mut(), weights)?;
         Ok(ImageTokenizer {
             cfg,
             size: (height, width),

@@ -219,13 +219,7 @@ pub fn evaluate(
         compile(&decode_graph(cfg, bsz, hc, wc)?, &opts("vq_decode"))?,
         Target::Cpu,
     )?;
-    for (n, t) in weights {
-        if n.starts_with("encoder.") {
-            enc.set_input(n, t)?;
-        } else {
-            dec.set_input(n, t)?;
-        }
-    }
+    crate::image_tokenizer::set_halves(enc.as_mut(), dec.as_mut(), weights)?;
     let img = 3 * SIDE * SIDE;
     let mut psnr_sum = 0.0;
     let mut seen = std::collections::BTreeSet::new();

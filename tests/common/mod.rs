@@ -152,3 +152,25 @@ pub fn mmada_cli(args: &[&str], dir: &std::path::Path) -> (bool, String, String)
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Asserts a failed run printed exactly one `error:` line mentioning `needle`, and no panic.
+pub fn assert_one_line_error(res: (bool, String, String), needle: &str) {
+    let (ok, _out, err) = res;
+    assert!(!ok, "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "'{needle}' not in: {err}");
+}
+
+/// `Require` when ptxas is there or `MMADA_REQUIRE_PTXAS=1` (CI), else `Skip` with a loud line.
+pub fn ptx_check() -> mmada_codegen::compile::PtxCheck {
+    let require = std::env::var("MMADA_REQUIRE_PTXAS").is_ok_and(|v| v == "1");
+    if require || mmada_codegen::ptxas::find_ptxas().is_some() {
+        mmada_codegen::compile::PtxCheck::Require
+    } else {
+        eprintln!("*** ptxas not found: the PTX is not assembled in this run ***");
+        mmada_codegen::compile::PtxCheck::Skip
+    }
+}
