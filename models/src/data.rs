@@ -171,10 +171,10 @@ pub struct DataPosition {
     pub cursor: usize,
 }
 
-/// Serves rows in a deterministic shuffled order (a permutation per epoch derived from the
-/// seed), batch after batch, and can restart from a [`DataPosition`].
-pub struct Batcher {
-    rows: Vec<Row>,
+/// Serves rows (or any items) in a deterministic shuffled order (a permutation per epoch
+/// derived from the seed), batch after batch, and can restart from a [`DataPosition`].
+pub struct Batcher<T = Row> {
+    rows: Vec<T>,
     seed: u64,
     order: Vec<usize>,
     /// Current position.
@@ -192,9 +192,9 @@ fn permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     v
 }
 
-impl Batcher {
+impl<T: Clone> Batcher<T> {
     /// A batcher over `rows` starting at `pos`.
-    pub fn new(rows: Vec<Row>, seed: u64, pos: DataPosition) -> Result<Batcher, ModelsError> {
+    pub fn new(rows: Vec<T>, seed: u64, pos: DataPosition) -> Result<Batcher<T>, ModelsError> {
         if rows.is_empty() {
             return Err(ModelsError::NoRows("dataset".into()));
         }
@@ -218,7 +218,7 @@ impl Batcher {
     }
 
     /// The next `b` rows (crossing into the next epoch, reshuffled, when needed).
-    pub fn next_batch(&mut self, b: usize) -> Vec<Row> {
+    pub fn next_batch(&mut self, b: usize) -> Vec<T> {
         let mut out = Vec::with_capacity(b);
         while out.len() < b {
             if self.pos.cursor >= self.order.len() {

@@ -31,15 +31,7 @@ pub fn load_magvit(dir: &Path) -> Result<(MagvitConfig, IndexMap<String, Tensor>
         path: cfg_name.clone(),
         source: e,
     })?;
-    let cfg: MagvitConfig = serde_json::from_str(&text).map_err(|e| ModelsError::Toml {
-        path: cfg_name.clone(),
-        msg: e.to_string(),
-    })?;
-    cfg.check().map_err(|(field, msg)| ModelsError::Field {
-        path: cfg_name.clone(),
-        field,
-        msg,
-    })?;
+    let cfg = parse_config(&text, &cfg_name)?;
     let file = WEIGHT_FILES
         .iter()
         .map(|f| dir.join(f))
@@ -52,14 +44,50 @@ pub fn load_magvit(dir: &Path) -> Result<(MagvitConfig, IndexMap<String, Tensor>
                 WEIGHT_FILES[1]
             ))
         })?;
-    let p = file.display().to_string();
+    let raw = read_safetensors(&file)?;
+    let weights = check_weights(&cfg, raw, &file.display().to_string())?;
+    Ok((cfg, weights))
+}
+
+/// The committed tiny image tokenizer of the embedded digits (`models/assets/vq-digits/`,
+/// trained by `mmada train-vq`; 256 codes, 32 px → 8×8), built into the binary.
+pub fn embedded_vq_digits() -> Result<(MagvitConfig, IndexMap<String, Tensor>), ModelsError> {
+    const CONFIG: &str = include_str!("../assets/vq-digits/config.json");
+    const WEIGHTS: &[u8] = include_bytes!("../assets/vq-digits/pytorch_model.safetensors");
+    let name = "<embedded vq-digits>/pytorch_model.safetensors";
+    let cfg = parse_config(CONFIG, "<embedded vq-digits>/config.json")?;
+    let raw = mmada_runtime::tensor_io::decode_safetensors(WEIGHTS, Path::new(name))?;
+    let weights = check_weights(&cfg, raw, name)?;
+    Ok((cfg, weights))
+}
+
+/// A tokenizer's `config.json` (`path` names it in errors), checked.
+fn parse_config(text: &str, cfg_name: &str) -> Result<MagvitConfig, ModelsError> {
+    let cfg: MagvitConfig = serde_json::from_str(text).map_err(|e| ModelsError::Toml {
+        path: cfg_name.to_string(),
+        msg: e.to_string(),
+    })?;
+    cfg.check().map_err(|(field, msg)| ModelsError::Field {
+        path: cfg_name.to_string(),
+        field,
+        msg,
+    })?;
+    Ok(cfg)
+}
+
+/// The weights of `raw` (read from `path`) by official name, every name and shape checked
+/// against the architecture; the quantiser's buffers checked and dropped.
+fn check_weights(
+    cfg: &MagvitConfig,
+    mut raw: IndexMap<String, Tensor>,
+    path: &str,
+) -> Result<IndexMap<String, Tensor>, ModelsError> {
     let bad = |tensor: &str, msg: String| ModelsError::Tensor {
-        path: p.clone(),
+        path: path.to_string(),
         tensor: tensor.to_string(),
         msg,
     };
-    let mut raw = read_safetensors(&file)?;
-    check_quantize_buffers(&cfg, &mut raw, &bad)?;
+    check_quantize_buffers(cfg, &mut raw, &bad)?;
     let mut out = IndexMap::new();
     for (name, shape) in cfg.param_specs() {
         let t = raw
@@ -85,7 +113,7 @@ pub fn load_magvit(dir: &Path) -> Result<(MagvitConfig, IndexMap<String, Tensor>
     if let Some((extra, _)) = raw.first() {
         return Err(bad(extra, "is not a parameter of this architecture".into()));
     }
-    Ok((cfg, out))
+    Ok(out)
 }
 
 /// Removes `quantize.embedding` and `quantize.power_vals` from `raw`, checking them against the

@@ -5,7 +5,8 @@
 //! - [`nn`]: the model's blocks (norms, RoPE and attention, SwiGLU, LFQ, AdamW);
 //! - [`llada`]: the transformer's forward graph; [`magvit`]: the MAGVIT-v2 image tokenizer's
 //!   encoder, decoder and training-step graphs; [`loss`]: the masked-diffusion losses;
-//!   [`train_step`]: forward, backward, clipping and AdamW in one graph;
+//!   [`train_step`]: forward, backward, clipping and AdamW in one graph; [`multimodal_step`]:
+//!   the same for a batch of t2i, mmu and text rows;
 //! - [`spec`] and [`expr`]: graph specs in TOML and their expression language
 //!   (`softmax(x @ w + b, -1)`), the format of `mmada compile SPEC`;
 //! - [`selfcheck`]: the built-in check graphs.
@@ -18,8 +19,9 @@
 //!   points for tests;
 //! - [`logits`]: logits of a checkpoint; [`bench`]: the BENCHMARKS.md cases;
 //! - [`image_io`]: images in and out; [`image_tokenizer`]: MAGVIT-v2 directories compiled into
-//!   an encoder and a decoder; [`digits`]: the embedded digits; [`vq_trainer`]: training the
-//!   tiny image tokenizer.
+//!   an encoder and a decoder; [`digits`]: the embedded digits; [`digit_codes`]: the digits as
+//!   image codes; [`vq_trainer`]: training the
+//!   tiny image tokenizer; [`multimodal`]: the image–text data and the multimodal objective.
 //!
 //! One error type, [`ModelsError`], for the crate.
 
@@ -29,6 +31,7 @@ pub mod expr;
 pub mod llada;
 pub mod loss;
 pub mod magvit;
+pub mod multimodal_step;
 pub mod nn;
 pub mod selfcheck;
 pub mod spec;
@@ -38,11 +41,13 @@ pub mod train_step;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod digit_codes;
 pub mod digits;
 pub mod failpoint;
 pub mod image_io;
 pub mod image_tokenizer;
 pub mod logits;
+pub mod multimodal;
 pub mod plot;
 pub mod prompt;
 pub mod tokenizer;

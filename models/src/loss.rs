@@ -17,6 +17,11 @@ use mmada_ir::{
     BinaryOp, CompareOp, DType, Graph, NodeId, ReduceOp, Result, RngDist, Shape, UnaryOp,
 };
 
+/// Noise offset of training step `step` (`step · 2³²`): the Philox counter of its masks.
+pub fn rng_offset(step: usize) -> i64 {
+    (step as i64) << 32
+}
+
 /// ε of `p = (1 − ε) t + ε`.
 pub const EPS: f64 = 1e-3;
 
@@ -92,15 +97,25 @@ pub fn masked_diffusion_loss(
     p: NodeId,
     w: NodeId,
 ) -> Result<NodeId> {
-    let s = g.try_node(x0)?.shape.clone();
-    let b = s.0[0];
     let ce = g.cross_entropy(logits, x0)?; // [B, L]
+    let rows = weighted_row_losses(g, ce, masked, p, w)?;
+    g.reduce(ReduceOp::Sum, rows, &[0], false)
+}
+
+/// The per-row terms `w_b Σ_i masked_bi · CE_bi / p_b` (`[B]`) of [`masked_diffusion_loss`],
+/// from the cross-entropies `ce [B, L]`; their sum is the loss.
+pub fn weighted_row_losses(
+    g: &mut Graph,
+    ce: NodeId,
+    masked: NodeId,
+    p: NodeId,
+    w: NodeId,
+) -> Result<NodeId> {
     let m = g.cast(masked, DType::F32)?;
-    let scale = g.div(w, p)?; // [B]
-    let scale = g.reshape(scale, [b, 1])?;
-    let wm = g.mul(m, scale)?;
-    let per = g.mul(ce, wm)?;
-    g.reduce(ReduceOp::Sum, per, &[0, 1], false)
+    let per = g.mul(ce, m)?;
+    let rows = g.reduce(ReduceOp::Sum, per, &[1], false)?; // [B]
+    let scale = g.div(w, p)?;
+    g.mul(rows, scale)
 }
 
 /// MaskGIT masking of the `n` image positions per row: `u ~ U(0,1)` (stream 2), `r = cos(πu/2)`,
@@ -147,6 +162,11 @@ pub fn token_mean_loss(
     keep: NodeId,
 ) -> Result<NodeId> {
     let ce = g.cross_entropy(logits, targets)?;
+    token_mean(g, ce, keep)
+}
+
+/// `Σ keep·ce / Σ keep` of cross-entropies `ce [B, T]` and bool `keep [B, T]`.
+pub fn token_mean(g: &mut Graph, ce: NodeId, keep: NodeId) -> Result<NodeId> {
     let k = g.cast(keep, DType::F32)?;
     let per = g.mul(ce, k)?;
     let num = g.reduce(ReduceOp::Sum, per, &[0, 1], false)?;

@@ -1,5 +1,6 @@
 //! `mmada train`: the compiled trainer. The loop ([`run_loop`]) is generic over an
-//! [`Objective`] (the step graph and each step's data); [`MaskedDiffusion`] is today's.
+//! [`Objective`] (the step graph and each step's data): [`MaskedDiffusion`] trains on text rows,
+//! [`Multimodal`] (`--multimodal`) on t2i, mmu and text rows in one batch.
 //!
 //! Each step feeds one mixed batch (LM and SFT rows) to the compiled training step (see
 //! [`crate::train_step`]); parameters and AdamW moments stay resident in the executor.
@@ -20,6 +21,7 @@ use crate::data::{embedded_rows, read_jsonl, Batcher, DataPosition, Row};
 use crate::failpoint;
 use crate::llada::param_specs;
 use crate::loss::row_weights;
+use crate::multimodal::{MixRun, Multimodal, MultimodalOptions};
 use crate::tokenizer::TextTokenizer;
 use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
 use crate::ModelsError;
@@ -30,6 +32,7 @@ use mmada_ir::{DType, Tensor};
 use mmada_runtime::tensor_io::{atomic_write, read_safetensors, write_safetensors};
 use mmada_runtime::{open_artifact, Executor, Target};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -78,6 +81,9 @@ pub struct TrainOptions {
     pub keep: usize,
     /// Output directory.
     pub out: PathBuf,
+    /// Train on the multimodal mix (t2i, mmu and text rows) instead of text only.
+    #[serde(default)]
+    pub multimodal: Option<MultimodalOptions>,
 }
 
 impl Default for TrainOptions {
@@ -100,6 +106,7 @@ impl Default for TrainOptions {
             save_every: 100,
             keep: 3,
             out: PathBuf::from("runs/tiny"),
+            multimodal: None,
         }
     }
 }
@@ -148,8 +155,13 @@ impl TrainOptions {
                 return Err(format!("--{name} must be a finite number ≥ 0, got {v}"));
             }
         }
+        let mut rows = self.batch;
+        if let Some(m) = &self.multimodal {
+            m.check()?;
+            rows += m.batch_t2i + m.batch_mmu;
+        }
         if let Some(cfg) = cfg {
-            cfg.check_shape(self.batch, self.seq)?;
+            cfg.check_shape(rows, self.seq)?;
         }
         Ok(())
     }
@@ -170,6 +182,9 @@ pub struct StepRecord {
     pub tokens: usize,
     /// Seconds this step took.
     pub step_seconds: f64,
+    /// The loss of each task of a mixed batch (`t2i`, `mmu`, `lm`), before its coefficient.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, f64>,
 }
 
 /// Trainer state saved with each checkpoint.
@@ -179,18 +194,18 @@ pub struct TrainerState {
     pub format: String,
     /// Steps completed.
     pub step: usize,
-    /// Next batch position.
+    /// Next batch position (of the text rows).
     pub data: DataPosition,
+    /// Next positions of the other data streams (`t2i`, `mmu` of a multimodal run).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, DataPosition>,
     /// RNG offset of the next step (`step · 2³²`).
     pub rng_offset: i64,
     /// Options of the run.
     pub options: TrainOptions,
 }
 
-/// Noise offset of a step.
-pub fn rng_offset(step: usize) -> i64 {
-    (step as i64) << 32
-}
+pub use crate::loss::rng_offset;
 
 /// Loads the rows of the run (and how many rows were skipped as too long).
 pub fn load_rows(
@@ -392,6 +407,10 @@ pub trait Objective {
     fn data(&mut self, step: usize) -> Result<IndexMap<String, Tensor>, ModelsError>;
     /// Where the data stands, saved in checkpoints so a resumed run continues exactly.
     fn position(&self) -> DataPosition;
+    /// Where further data streams stand (none by default).
+    fn streams(&self) -> BTreeMap<String, DataPosition> {
+        BTreeMap::new()
+    }
     /// Tokens one step trains on (for throughput).
     fn tokens_per_step(&self) -> usize;
 }
@@ -446,6 +465,36 @@ impl Objective for MaskedDiffusion {
 
     fn tokens_per_step(&self) -> usize {
         self.opts.batch * self.opts.seq
+    }
+}
+
+impl Objective for Multimodal {
+    fn name(&self) -> &str {
+        "multimodal"
+    }
+
+    fn step_graph(
+        &self,
+        cfg: &LladaConfig,
+        hyper: StepHyper,
+    ) -> Result<mmada_ir::Graph, ModelsError> {
+        Multimodal::step_graph(self, cfg, hyper)
+    }
+
+    fn data(&mut self, step: usize) -> Result<IndexMap<String, Tensor>, ModelsError> {
+        Multimodal::data(self, step)
+    }
+
+    fn position(&self) -> DataPosition {
+        Multimodal::position(self)
+    }
+
+    fn streams(&self) -> BTreeMap<String, DataPosition> {
+        Multimodal::streams(self)
+    }
+
+    fn tokens_per_step(&self) -> usize {
+        Multimodal::tokens_per_step(self)
     }
 }
 
@@ -508,6 +557,12 @@ pub fn train(
                     o.batch, o.seq, o.seed, o.data
                 )));
             }
+            if o.multimodal != opts.multimodal {
+                return Err(ModelsError::Options(format!(
+                    "resume: the checkpoint was trained with multimodal options {:?}, not {:?}; these must match",
+                    o.multimodal, opts.multimodal
+                )));
+            }
             TrainOptions {
                 out: opts.out.clone(),
                 ..o.clone()
@@ -546,7 +601,30 @@ pub fn train(
     let pos = resumed
         .as_ref()
         .map_or(DataPosition::default(), |c| c.state.data);
-    let mut objective = MaskedDiffusion::new(&opts, rows, pos)?;
+    let mut objective: Box<dyn Objective> = match &opts.multimodal {
+        None => Box::new(MaskedDiffusion::new(&opts, rows, pos)?),
+        Some(m) => {
+            let streams = resumed
+                .as_ref()
+                .map(|c| c.state.streams.clone())
+                .unwrap_or_default();
+            let mix = MixRun {
+                seq: opts.seq,
+                batch: opts.batch,
+                seed: opts.seed,
+                coef_lm: opts.coef_lm,
+            };
+            Box::new(Multimodal::new(
+                m,
+                mix,
+                tok,
+                cfg.rows(),
+                rows,
+                pos,
+                &streams,
+            )?)
+        }
+    };
     let run = Run {
         opts: &opts,
         cfg: &cfg,
@@ -556,7 +634,7 @@ pub fn train(
         target,
         backend,
     };
-    run_loop(&mut objective, run, progress)
+    run_loop(objective.as_mut(), run, progress)
 }
 
 /// Where a run starts: options, model, weights (and a checkpoint when resuming), targets.
@@ -651,6 +729,10 @@ pub fn run_loop(
         ins.extend(optimiser_inputs(opts, step, &hyper)?);
         let lr = ins["lr"].get_f64(0);
         let out = exe.run(&ins)?;
+        let parts = out
+            .iter()
+            .filter_map(|(k, t)| Some((k.strip_prefix("loss.")?.to_string(), t.get_f64(0))))
+            .collect();
         let rec = StepRecord {
             step,
             loss: out["loss"].get_f64(0),
@@ -658,6 +740,7 @@ pub fn run_loop(
             lr,
             tokens: objective.tokens_per_step(),
             step_seconds: t0.elapsed().as_secs_f64(),
+            parts,
         };
         if !rec.loss.is_finite() {
             return Err(ModelsError::Options(format!(
@@ -677,6 +760,7 @@ pub fn run_loop(
                 format: "mmada-trainer-state".into(),
                 step: done,
                 data: objective.position(),
+                streams: objective.streams(),
                 rng_offset: rng_offset(done),
                 options: opts.clone(),
             };

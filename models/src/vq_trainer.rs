@@ -3,6 +3,7 @@
 //! AdamW) on the embedded digits, then measuring it on the held-out digits: PSNR of the
 //! reconstructions and the share of the codebook the codes use.
 
+use crate::digit_codes;
 use crate::digits::{Digits, SIDE};
 use crate::image_io;
 use crate::magvit::{decode_graph, encode_graph, train_step_graph, MagvitConfig};
@@ -297,13 +298,25 @@ fn write_figure(path: &Path, figs: &[Pair]) -> Result<(), ModelsError> {
 }
 
 /// Evaluates a tokenizer directory on the held-out digits and writes its
-/// `reconstructions.png` there; returns (PSNR dB, distinct codes, codebook size).
+/// `reconstructions.png` and the codes of all digits (`digit-codes.u16.gz`, see
+/// [`crate::digit_codes`]) there; returns (PSNR dB, distinct codes, codebook size).
 pub fn evaluate_dir(dir: &Path) -> Result<(f64, usize, usize), ModelsError> {
     let (cfg, weights) = crate::image_tokenizer::load_magvit(dir)?;
     let digits = Digits::embedded()?;
     let (psnr, distinct, figs) = evaluate(&cfg, &weights, &digits, 20)?;
     write_figure(&dir.join("reconstructions.png"), &figs)?;
+    write_all_codes(dir, &cfg, &weights, &digits)?;
     Ok((psnr, distinct, cfg.codebook_size()))
+}
+
+fn write_all_codes(
+    dir: &Path,
+    cfg: &MagvitConfig,
+    weights: &IndexMap<String, Tensor>,
+    digits: &Digits,
+) -> Result<(), ModelsError> {
+    let codes = digit_codes::digit_codes(cfg, weights, digits)?;
+    digit_codes::write_codes(&dir.join(digit_codes::FILE), &codes, cfg.codebook_size())
 }
 
 /// Trains, evaluates and writes `out/`: `config.json` and `pytorch_model.safetensors` (the
@@ -331,6 +344,7 @@ pub fn train_and_save(
     mmada_runtime::tensor_io::atomic_write(&out.join("config.json"), text.as_bytes())?;
     write_safetensors(&out.join("pytorch_model.safetensors"), &weights)?;
     write_figure(&out.join("reconstructions.png"), &figs)?;
+    write_all_codes(out, &cfg, &weights, &digits)?;
     let report = VqReport {
         recon,
         psnr_db,

@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::HostCpu;
 use mmada_models::config::LladaConfig;
+use mmada_models::multimodal::MultimodalOptions;
 use mmada_models::trainer::{train, Progress, StepRecord, TrainOptions};
 use mmada_runtime::Target;
 use std::io::IsTerminal;
@@ -27,15 +28,16 @@ pub struct Args {
     /// tokenizer.json (default: the embedded tiny tokenizer).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Total optimiser steps.
-    #[arg(long, default_value_t = 300)]
-    steps: usize,
-    /// Rows per batch.
+    /// Total optimiser steps [default: 300; 2000 with --multimodal].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Text rows per batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Tokens per row (at most the model's max_sequence_length).
-    #[arg(long, default_value_t = 256)]
-    seq: usize,
+    /// Tokens per row (at most the model's max_sequence_length) [default: 256; 128 with
+    /// --multimodal, where a row is `Lt + N + 3` tokens: the text budget Lt, N image tokens].
+    #[arg(long)]
+    seq: Option<usize>,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
@@ -54,9 +56,35 @@ pub struct Args {
     /// Checkpoints to keep.
     #[arg(long, default_value_t = 3)]
     keep: usize,
-    /// Output directory (checkpoints, metrics.jsonl, loss-curve.png).
-    #[arg(long, default_value = "runs/tiny")]
-    out: PathBuf,
+    /// Output directory (checkpoints, metrics.jsonl, loss-curve.png) [default: runs/tiny;
+    /// runs/tiny-mm with --multimodal].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Train on text-to-image, image-understanding and text rows in one batch (the embedded
+    /// digits with their captions and questions, images as codes of the image tokenizer).
+    #[arg(long)]
+    multimodal: bool,
+    /// Image tokenizer directory for --multimodal (default: the built-in vq-digits).
+    #[arg(long, requires = "multimodal")]
+    vq: Option<PathBuf>,
+    /// Text-to-image rows per batch (--multimodal).
+    #[arg(long, default_value_t = 4, requires = "multimodal")]
+    batch_t2i: usize,
+    /// Image-understanding rows per batch (--multimodal).
+    #[arg(long, default_value_t = 2, requires = "multimodal")]
+    batch_mmu: usize,
+    /// Loss coefficient of the text-to-image rows (--multimodal).
+    #[arg(long, default_value_t = 1.0, requires = "multimodal")]
+    coef_t2i: f64,
+    /// Loss coefficient of the image-understanding rows (--multimodal).
+    #[arg(long, default_value_t = 1.0, requires = "multimodal")]
+    coef_mmu: f64,
+    /// Loss coefficient of the text rows.
+    #[arg(long, default_value_t = 1.0)]
+    coef_lm: f64,
+    /// Fraction of text-to-image rows trained with the empty (CFG null) caption (--multimodal).
+    #[arg(long, default_value_t = 0.1, requires = "multimodal")]
+    cond_dropout: f64,
     /// Resume from a checkpoint directory, or from OUT/latest when given no value.
     #[arg(long, num_args = 0..=1)]
     resume: Option<Option<PathBuf>>,
@@ -109,8 +137,13 @@ impl Progress for Display {
             ));
         }
         if self.log {
+            let parts: String = r
+                .parts
+                .iter()
+                .map(|(k, v)| format!("  {k} {v:.4}"))
+                .collect();
             println!(
-                "step {:>6}  loss {:.4}  grad_norm {:.3}  lr {:.3e}  {:.0} tok/s",
+                "step {:>6}  loss {:.4}{parts}  grad_norm {:.3}  lr {:.3e}  {:.0} tok/s",
                 r.step, r.loss, r.grad_norm, r.lr, tps
             );
         }
@@ -141,27 +174,42 @@ fn model_config(a: &Args) -> Result<Option<LladaConfig>, CliError> {
 
 /// Runs `mmada train`.
 pub fn run(a: Args) -> Result<(), CliError> {
+    let mm = a.multimodal;
+    let multimodal = mm.then(|| MultimodalOptions {
+        vq: a.vq.clone(),
+        batch_t2i: a.batch_t2i,
+        batch_mmu: a.batch_mmu,
+        coef_t2i: a.coef_t2i,
+        coef_mmu: a.coef_mmu,
+        cond_dropout: a.cond_dropout,
+    });
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(if mm { "runs/tiny-mm" } else { "runs/tiny" }));
     let opts = TrainOptions {
         preset: a.preset.clone(),
         model: a.model.clone(),
         tokenizer: a.tokenizer.clone(),
         data: a.data.clone(),
         batch: a.batch,
-        seq: a.seq,
-        steps: a.steps,
+        seq: a.seq.unwrap_or(if mm { 128 } else { 256 }),
+        steps: a.steps.unwrap_or(if mm { 2000 } else { 300 }),
         lr: a.lr,
         warmup: a.warmup,
         min_lr_scale: a.min_lr_scale,
+        coef_lm: a.coef_lm,
         seed: a.seed,
         save_every: a.save_every,
         keep: a.keep,
-        out: a.out.clone(),
+        out: out.clone(),
+        multimodal,
         ..Default::default()
     };
     // Every option is checked before anything is compiled or allocated.
     opts.check(model_config(&a)?.as_ref())
         .map_err(CliError::Usage)?;
-    let resume = a.resume.clone().map(|r| r.unwrap_or(a.out.clone()));
+    let resume = a.resume.clone().map(|r| r.unwrap_or(out.clone()));
     let target = target_of(a.target);
     let bar = (!a.log && std::io::stderr().is_terminal()).then(|| {
         let b = ProgressBar::new(opts.steps as u64);
@@ -187,10 +235,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
             vec![]
         },
     };
+    let rows = match &opts.multimodal {
+        Some(m) => format!(
+            "{} t2i + {} mmu + {} text rows",
+            m.batch_t2i, m.batch_mmu, opts.batch
+        ),
+        None => format!("{} rows", opts.batch),
+    };
     eprintln!(
-        "mmada train: preset {}, batch {} × {} tokens, {} steps, out {} ({})",
+        "mmada train: preset {}, batch {rows} × {} tokens, {} steps, out {} ({})",
         opts.preset,
-        opts.batch,
         opts.seq,
         opts.steps,
         opts.out.display(),
@@ -212,6 +266,17 @@ pub fn run(a: Args) -> Result<(), CliError> {
             100.0 * (1.0 - tail / head),
             opts.out.join("metrics.jsonl").display()
         );
+        let names: Vec<&String> = records[0].parts.keys().collect();
+        for name in names {
+            let mean = |rs: &[StepRecord]| {
+                rs.iter().filter_map(|r| r.parts.get(name)).sum::<f64>() / rs.len() as f64
+            };
+            let (h, t) = (mean(&records[..k]), mean(&records[n - k..]));
+            println!(
+                "  {name:>4} loss {h:.3} → {t:.3} ({:.0}% lower)",
+                100.0 * (1.0 - t / h)
+            );
+        }
     }
     Ok(())
 }
