@@ -9,7 +9,10 @@
 //!   being expensive to recompute (more than [`FuseElementwise::max_duplicated_cost`], counting
 //!   its elementwise ops and its reads of large materialised tensors), or broadcast to a larger
 //!   shape while costing at least one transcendental function (the RoPE tables:
-//!   `cos(position · frequency)` would otherwise be recomputed for every head and batch row).
+//!   `cos(position · frequency)` would otherwise be recomputed for every head and batch row),
+//!   or padded while costing one (a convolution's GroupNorm and swish: computed in a contiguous
+//!   kernel of the unpadded shape, which vectorises, 11× faster than inside the pad's kernel
+//!   with its bounds checks; the pad itself is then inlined into the patch copy).
 //!   Everything else is inlined into each user's group (cheap ops are recomputed
 //!   rather than stored, as XLA does).
 //! - Each materialised elementwise/view node, each reduction and each softmax roots a group:
@@ -117,7 +120,7 @@ impl FuseElementwise {
             let broadcast_expensive = c >= TRANSCENDENTAL_COST
                 && users
                     .iter()
-                    .any(|(u, _)| matches!(g.node(*u).op, Op::Broadcast { .. }));
+                    .any(|(u, _)| matches!(g.node(*u).op, Op::Broadcast { .. } | Op::Pad { .. }));
             if outputs.contains(&id) || blocked || shared_expensive || broadcast_expensive {
                 mat.insert(id);
             }

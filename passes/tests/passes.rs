@@ -291,3 +291,45 @@ fn transcendental_tables_are_not_recomputed_per_broadcast_element() {
         .collect();
     assert_eq!(cos_shapes, vec!["[13, 6]".to_string()]);
 }
+
+#[test]
+fn transcendental_inputs_of_a_pad_are_computed_in_their_own_contiguous_kernel() {
+    // GroupNorm-and-swish then the zero padding of a 3×3 convolution: the swish (a sigmoid per
+    // element) is a contiguous kernel of the unpadded shape; the pad is left to its users.
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [1, 3, 9, 7]).unwrap();
+    let s = g.unary(UnaryOp::Sigmoid, x).unwrap();
+    let y = g.mul(x, s).unwrap();
+    let p = g.pad(y, &[0, 0, 1, 1], &[0, 0, 1, 1], 0.0).unwrap();
+    let a = g.slice_axis(p, 2, 0, 9).unwrap();
+    let b = g.slice_axis(p, 2, 2, 11).unwrap();
+    let c = g.concat(&[a, b], 1).unwrap();
+    g.set_output("c", c).unwrap();
+    let ins = inputs(&g, 5);
+    let want = interpret(&g, &ins).unwrap();
+    let mut h = g.clone();
+    FuseElementwise::default().run(&mut h).unwrap();
+    Dce.run(&mut h).unwrap();
+    let got = interpret(&h, &ins).unwrap();
+    assert!(max_rel_error(&got["c"], &want["c"], 1e-30) <= 1e-6);
+    let sig_shapes: Vec<String> = h
+        .node_ids()
+        .into_iter()
+        .filter(|&n| match &h.node(n).op {
+            Op::Fused { body } => body.nodes.iter().any(|b| {
+                matches!(
+                    b.op,
+                    Op::Unary {
+                        op: UnaryOp::Sigmoid
+                    }
+                )
+            }),
+            Op::Unary {
+                op: UnaryOp::Sigmoid,
+            } => true,
+            _ => false,
+        })
+        .map(|n| h.node(n).shape.to_string())
+        .collect();
+    assert_eq!(sig_shapes, vec!["[1, 3, 9, 7]".to_string()]);
+}
