@@ -235,7 +235,6 @@ impl Multimodal {
         streams: &BTreeMap<String, DataPosition>,
     ) -> Result<Multimodal, ModelsError> {
         let m = m.clone();
-        let opts = run;
         let (vq_cfg, vq_weights) = image_tokenizer(&m)?;
         let f = vq_cfg.factor();
         if !SIDE.is_multiple_of(f) {
@@ -250,22 +249,23 @@ impl Multimodal {
             vq_cfg.codebook_size(),
             rows_of_model,
         )?;
-        let text_len = opts
+        let too_short = || {
+            ModelsError::Options(format!(
+                "--seq {}: a multimodal row holds {n} image tokens, <|soi|>, <|eoi|>, a task \
+                 token and at least BOS and EOS, so --seq must be at least {}",
+                run.seq,
+                n + 5
+            ))
+        };
+        let text_len = run
             .seq
             .checked_sub(n + 3)
             .filter(|&t| t >= 2)
-            .ok_or_else(|| {
-                ModelsError::Options(format!(
-                "--seq {}: a multimodal row holds {n} image tokens, <|soi|>, <|eoi|>, a task token \
-                 and at least BOS and EOS, so --seq must be at least {}",
-                opts.seq,
-                n + 5
-            ))
-            })?;
+            .ok_or_else(too_short)?;
         let mix = MixShape {
             t2i: m.batch_t2i,
             mmu: m.batch_mmu,
-            lm: opts.batch,
+            lm: run.batch,
             text_len,
             image_tokens: n,
         };
@@ -310,18 +310,18 @@ impl Multimodal {
             return Err(ModelsError::Options(format!(
                 "--seq {}: the text budget is {text_len} tokens (seq − {n} image tokens − 3), but \
                  the question {q:?} with the answer {a:?} needs {need}; use --seq {} or more",
-                opts.seq,
+                run.seq,
                 need + n + 3
             )));
         }
         let pos = |k: &str| streams.get(k).copied().unwrap_or_default();
         // Each stream gets its own order: the seed is mixed with the stream's name.
-        let t2i = Batcher::new(caps, opts.seed ^ 0x7432_6900, pos(T2I))?;
-        let mmu = Batcher::new(pairs, opts.seed ^ 0x6d6d_7500, pos(MMU))?;
-        let text = Batcher::new(text_rows, opts.seed, text_pos)?;
+        let t2i = Batcher::new(caps, run.seed ^ 0x7432_6900, pos(T2I))?;
+        let mmu = Batcher::new(pairs, run.seed ^ 0x6d6d_7500, pos(MMU))?;
+        let text = Batcher::new(text_rows, run.seed, text_pos)?;
         Ok(Multimodal {
-            seed: opts.seed,
-            coef_lm: opts.coef_lm,
+            seed: run.seed,
+            coef_lm: run.coef_lm,
             m,
             mix,
             tok,
