@@ -240,6 +240,7 @@ fn multimodal_t2i_mmu_and_text_losses_each_fall_by_30_percent() {
             "{task} loss fell from {head} to {tail} only"
         );
     }
+    assert!(dir.path().join("task-losses.png").is_file());
 }
 
 #[test]

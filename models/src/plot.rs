@@ -115,10 +115,9 @@ impl Chart<'_> {
     }
 }
 
-/// The trainer's loss chart: the loss of every step and its 20-step moving average.
-pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String> {
-    let raw: Vec<(f64, f64)> = points.iter().map(|&(s, l)| (s as f64, l)).collect();
-    let avg: Vec<(f64, f64)> = (0..raw.len())
+/// The 20-point trailing moving average of `raw`.
+fn moving_average(raw: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    (0..raw.len())
         .map(|i| {
             let w = &raw[i.saturating_sub(19)..=i];
             (
@@ -126,7 +125,13 @@ pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String
                 w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The trainer's loss chart: the loss of every step and its 20-step moving average.
+pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String> {
+    let raw: Vec<(f64, f64)> = points.iter().map(|&(s, l)| (s as f64, l)).collect();
+    let avg = moving_average(&raw);
     Chart {
         title: "mmada train: masked-diffusion loss",
         x_label: "optimiser step",
@@ -150,6 +155,38 @@ pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String
     .write_png(path)
 }
 
+/// The per-task chart of a mixed batch (`t2i`, `mmu`, `lm`): each task's loss as a 20-step
+/// moving average, before its coefficient.
+pub fn task_losses_png(tasks: &[(String, Vec<(usize, f64)>)], path: &Path) -> Result<(), String> {
+    const COLORS: [RGBColor; 4] = [
+        RGBColor(200, 40, 40),
+        RGBColor(40, 110, 200),
+        RGBColor(40, 150, 60),
+        RGBColor(150, 80, 180),
+    ];
+    let series = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (name, pts))| {
+            let raw: Vec<(f64, f64)> = pts.iter().map(|&(s, l)| (s as f64, l)).collect();
+            Series {
+                name: name.as_str(),
+                points: moving_average(&raw),
+                color: COLORS[i % COLORS.len()],
+                width: 2,
+            }
+        })
+        .collect();
+    Chart {
+        title: "mmada train: loss per task (moving average of 20 steps)",
+        x_label: "optimiser step",
+        x_integer: true,
+        y_label: "loss (nats per token)",
+        series,
+    }
+    .write_png(path)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -165,5 +202,11 @@ mod tests {
         // Empty and non-finite inputs still give a chart, not an error.
         super::loss_curve_png(&[(0, f64::NAN)], &p).unwrap();
         super::loss_curve_png(&[], &p).unwrap();
+        let tasks: Vec<(String, Vec<(usize, f64)>)> = ["t2i", "mmu", "lm"]
+            .iter()
+            .map(|t| (t.to_string(), pts.clone()))
+            .collect();
+        super::task_losses_png(&tasks, &p).unwrap();
+        assert_eq!(&std::fs::read(&p).unwrap()[1..4], b"PNG");
     }
 }

@@ -13,7 +13,8 @@
 //! `trainer_state.json` (step, data position, RNG offset, options). A checkpoint is written to a
 //! temporary directory, synced, and renamed into place; `<out>/latest` names the newest complete
 //! one and is replaced atomically, so a crash mid-save never damages the previous checkpoint.
-//! Metrics go to `<out>/metrics.jsonl` (one object per step) and `<out>/loss-curve.png`.
+//! Metrics go to `<out>/metrics.jsonl` (one object per step) and `<out>/loss-curve.png` (and,
+//! for a mixed batch, each task's loss to `<out>/task-losses.png`).
 
 use crate::checkpoint::{load_model, save_model};
 use crate::config::LladaConfig;
@@ -769,6 +770,24 @@ pub fn run_loop(
             let pts: Vec<(usize, f64)> = history.iter().map(|r| (r.step, r.loss)).collect();
             let png = opts.out.join("loss-curve.png");
             crate::plot::loss_curve_png(&pts, &png).map_err(ModelsError::Plot)?;
+            let names: Vec<String> = history
+                .last()
+                .map(|r| r.parts.keys().cloned().collect())
+                .unwrap_or_default();
+            if !names.is_empty() {
+                let tasks: Vec<(String, Vec<(usize, f64)>)> = names
+                    .into_iter()
+                    .map(|n| {
+                        let pts = history
+                            .iter()
+                            .filter_map(|r| Some((r.step, *r.parts.get(&n)?)))
+                            .collect();
+                        (n, pts)
+                    })
+                    .collect();
+                let png = opts.out.join("task-losses.png");
+                crate::plot::task_losses_png(&tasks, &png).map_err(ModelsError::Plot)?;
+            }
             progress.saved(&dir);
         }
     }
