@@ -13,17 +13,24 @@ fn mmada() -> Command {
 }
 
 fn losses(out: &Path) -> Vec<(usize, f64)> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["step"].as_u64().unwrap() as usize,
-                v["loss"].as_f64().unwrap(),
-            )
-        })
+    task_losses(out)
+        .into_iter()
+        .map(|(s, l, _)| (s, l))
         .collect()
+}
+
+/// A fresh output directory holding a copy of `<out>/checkpoint-<step>` as its `latest`.
+fn copy_of_checkpoint(out: &Path, step: usize) -> tempfile::TempDir {
+    let b = tempfile::tempdir().unwrap();
+    let name = format!("checkpoint-{step}");
+    let dst = b.path().join(&name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(out.join(&name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    std::fs::write(b.path().join("latest"), &name).unwrap();
+    b
 }
 
 fn train(out: &Path, args: &[&str]) {
@@ -69,15 +76,7 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
     train(a.path(), &[&small[..], &["--save-every", "15"]].concat());
     let full = losses(a.path());
     // Resume a copy of the mid-run checkpoint in a fresh directory.
-    let b = tempfile::tempdir().unwrap();
-    let src = a.path().join("checkpoint-15");
-    let dst = b.path().join("checkpoint-15");
-    std::fs::create_dir_all(&dst).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-    }
-    std::fs::write(b.path().join("latest"), "checkpoint-15").unwrap();
+    let b = copy_of_checkpoint(a.path(), 15);
     train(
         b.path(),
         &[&small[..], &["--save-every", "15", "--resume"]].concat(),
@@ -270,15 +269,7 @@ fn multimodal_resume_reproduces_the_uninterrupted_run_exactly() {
     // 12 steps × 3 t2i rows of 9,000 captions, × 2 mmu rows of 31,500 pairs.
     assert_eq!(state["streams"]["t2i"]["cursor"], 36, "{state}");
     assert_eq!(state["streams"]["mmu"]["cursor"], 24, "{state}");
-    let b = tempfile::tempdir().unwrap();
-    let src = a.path().join("checkpoint-12");
-    let dst = b.path().join("checkpoint-12");
-    std::fs::create_dir_all(&dst).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-    }
-    std::fs::write(b.path().join("latest"), "checkpoint-12").unwrap();
+    let b = copy_of_checkpoint(a.path(), 12);
     train(
         b.path(),
         &[&small[..], &["--save-every", "12", "--resume"]].concat(),

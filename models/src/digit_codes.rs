@@ -51,19 +51,10 @@ pub fn digit_codes(
             enc.set_input(n, t)?;
         }
     }
-    let img = 3 * SIDE * SIDE;
     let all: Vec<usize> = (0..digits.len()).collect();
     let mut out = Vec::with_capacity(digits.len());
     for chunk in all.chunks(bsz) {
-        let mut px = Vec::with_capacity(bsz * img);
-        for &i in chunk {
-            px.extend(digits.chw(i));
-        }
-        // Pad a short last chunk by repeating its first image (not kept).
-        while px.len() < bsz * img {
-            let first = px[..img].to_vec();
-            px.extend(first);
-        }
+        let px = digits.batch_chw(chunk, bsz);
         let mut ins = IndexMap::new();
         ins.insert(
             "pixels".to_string(),

@@ -97,6 +97,22 @@ impl Digits {
         out
     }
 
+    /// Images `indices` as one batch of `bsz` CHW images (`[bsz, 3, SIDE, SIDE]` row-major); a
+    /// short batch is filled up with copies of its first image (results for those are dropped
+    /// by the caller). `indices` must hold 1 to `bsz` images.
+    pub fn batch_chw(&self, indices: &[usize], bsz: usize) -> Vec<f32> {
+        let img = 3 * SIDE * SIDE;
+        let mut px = Vec::with_capacity(bsz * img);
+        for &i in indices {
+            px.extend(self.chw(i));
+        }
+        while px.len() < bsz * img {
+            let first = px[..img].to_vec();
+            px.extend(first);
+        }
+        px
+    }
+
     /// Indices of the training or the held-out images.
     pub fn indices(&self, test: bool) -> Vec<usize> {
         (0..self.len()).filter(|&i| self.test[i] == test).collect()

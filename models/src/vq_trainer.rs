@@ -229,15 +229,7 @@ pub fn evaluate(
     let mut shown = [0usize; 10];
     let mut count = 0usize;
     for chunk in test.chunks(bsz) {
-        let mut px = Vec::with_capacity(bsz * img);
-        for &i in chunk {
-            px.extend(digits.chw(i));
-        }
-        // Pad a short last chunk by repeating its first image (not counted).
-        while px.len() < bsz * img {
-            let first = px[..img].to_vec();
-            px.extend(first);
-        }
+        let px = digits.batch_chw(chunk, bsz);
         let mut ins = IndexMap::new();
         ins.insert(
             "pixels".to_string(),
