@@ -37,6 +37,9 @@ enum Cmd {
     /// Logits of token ids for an HF checkpoint directory: `input_ids` (int [B, L]) and an
     /// optional `attention_mask` (key padding) in, `logits` (f32 [B, L, V]) out.
     Logits(cmd::logits::Args),
+    /// Generate with the compiled samplers: `generate text` (default model: the tiny
+    /// multimodal one in runs/tiny-mm).
+    Generate(cmd::generate::Args),
     /// Time the BENCHMARKS.md configurations (training step and forward of bench-tiny and
     /// bench-small): median time, achieved GFLOP/s, and the ratio to the official PyTorch figures.
     Bench(cmd::bench::Args),
@@ -62,6 +65,7 @@ fn dispatch(cmd: Cmd) -> Result<(), error::CliError> {
         Cmd::Train(a) => cmd::train::run(a),
         Cmd::TrainVq(a) => cmd::train_vq::run(a),
         Cmd::Logits(a) => cmd::logits::run(a),
+        Cmd::Generate(a) => cmd::generate::run(a),
         Cmd::Bench(a) => cmd::bench::run(a),
         Cmd::Selfcheck(a) => cmd::selfcheck::run(a),
         Cmd::Tokenize(a) => cmd::tokenize::run(a),

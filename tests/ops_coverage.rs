@@ -40,12 +40,13 @@ fn kind_of(op: &Op) -> usize {
         Op::Conv2dInputGrad { .. } => 22,
         Op::Conv2dWeightGrad { .. } => 23,
         Op::Softmax { .. } => 24,
-        Op::Fused { .. } => 25,
+        Op::Remask { .. } => 25,
+        Op::Fused { .. } => 26,
     }
 }
 
 /// Number of op kinds users build (all but `Fused`, which only passes create).
-const USER_KINDS: usize = 25;
+const USER_KINDS: usize = 26;
 
 #[test]
 fn every_op_kind_is_present_lowered_and_correct() {

@@ -17,6 +17,7 @@
 //! | `scan` | `block` (256) | cumulative sums, top-k |
 //! | `index` | `block` (256) | gathers, scatter-adds |
 //! | `rng` | `block` (256) | Philox random streams |
+//! | `remask` | `block` (256) | the fused confidence top-k remask of a sampler step (one block per row) |
 //!
 //! A knob's value is an upper bound where the problem is smaller (a row of 40 elements gets a
 //! block of 64 under `block = 256`). `host_lanes` is the width of the host variants' partial
@@ -171,6 +172,7 @@ block_template!(CONV, "conv");
 block_template!(SCAN, "scan");
 block_template!(INDEX, "index");
 block_template!(RNG, "rng");
+block_template!(REMASK, "remask");
 
 /// See the table in the module docs.
 pub static REDUCTION: Template = Template {
@@ -200,7 +202,7 @@ pub static MATMUL: Template = Template {
 };
 
 /// Every template, in the order of the module docs.
-pub static TEMPLATES: [&Template; 8] = [
+pub static TEMPLATES: [&Template; 9] = [
     &ELEMENTWISE,
     &REDUCTION,
     &SOFTMAX,
@@ -209,6 +211,7 @@ pub static TEMPLATES: [&Template; 8] = [
     &SCAN,
     &INDEX,
     &RNG,
+    &REMASK,
 ];
 
 /// The template with this key.

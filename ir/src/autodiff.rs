@@ -190,7 +190,7 @@ pub fn vjp(g: &mut Graph, n: NodeId, gy: NodeId, slot: usize) -> Result<Option<N
                 (BinaryOp::Rem | BinaryOp::And | BinaryOp::Or, _) => return Ok(None),
             }
         }
-        Op::Compare { .. } | Op::TopK { .. } => return Ok(None),
+        Op::Compare { .. } | Op::TopK { .. } | Op::Remask { .. } => return Ok(None),
         Op::Where => {
             if slot == 0 {
                 return Ok(None);

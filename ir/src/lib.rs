@@ -19,6 +19,7 @@ pub mod interp;
 pub mod mathlib;
 pub mod op;
 pub mod philox;
+pub mod remask;
 pub mod serialize;
 pub mod shape;
 pub mod tensor;
@@ -28,7 +29,10 @@ pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use fused::{BodyNode, FusedBody, Operand};
 pub use graph::{Graph, Node, NodeId};
-pub use op::{BinaryOp, CompareOp, ConvGeom, Literal, Op, ReduceOp, RngDist, Role, UnaryOp};
+pub use op::{
+    BinaryOp, CompareOp, ConvGeom, Literal, Op, ReduceOp, Remasking, RngDist, Role, UnaryOp,
+};
+pub use remask::RemaskArgs;
 pub use shape::Shape;
 pub use tensor::{max_rel_error, Data, Tensor};
 pub use verify::verify;

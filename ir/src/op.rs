@@ -287,6 +287,16 @@ pub enum RngDist {
     Gumbel,
 }
 
+/// How an [`Op::Remask`] ranks the candidate positions of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Remasking {
+    /// By the softmax probability of the chosen token (LLaDA's `low_confidence`).
+    LowConfidence,
+    /// By a uniform random number per position (LLaDA's `random`).
+    Random,
+}
+
 /// Convolution geometry shared by [`Op::Conv2d`] and its gradient ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConvGeom {
@@ -476,6 +486,29 @@ pub enum Op {
         /// Kernel height and width.
         kernel_hw: [usize; 2],
     },
+    /// The confidence top-k remask of one masked-diffusion text sampler step (spec §6.1), fused:
+    /// 7 operands `logits` (float `[B, L, V]`), `x` (i64 `[B, L]`, the sequence), and the
+    /// scalars `temperature` (f32), `seed`, `offset`, `block_end` and `k` (i64); result i64
+    /// `[B, L]`, the sequence with at most `k` positions per row committed.
+    ///
+    /// A position `(b, l)` is a candidate when `x[b, l] == mask_id` and `l < block_end`. For a
+    /// candidate, the token is `x̂ = argmax_v(ℓ[v] + τ·G[v])` (ties to the lower id), with `G`
+    /// the Gumbel numbers of an `Rng { Gumbel, stream }` node of shape `[B, L, V]` on (seed,
+    /// offset); its confidence is `softmax(ℓ)[x̂]` (`LowConfidence`, un-noised logits) or element
+    /// `(b, l)` of an `Rng { Uniform, stream + 1 }` node of shape `[B, L]` (`Random`). Non
+    /// candidates have confidence −∞. In each row the `k` highest confidences (ties to the
+    /// lower position) that are candidates get `x̂`; every other position keeps `x`.
+    /// [`crate::Graph::remask_unfused`] builds the same computation from primitive ops;
+    /// the `fuse_remask` pass recognises it. Kernels stream over V: no probability row is
+    /// stored.
+    Remask {
+        /// The `[MASK]` id.
+        mask_id: i64,
+        /// Confidence rule.
+        remasking: Remasking,
+        /// Philox stream of the Gumbel noise (the uniform numbers use `stream + 1`).
+        stream: u32,
+    },
     /// A fused group of ops created by a pass. Operands are the body's arguments in order.
     /// Semantics are exactly those of the body (see [`FusedBody`]).
     Fused {
@@ -513,6 +546,7 @@ impl Op {
             Op::Conv2d { .. } => "conv2d".into(),
             Op::Conv2dInputGrad { .. } => "conv2d_input_grad".into(),
             Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad".into(),
+            Op::Remask { .. } => "remask".into(),
             Op::Fused { .. } => "fused".into(),
         }
     }
@@ -541,6 +575,7 @@ impl Op {
             | Op::Conv2dInputGrad { .. }
             | Op::Conv2dWeightGrad { .. } => 2,
             Op::Where | Op::ScatterAdd { .. } => 3,
+            Op::Remask { .. } => 7,
             Op::Concat { count, .. } => *count,
             Op::Fused { body } => body.num_args,
         }
@@ -941,6 +976,26 @@ impl Op {
                     return Err(bad("g does not match the convolution's output".into()));
                 }
                 Ok((dx, w))
+            }
+            Op::Remask { .. } => {
+                let ((dl, sl), (dx, sx)) = (operands[0], operands[1]);
+                if dl != DType::F32 || sl.rank() != 3 {
+                    return Err(bad(format!("logits must be f32 [B, L, V], got {dl}{sl}")));
+                }
+                if dx != DType::I64 || sx.0[..] != sl.0[..2] {
+                    return Err(bad(format!(
+                        "x must be i64 [{}, {}], got {dx}{sx}",
+                        sl.0[0], sl.0[1]
+                    )));
+                }
+                let want = [DType::F32, DType::I64, DType::I64, DType::I64, DType::I64];
+                let names = ["temperature", "seed", "offset", "block_end", "k"];
+                for ((&(d, s), w), n) in operands[2..].iter().zip(want).zip(names) {
+                    if d != w || s.rank() != 0 {
+                        return Err(bad(format!("{n} must be a {w} scalar, got {d}{s}")));
+                    }
+                }
+                Ok((DType::I64, sx.clone()))
             }
             Op::Fused { body } => {
                 body.check_args(operands).map_err(bad)?;

@@ -376,3 +376,63 @@ pub fn time_runs(
     t.sort_by(|a, b| a.total_cmp(b));
     Ok(t[t.len() / 2])
 }
+
+/// The text-sampling setting of BENCHMARKS.md: prompt 64, gen 128, block 32, 128 steps, τ 0.
+pub const SAMPLING_PROMPT: usize = 64;
+
+/// One text-sampling measurement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingResult {
+    /// Median seconds per generation.
+    pub median_s: f64,
+    /// Generated tokens per second at the median.
+    pub tokens_per_s: f64,
+    /// Fraction of generated tokens equal to those of the first timed run (1 when runs are
+    /// deterministic).
+    pub agreement: f64,
+}
+
+/// Times text sampling without a cache on a preset with random weights (seed 7) and a random
+/// prompt: median of `reps` generations after one warm-up.
+pub fn time_sampling(
+    preset: &str,
+    reps: usize,
+    target: Target,
+    backend: BackendOptions,
+) -> Result<SamplingResult, Box<dyn std::error::Error>> {
+    use crate::text_sampler::{TextOptions, TextSampler};
+    let cfg = LladaConfig::preset(preset).ok_or_else(|| format!("no preset '{preset}'"))?;
+    let weights = random_weights(&cfg, 7);
+    let opts = TextOptions {
+        gen_length: 128,
+        steps: 128,
+        block_length: 32,
+        ..TextOptions::default()
+    };
+    let text = cfg.vocab_size.saturating_sub(2).max(1) as i64;
+    let prompt: Vec<i64> = (0..SAMPLING_PROMPT as i64)
+        .map(|i| (i * 7919 + 13) % text)
+        .collect();
+    let mut s = TextSampler::new(cfg, &weights, 1, prompt.len(), opts, target, backend)?;
+    let prompts = [prompt];
+    let first = s.generate(&prompts, &mut |_, _| {})?;
+    let mut times = Vec::with_capacity(reps);
+    let mut same = 0usize;
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        let g = s.generate(&prompts, &mut |_, _| {})?;
+        times.push(t0.elapsed().as_secs_f64());
+        same += g.ids[0]
+            .iter()
+            .zip(&first.ids[0])
+            .filter(|(a, b)| a == b)
+            .count();
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median_s = times[times.len() / 2];
+    Ok(SamplingResult {
+        median_s,
+        tokens_per_s: opts.gen_length as f64 / median_s,
+        agreement: same as f64 / (opts.gen_length * times.len()) as f64,
+    })
+}

@@ -6,7 +6,8 @@
 //! - [`llada`]: the transformer's forward graph; [`magvit`]: the MAGVIT-v2 image tokenizer's
 //!   encoder, decoder and training-step graphs; [`loss`]: the masked-diffusion losses;
 //!   [`train_step`]: forward, backward, clipping and AdamW in one graph; [`multimodal_step`]:
-//!   the same for a batch of t2i, mmu and text rows;
+//!   the same for a batch of t2i, mmu and text rows; [`sampler_step`]: one step of the text
+//!   sampler (forward, guidance and the confidence top-k remask) over a resident sequence;
 //! - [`spec`] and [`expr`]: graph specs in TOML and their expression language
 //!   (`softmax(x @ w + b, -1)`), the format of `mmada compile SPEC`;
 //! - [`selfcheck`]: the built-in check graphs.
@@ -18,6 +19,7 @@
 //!   [`checkpoint`]: HF checkpoints and initial weights; [`plot`]: charts; [`failpoint`]: crash
 //!   points for tests;
 //! - [`logits`]: logits of a checkpoint; [`bench`]: the BENCHMARKS.md cases;
+//!   [`text_sampler`]: text generation by replaying the compiled sampler step;
 //! - [`image_io`]: images in and out; [`image_tokenizer`]: MAGVIT-v2 directories compiled into
 //!   an encoder and a decoder; [`digits`]: the embedded digits; [`digit_codes`]: the digits as
 //!   image codes; [`vq_trainer`]: training the
@@ -33,6 +35,7 @@ pub mod loss;
 pub mod magvit;
 pub mod multimodal_step;
 pub mod nn;
+pub mod sampler_step;
 pub mod selfcheck;
 pub mod spec;
 pub mod train_step;
@@ -50,6 +53,7 @@ pub mod logits;
 pub mod multimodal;
 pub mod plot;
 pub mod prompt;
+pub mod text_sampler;
 pub mod tokenizer;
 pub mod trainer;
 pub mod vocab;

@@ -52,6 +52,31 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
     out("softmax", g.softmax(x, 0)?);
     let scaled = g.binary_scalar(BinaryOp::Mul, x, 3.0)?;
     out("softmax_fused", g.softmax(scaled, 1)?);
+    // The sampler's remask: positions 1, 2 and 4 are masked (id 6), the block ends at 4, one
+    // commit, Gumbel temperature 0.7.
+    let lg = g.reshape(x, [1, 5, 7])?;
+    let lg = g.cast(lg, DType::F32)?;
+    let seq = g.add_constant(
+        DType::I64,
+        mmada_ir::Shape(vec![1, 5]),
+        mmada_ir::Literal::Int(vec![3, 6, 6, 1, 6]),
+    )?;
+    let temperature = g.full(DType::F32, 0.7, Vec::<usize>::new())?;
+    let block_end = g.scalar_i64(4)?;
+    let k = g.scalar_i64(1)?;
+    let args = mmada_ir::RemaskArgs {
+        logits: lg,
+        x: seq,
+        temperature,
+        seed,
+        offset: off,
+        block_end,
+        k,
+    };
+    out(
+        "remask",
+        g.remask(args, 6, mmada_ir::Remasking::LowConfidence, 3)?,
+    );
     let img = g.input("img", dt, [2, 4, 6, 5])?;
     let w = g.input("w", dt, [6, 2, 3, 3])?;
     let geom = ConvGeom {

@@ -11,6 +11,7 @@ pub mod dce;
 pub mod dump;
 pub mod error;
 pub mod fuse_elementwise;
+pub mod fuse_remask;
 pub mod manager;
 pub mod simplify_transposes;
 
@@ -20,11 +21,12 @@ pub use dce::Dce;
 pub use dump::DumpSink;
 pub use error::PassError;
 pub use fuse_elementwise::FuseElementwise;
+pub use fuse_remask::FuseRemask;
 pub use manager::{Pass, PassManager};
 pub use simplify_transposes::SimplifyTransposes;
 
 /// The default optimisation pipeline: DCE, convolutions to im2col + GEMM, transpose
-/// simplification, DCE, CSE, elementwise fusion, DCE.
+/// simplification, DCE, CSE, remask fusion, elementwise fusion, DCE.
 pub fn default_pipeline() -> PassManager {
     let mut pm = PassManager::new();
     pm.add(Dce);
@@ -32,6 +34,7 @@ pub fn default_pipeline() -> PassManager {
     pm.add(SimplifyTransposes);
     pm.add(Dce);
     pm.add(Cse);
+    pm.add(FuseRemask);
     pm.add(FuseElementwise::default());
     pm.add(Dce);
     pm

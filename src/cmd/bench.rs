@@ -38,6 +38,11 @@ pub struct Args {
     /// the slowest N kernels (with the graph node each computes).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "25")]
     profile: Option<usize>,
+    /// Instead of the step and forward, time text sampling (BENCHMARKS.md: prompt 64, gen
+    /// 128, block 32, 128 steps, τ 0) on bench-tiny and bench-small, without a cache
+    /// (figure `sampling-nocache`; the official `mmu_generate` gives 80 and 14 tokens/s).
+    #[arg(long)]
+    sampling: bool,
 }
 
 /// The stable name of a figure in JSON output.
@@ -71,6 +76,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
     at_least("--reps", a.reps, 1)?;
     let target = target_of(a.target);
     let on_cpu = target == Target::Cpu;
+    if a.sampling {
+        return sampling(&a, target);
+    }
     if !a.json {
         println!(
             "{:<12} {:<11} {:>7} {:>11} {:>10} {:>12} {:>9}",
@@ -127,6 +135,62 @@ pub fn run(a: Args) -> Result<(), CliError> {
     }
     if on_cpu && !a.json {
         println!("(speed-up = official PyTorch figure / ours; above 1 is faster. Reference: BENCHMARKS.md, 2 threads.)");
+    }
+    Ok(())
+}
+
+/// Official `mmu_generate` tokens/s of BENCHMARKS.md (build machine, 2 threads).
+const OFFICIAL_SAMPLING: [(&str, f64); 2] = [("bench-tiny", 80.0), ("bench-small", 14.0)];
+
+/// `mmada bench --sampling`.
+fn sampling(a: &Args, target: Target) -> Result<(), CliError> {
+    let backend = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: if target == Target::Cpu {
+            vec![]
+        } else {
+            default_gpu_archs()
+        },
+    };
+    if !a.json {
+        println!(
+            "{:<12} {:<17} {:>10} {:>12} {:>10} {:>12} {:>9}",
+            "config", "figure", "median", "tokens/s", "agreement", "official", "speed-up"
+        );
+    }
+    for (preset, official) in OFFICIAL_SAMPLING {
+        if a.only.as_deref().is_some_and(|o| !preset.contains(o)) {
+            continue;
+        }
+        let r = mmada_models::bench::time_sampling(preset, a.reps, target, backend.clone())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        if a.json {
+            let line = serde_json::json!({
+                "config": preset,
+                "figure": "sampling-nocache",
+                "target": if target == Target::Cpu { "cpu" } else { "cuda" },
+                "reps": a.reps,
+                "median_s": r.median_s,
+                "tokens_per_s": r.tokens_per_s,
+                "agreement": r.agreement,
+                "official_tokens_per_s": official,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{:<12} {:<17} {:>8.3} s {:>12.1} {:>10.3} {:>12.1} {:>8.2}x",
+                preset,
+                "sampling-nocache",
+                r.median_s,
+                r.tokens_per_s,
+                r.agreement,
+                official,
+                r.tokens_per_s / official
+            );
+        }
+    }
+    if !a.json {
+        println!("(official = BENCHMARKS.md's mmu_generate figure on the build machine; measure side by side for a ratio.)");
     }
     Ok(())
 }

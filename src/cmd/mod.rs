@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod compile;
 pub mod demo;
+pub mod generate;
 pub mod inputs;
 pub mod inspect;
 pub mod logits;

@@ -303,6 +303,7 @@ impl<'b> BodyEval<'b> {
             | Op::Fused { .. }
             | Op::ScatterAdd { .. }
             | Op::TopK { .. }
+            | Op::Remask { .. }
             | Op::CumSum { .. }
             | Op::Softmax { .. }
             | Op::Conv2d { .. }

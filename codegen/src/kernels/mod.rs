@@ -5,12 +5,14 @@
 //!
 //! - [`fused`]: fused groups and single elementwise / view / reduction nodes;
 //! - [`softmax`]: row softmaxes; [`matmul`]: batched matrix products; [`conv`]: convolutions;
-//! - [`scan`]: cumulative sums and top-k; [`scatter`]: scatter-adds; [`rng`]: Philox streams.
+//! - [`scan`]: cumulative sums and top-k; [`scatter`]: scatter-adds; [`rng`]: Philox streams;
+//! - [`remask`]: the fused confidence top-k remask of a sampler step.
 
 pub mod conv;
 pub mod fused;
 pub mod index;
 pub mod matmul;
+pub mod remask;
 pub mod rng;
 pub mod rows;
 pub mod scan;
@@ -40,6 +42,7 @@ pub fn template_of(g: &Graph, id: NodeId) -> &'static Template {
         Op::TopK { .. } | Op::CumSum { .. } => &template::SCAN,
         Op::ScatterAdd { .. } | Op::Gather { .. } => &template::INDEX,
         Op::Rng { .. } => &template::RNG,
+        Op::Remask { .. } => &template::REMASK,
         Op::Fused { body } => root(&body.nodes[body.root].op),
         op => root(op),
     }
@@ -249,6 +252,17 @@ fn build(
                 shape,
                 n.dtype,
                 config.get("tile"),
+            )));
+        }
+        Op::Remask {
+            mask_id,
+            remasking,
+            stream,
+        } => {
+            let s = shape_of(0);
+            let dims = (s.0[0] as u64, s.0[1] as u64, s.0[2] as u64);
+            return Ok(Some(remask::remask_kernel(
+                name, dims, *mask_id, *remasking, *stream, block,
             )));
         }
         Op::Fused { body } => (**body).clone(),

@@ -52,7 +52,7 @@ fn is_nan(v: Expr) -> Expr {
 }
 
 /// Does (value a at index ia) beat (value b at index ib)?
-fn beats(t: VTy, a: Expr, ia: Expr, b: Expr, ib: Expr) -> Expr {
+pub(super) fn beats(t: VTy, a: Expr, ia: Expr, b: Expr, ib: Expr) -> Expr {
     let gt = Expr::cmp(KCmp::Gt, a.clone(), b.clone());
     let tie = Expr::cmp(KCmp::Eq, a.clone(), b.clone()).and(ia.clone().lt(ib.clone()));
     let base = Expr::bin(KBinary::Or, gt, tie);

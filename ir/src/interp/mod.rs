@@ -11,6 +11,7 @@ mod index_ops;
 mod matmul;
 mod movement;
 mod reduce;
+mod remask;
 
 use crate::error::{IrError, Result};
 use crate::fused::{FusedBody, Operand};
@@ -118,6 +119,11 @@ pub fn eval_op(op: &Op, dtype: DType, shape: &Shape, operands: &[&Tensor]) -> Re
         Op::Conv2dWeightGrad { geom, .. } => {
             conv::conv2d_weight_grad(operands[0], operands[1], geom, shape)
         }
+        Op::Remask {
+            mask_id,
+            remasking,
+            stream,
+        } => remask::remask(operands, *mask_id, *remasking, *stream),
         Op::Fused { body } => eval_fused(body, operands),
     }
 }

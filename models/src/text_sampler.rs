@@ -1,0 +1,273 @@
+//! Text generation (spec §6.1, LLaDA's semi-autoregressive low-confidence remasking): the
+//! compiled sampler step ([`crate::sampler_step`]) is replayed over a resident sequence, one
+//! run per denoising step, with only the step's scalars going in and a 4-byte finiteness
+//! count coming out; the sequence is read back once at the end (and after each block when
+//! early exit is on).
+//!
+//! The schedule: the `G` generated positions form `G / Bk` blocks filled left to right; block
+//! `b` gets `S / (G / Bk)` steps, and step `j` of a block commits `⌊m/s⌋ + [j < m mod s]` of its
+//! `m` masked positions ([`commit_schedule`]), the most confident ones, never re-masking.
+
+use crate::config::LladaConfig;
+use crate::sampler_step::{text_step_graph, TextStepSpec, TEXT_STEP};
+use crate::ModelsError;
+use indexmap::IndexMap;
+use mmada_codegen::artifact::Artifact;
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::compile::{compile_entries, CompileOptions, PtxCheck};
+use mmada_ir::{Remasking, Shape, Tensor};
+use mmada_runtime::{open_artifact, Executor, Target};
+
+/// Options of the text sampler, named as the reference's `generate` arguments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TextOptions {
+    /// Generated positions `G`.
+    pub gen_length: usize,
+    /// Denoising steps `S` in all (a multiple of the block count).
+    pub steps: usize,
+    /// Block length `Bk` (divides `G`).
+    pub block_length: usize,
+    /// Gumbel temperature τ (0: plain argmax).
+    pub temperature: f32,
+    /// Classifier-free guidance scale w (0: none).
+    pub cfg_scale: f32,
+    /// Confidence rule.
+    pub remasking: Remasking,
+    /// Seed of the Philox streams (Gumbel noise, random confidences).
+    pub seed: u64,
+    /// Stop after a block whose last position is this id in every row (the reference's
+    /// `mmu_generate_fast` with `<|eot_id|>`); the rest stays `[MASK]`.
+    pub early_exit: Option<i64>,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        TextOptions {
+            gen_length: 128,
+            steps: 128,
+            block_length: 32,
+            temperature: 0.0,
+            cfg_scale: 0.0,
+            remasking: Remasking::LowConfidence,
+            seed: 0,
+            early_exit: None,
+        }
+    }
+}
+
+impl TextOptions {
+    /// Checks the options against a prompt of `prompt_len` tokens and a model with room for
+    /// `max_len` positions.
+    pub fn check(&self, prompt_len: usize, max_len: usize) -> Result<(), ModelsError> {
+        let bad = |m: String| Err(ModelsError::Input(m));
+        if self.gen_length == 0 || self.block_length == 0 || self.steps == 0 {
+            return bad("--gen-length, --block-length and --steps must be positive".into());
+        }
+        if !self.gen_length.is_multiple_of(self.block_length) {
+            return bad(format!(
+                "--gen-length {} is not a multiple of --block-length {}",
+                self.gen_length, self.block_length
+            ));
+        }
+        let blocks = self.gen_length / self.block_length;
+        if !self.steps.is_multiple_of(blocks) {
+            return bad(format!(
+                "--steps {} is not a multiple of the number of blocks ({} = {} / {})",
+                self.steps, blocks, self.gen_length, self.block_length
+            ));
+        }
+        if prompt_len == 0 {
+            return bad("the prompt is empty".into());
+        }
+        if prompt_len + self.gen_length > max_len {
+            return bad(format!(
+                "the prompt ({prompt_len} tokens) plus --gen-length {} is longer than the \
+                 model's max_sequence_length {max_len}",
+                self.gen_length
+            ));
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad(format!(
+                "--temperature must be finite and ≥ 0, got {}",
+                self.temperature
+            ));
+        }
+        if !self.cfg_scale.is_finite() || self.cfg_scale < 0.0 {
+            return bad(format!(
+                "--cfg-scale must be finite and ≥ 0, got {}",
+                self.cfg_scale
+            ));
+        }
+        Ok(())
+    }
+
+    /// Steps per block.
+    pub fn steps_per_block(&self) -> usize {
+        self.steps / (self.gen_length / self.block_length).max(1)
+    }
+}
+
+/// How many of `masked` positions each of `steps` steps commits: `⌊m/s⌋`, plus one for the
+/// first `m mod s` steps (LLaDA's `get_num_transfer_tokens`).
+pub fn commit_schedule(masked: usize, steps: usize) -> Vec<usize> {
+    let steps = steps.max(1);
+    (0..steps)
+        .map(|j| masked / steps + usize::from(j < masked % steps))
+        .collect()
+}
+
+/// The result of a generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    /// The generated ids of each row (prompt excluded), `G` per row; positions never reached
+    /// because of an early exit are `[MASK]`.
+    pub ids: Vec<Vec<i64>>,
+    /// Steps run.
+    pub steps: usize,
+}
+
+/// Compiles the sampler step for `batch` rows of `seq` positions.
+pub fn compile_text_step(
+    cfg: &LladaConfig,
+    spec: TextStepSpec,
+    backend: BackendOptions,
+) -> Result<Artifact, ModelsError> {
+    let g = text_step_graph(cfg, spec)?;
+    let opts = CompileOptions {
+        name: format!("text_step_b{}_l{}", spec.batch, spec.seq),
+        backend,
+        ptx_check: PtxCheck::Skip,
+        ..CompileOptions::default()
+    };
+    Ok(compile_entries(&[(TEXT_STEP, &g)], &opts)?.0)
+}
+
+/// A compiled text sampler with the model's weights resident.
+pub struct TextSampler {
+    cfg: LladaConfig,
+    spec: TextStepSpec,
+    opts: TextOptions,
+    prompt_len: usize,
+    exe: Box<dyn Executor>,
+}
+
+impl TextSampler {
+    /// Compiles the step for `batch` prompts of `prompt_len` tokens and uploads the weights.
+    pub fn new(
+        cfg: LladaConfig,
+        weights: &IndexMap<String, Tensor>,
+        batch: usize,
+        prompt_len: usize,
+        opts: TextOptions,
+        target: Target,
+        backend: BackendOptions,
+    ) -> Result<TextSampler, ModelsError> {
+        opts.check(prompt_len, cfg.max_sequence_length)?;
+        let spec = TextStepSpec {
+            batch,
+            seq: prompt_len + opts.gen_length,
+            cfg: opts.cfg_scale > 0.0,
+            remasking: opts.remasking,
+        };
+        let art = compile_text_step(&cfg, spec, backend)?;
+        let mut exe = open_artifact(art, target)?;
+        for (n, t) in weights {
+            exe.set_input(n, t)?;
+        }
+        Ok(TextSampler {
+            cfg,
+            spec,
+            opts,
+            prompt_len,
+            exe,
+        })
+    }
+
+    /// The executor (for its transfer counts).
+    pub fn executor(&self) -> &dyn Executor {
+        self.exe.as_ref()
+    }
+
+    /// Generates from `prompts` (one per compiled row, each `prompt_len` ids inside the
+    /// vocabulary); `on_step(done, total)` is called after every step.
+    pub fn generate(
+        &mut self,
+        prompts: &[Vec<i64>],
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Generation, ModelsError> {
+        let (b, l, lp) = (self.spec.batch, self.spec.seq, self.prompt_len);
+        if prompts.len() != b {
+            return Err(ModelsError::Input(format!(
+                "the sampler was compiled for {b} prompts, got {}",
+                prompts.len()
+            )));
+        }
+        let rows = self.cfg.rows() as i64;
+        let mask = self.cfg.mask_token_id;
+        let mut x = Vec::with_capacity(b * l);
+        for (r, p) in prompts.iter().enumerate() {
+            if p.len() != lp {
+                return Err(ModelsError::Input(format!(
+                    "prompt {r} has {} tokens, the sampler was compiled for {lp}",
+                    p.len()
+                )));
+            }
+            if let Some((i, &id)) = p.iter().enumerate().find(|(_, &id)| id < 0 || id >= rows) {
+                return Err(ModelsError::Input(format!(
+                    "prompt {r}, token {i}: id {id} is outside the vocabulary (0..{rows})"
+                )));
+            }
+            x.extend_from_slice(p);
+            x.extend(std::iter::repeat_n(mask, self.opts.gen_length));
+        }
+        self.exe
+            .set_input("x", &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
+        let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
+        let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
+        let blocks = self.opts.gen_length / self.opts.block_length;
+        let per_block = self.opts.steps_per_block();
+        let draws = (b * l * self.cfg.rows()) as i64;
+        let total = self.opts.steps;
+        let mut step = 0usize;
+        for blk in 0..blocks {
+            let end = lp + (blk + 1) * self.opts.block_length;
+            for k in commit_schedule(self.opts.block_length, per_block) {
+                let mut ins = IndexMap::new();
+                ins.insert("temperature".into(), scalar_f(self.opts.temperature)?);
+                ins.insert("seed".into(), scalar_i(self.opts.seed as i64)?);
+                ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
+                ins.insert("block_end".into(), scalar_i(end as i64)?);
+                ins.insert("k".into(), scalar_i(k as i64)?);
+                if self.spec.cfg {
+                    ins.insert("cfg_scale".into(), scalar_f(self.opts.cfg_scale)?);
+                    ins.insert("prompt_len".into(), scalar_i(lp as i64)?);
+                }
+                self.exe.run_entry(TEXT_STEP, &ins)?;
+                let bad = self.exe.read_output(TEXT_STEP, "nonfinite")?.to_f64_vec();
+                if bad.first().copied().unwrap_or(0.0) != 0.0 {
+                    return Err(ModelsError::Input(format!(
+                        "step {} of {total} (block {}, step {} of it): the model produced {} \
+                         NaN or infinite logits; generation stopped",
+                        step + 1,
+                        blk + 1,
+                        step % per_block + 1,
+                        bad[0]
+                    )));
+                }
+                step += 1;
+                on_step(step, total);
+            }
+            if let Some(eot) = self.opts.early_exit {
+                let x = self.exe.get_input("x")?.to_i64_vec();
+                if (0..b).all(|r| x[r * l + end - 1] == eot) {
+                    break;
+                }
+            }
+        }
+        let x = self.exe.get_input("x")?.to_i64_vec();
+        let ids = (0..b)
+            .map(|r| x[r * l + lp..(r + 1) * l].to_vec())
+            .collect();
+        Ok(Generation { ids, steps: step })
+    }
+}

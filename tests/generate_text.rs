@@ -1,0 +1,294 @@
+//! Text generation: the compiled sampler (`TextSampler`, and `mmada generate text` with
+//! `--print-ids`) against a step-by-step run of the same algorithm written out here on the
+//! reference interpreter's logits (spec §6.1: blocks, commit counts, greedy argmax, softmax
+//! confidence, the most confident masked positions of the current block), token for token;
+//! guidance against the same reference; and the errors of bad options and of a model that
+//! produces NaN mid-run.
+
+mod common;
+
+use common::{assert_one_line_error, mmada_cli};
+use indexmap::IndexMap;
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::HostCpu;
+use mmada_ir::{interp, DType, Shape, Tensor};
+use mmada_models::checkpoint::{init_weights, save_model};
+use mmada_models::config::LladaConfig;
+use mmada_models::llada::forward_graph;
+use mmada_models::text_sampler::{commit_schedule, TextOptions, TextSampler};
+use mmada_runtime::Target;
+
+/// A 2-layer model on the tiny vocabulary with a sharpened head (random weights whose
+/// logits spread over several units, so greedy decisions have clear margins).
+fn model() -> (LladaConfig, IndexMap<String, Tensor>) {
+    let mut cfg = LladaConfig::preset("tiny").unwrap();
+    cfg.d_model = 64;
+    cfg.n_layers = 2;
+    cfg.n_heads = 2;
+    cfg.n_kv_heads = Some(2);
+    cfg.mlp_hidden_size = 176;
+    cfg.max_sequence_length = 64;
+    let mut w = init_weights(&cfg, 5, 0, 0.02);
+    let head = "model.transformer.ff_out.weight";
+    let h = w[head].to_f32_vec().iter().map(|v| v * 60.0).collect();
+    w.insert(
+        head.into(),
+        Tensor::from_f32(w[head].shape().clone(), h).unwrap(),
+    );
+    (cfg, w)
+}
+
+/// The algorithm of spec §6.1 on interpreter logits; also returns the smallest relative
+/// margin of any decision (between the chosen and the next logit, or between the last
+/// committed and the first passed-over confidence).
+fn reference(
+    cfg: &LladaConfig,
+    w: &IndexMap<String, Tensor>,
+    prompt: &[i64],
+    o: &TextOptions,
+) -> (Vec<i64>, f64) {
+    let l = prompt.len() + o.gen_length;
+    let g = forward_graph(cfg, 2, l, false).unwrap();
+    let v = cfg.rows();
+    let mask = cfg.mask_token_id;
+    let mut x: Vec<i64> = prompt.to_vec();
+    x.extend(std::iter::repeat_n(mask, o.gen_length));
+    let mut margin = f64::INFINITY;
+    let blocks = o.gen_length / o.block_length;
+    for b in 0..blocks {
+        let (start, end) = (
+            prompt.len() + b * o.block_length,
+            prompt.len() + (b + 1) * o.block_length,
+        );
+        for k in commit_schedule(o.block_length, o.steps / blocks) {
+            // Row 0 conditional, row 1 with the prompt masked (used when cfg_scale > 0).
+            let mut ids = x.clone();
+            ids.extend(
+                x.iter()
+                    .enumerate()
+                    .map(|(i, &t)| if i < prompt.len() { mask } else { t }),
+            );
+            let mut ins = w.clone();
+            ins.insert(
+                "input_ids".into(),
+                Tensor::from_i64(Shape(vec![2, l]), ids).unwrap(),
+            );
+            let lg = interp::interpret(&g, &ins).unwrap()["logits"].to_f32_vec();
+            let mut cands: Vec<(f64, usize, i64)> = Vec::new();
+            for p in start..end {
+                if x[p] != mask {
+                    continue;
+                }
+                let row: Vec<f32> = (0..v)
+                    .map(|j| {
+                        let c = lg[p * v + j];
+                        if o.cfg_scale > 0.0 {
+                            let u = lg[(l + p) * v + j];
+                            u + (c - u) * (o.cfg_scale + 1.0)
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                let (top, second) = (row[order[0]] as f64, row[order[1]] as f64);
+                margin = margin.min((top - second) / top.abs().max(1.0));
+                let m = top;
+                let sum: f64 = row.iter().map(|&z| (z as f64 - m).exp()).sum();
+                cands.push((1.0 / sum, p, order[0] as i64));
+            }
+            cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            if k < cands.len() && k > 0 {
+                margin = margin.min((cands[k - 1].0 - cands[k].0) / cands[k - 1].0);
+            }
+            for &(_, p, t) in cands.iter().take(k) {
+                x[p] = t;
+            }
+        }
+    }
+    (x[prompt.len()..].to_vec(), margin)
+}
+
+fn host() -> BackendOptions {
+    BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    }
+}
+
+fn options(gen_length: usize, steps: usize, block_length: usize, cfg_scale: f32) -> TextOptions {
+    TextOptions {
+        gen_length,
+        steps,
+        block_length,
+        cfg_scale,
+        ..TextOptions::default()
+    }
+}
+
+#[test]
+fn commit_schedule_by_hand() {
+    assert_eq!(commit_schedule(8, 4), vec![2, 2, 2, 2]);
+    assert_eq!(commit_schedule(6, 4), vec![2, 2, 1, 1]);
+    assert_eq!(commit_schedule(3, 5), vec![1, 1, 1, 0, 0]);
+    assert_eq!(commit_schedule(32, 1), vec![32]);
+    assert_eq!(commit_schedule(7, 3).iter().sum::<usize>(), 7);
+}
+
+#[test]
+fn greedy_generation_matches_the_step_by_step_reference() {
+    let (cfg, w) = model();
+    let prompt = [3i64, 17, 9, 200, 41];
+    for (o, name) in [
+        (options(16, 8, 8, 0.0), "2 blocks, 2 per step"),
+        (options(12, 8, 6, 0.0), "2 blocks, 2-2-1-1 per block"),
+        (options(12, 4, 12, 0.0), "1 block, 3 per step"),
+        (options(12, 8, 6, 1.5), "guidance 1.5"),
+    ] {
+        let (want, margin) = reference(&cfg, &w, &prompt, &o);
+        // Decisions at least 1e-4 apart: far above the compiled forward's ~1e-6 differences.
+        eprintln!("{name}: closest decision {margin:e}");
+        assert!(
+            margin > 1e-5,
+            "{name}: the reference's closest decision is {margin:e}"
+        );
+        let mut s =
+            TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
+        let got = s.generate(&[prompt.to_vec()], &mut |_, _| {}).unwrap();
+        assert_eq!(got.ids[0], want, "{name}");
+        assert_eq!(got.steps, o.steps);
+        assert!(
+            !want.contains(&cfg.mask_token_id),
+            "{name}: left masks: {want:?}"
+        );
+        // Only the step counters and the sequence crossed: no logits came back.
+        let t = s.executor().transfers();
+        assert!(t.bytes_to_host < 64 * (o.steps as u64 + 2), "{t:?}");
+    }
+}
+
+#[test]
+fn cli_print_ids_matches_the_reference_and_bad_inputs_are_one_line_errors() {
+    let (cfg, w) = model();
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    save_model(&m, &cfg, &w, DType::F32, u64::MAX).unwrap();
+    let ms = m.to_str().unwrap();
+    let o = options(32, 16, 8, 0.0);
+    let (want, _) = reference(&cfg, &w, &[3, 17, 9], &o);
+    let args = [
+        "generate",
+        "text",
+        "--model",
+        ms,
+        "--prompt-ids",
+        "3,17,9",
+        "--gen-length",
+        "32",
+        "--steps",
+        "16",
+        "--block-length",
+        "8",
+        "--temperature",
+        "0",
+        "--remasking",
+        "low_confidence",
+        "--print-ids",
+    ];
+    let (ok, out, err) = mmada_cli(&args, dir.path());
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let got: Vec<i64> = v["generated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let run = |extra: &[&str]| {
+        let mut a = vec!["generate", "text", "--model", ms, "--print-ids"];
+        a.extend_from_slice(extra);
+        mmada_cli(&a, dir.path())
+    };
+    let long: Vec<String> = (0..60).map(|i| (i % 50).to_string()).collect();
+    let long: &'static str = Box::leak(long.join(",").into_boxed_str());
+    let base = ["--gen-length", "16", "--steps", "8", "--block-length", "8"];
+    let with = |p: &'static str| {
+        let mut v = vec!["--prompt-ids", p];
+        v.extend_from_slice(&base);
+        v
+    };
+    assert_one_line_error(run(&with(long)), "max_sequence_length 64");
+    assert_one_line_error(run(&with("3,5000,9")), "outside the vocabulary");
+    assert_one_line_error(run(&with("3,-1,9")), "outside the vocabulary");
+    let p = ["--prompt-ids", "3,4"];
+    assert_one_line_error(
+        run(&[&p[..], &["--gen-length", "20", "--block-length", "8"]].concat()),
+        "not a multiple of --block-length",
+    );
+    assert_one_line_error(
+        run(&[
+            &p[..],
+            &["--gen-length", "16", "--block-length", "8", "--steps", "5"],
+        ]
+        .concat()),
+        "not a multiple of the number of blocks",
+    );
+    assert_one_line_error(
+        run(&[
+            &p[..],
+            &[
+                "--gen-length",
+                "16",
+                "--block-length",
+                "8",
+                "--temperature=-1",
+            ],
+        ]
+        .concat()),
+        "--temperature",
+    );
+    let missing = dir.path().join("nowhere");
+    assert_one_line_error(
+        mmada_cli(
+            &[
+                "generate",
+                "text",
+                "--model",
+                missing.to_str().unwrap(),
+                "--prompt-ids",
+                "1",
+            ],
+            dir.path(),
+        ),
+        "nowhere",
+    );
+}
+
+#[test]
+fn nan_logits_mid_run_stop_with_an_error_naming_the_step() {
+    let (cfg, mut w) = model();
+    let prompt = [3i64, 17, 9, 200, 41];
+    let o = options(16, 8, 8, 0.0);
+    let (want, _) = reference(&cfg, &w, &prompt, &o);
+    // The token the first step commits gets a NaN embedding: step 1 is finite, step 2 reads
+    // the NaN row and must stop.
+    let first = *want.iter().find(|&&t| !prompt.contains(&t)).unwrap();
+    let emb = "model.transformer.wte.weight";
+    let mut e = w[emb].to_f32_vec();
+    let d = cfg.d_model;
+    e[first as usize * d] = f32::NAN;
+    w.insert(
+        emb.into(),
+        Tensor::from_f32(w[emb].shape().clone(), e).unwrap(),
+    );
+    let mut s = TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
+    let err = s
+        .generate(&[prompt.to_vec()], &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("step 2 of 8"), "{err}");
+    assert!(err.contains("NaN"), "{err}");
+}
