@@ -30,9 +30,11 @@ use std::path::{Path, PathBuf};
 
 use image::codecs::png::PngEncoder;
 use image::imageops::FilterType;
+/// The 8-bit RGB image type of the `image` crate, which these functions take and return.
+pub use image::RgbImage;
 use image::{
     DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat,
-    ImageReader, RgbImage,
+    ImageReader,
 };
 
 /// Errors from reading, converting and writing images. Every variant that

@@ -20,8 +20,10 @@
 //!   points for tests;
 //! - [`logits`]: logits of a checkpoint; [`bench`]: the BENCHMARKS.md cases;
 //!   [`text_sampler`]: text generation by replaying the compiled sampler step;
+//!   [`image_sampler`]: text-to-image generation (MaskGIT) the same way;
 //! - [`image_io`]: images in and out; [`image_tokenizer`]: MAGVIT-v2 directories compiled into
-//!   an encoder and a decoder; [`digits`]: the embedded digits; [`digit_codes`]: the digits as
+//!   an encoder and a decoder; [`digits`]: the embedded digits; [`digit_classifier`]: the
+//!   classifier that judges generated digits; [`digit_codes`]: the digits as
 //!   image codes; [`vq_trainer`]: training the
 //!   tiny image tokenizer; [`multimodal`]: the image–text data and the multimodal objective.
 //!
@@ -44,10 +46,12 @@ pub mod train_step;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod digit_classifier;
 pub mod digit_codes;
 pub mod digits;
 pub mod failpoint;
 pub mod image_io;
+pub mod image_sampler;
 pub mod image_tokenizer;
 pub mod logits;
 pub mod multimodal;

@@ -113,3 +113,132 @@ fn nonfinite_count(g: &mut Graph, x: NodeId) -> Result<NodeId> {
     let axes: Vec<i64> = (0..r).collect();
     g.reduce(ReduceOp::Sum, bad, &axes, false)
 }
+
+/// Name of the text-to-image sampler-step entry.
+pub const IMAGE_STEP: &str = "image-step";
+
+/// The Philox streams of the image sampler: the categorical sample, and the Gumbel noise on
+/// the confidences.
+pub const IMAGE_STREAMS: (u32, u32) = (21, 22);
+
+/// What an image step graph is built for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageStepSpec {
+    /// Rows generated together.
+    pub batch: usize,
+    /// Length of the t2i layout.
+    pub seq: usize,
+    /// Positions of the image tokens in the layout.
+    pub image: std::ops::Range<usize>,
+    /// Id of image code 0.
+    pub image_offset: i64,
+    /// Number of image codes.
+    pub codebook: usize,
+    /// Classifier-free guidance: the null-prompt rows run in the same batch.
+    pub cfg: bool,
+}
+
+/// One MaskGIT step of text-to-image generation (spec §6.2) over resident state.
+///
+/// Inputs: the parameters; `x` and `key_mask` (role `State`: the t2i layout and its key mask,
+/// which hides `[iPAD]`); with guidance `x_null` and `key_mask_null` (the null prompt, whose
+/// image part mirrors `x`'s); per step `seed`, `offset`, `nmask` (i64: positions left masked),
+/// `temperature` (f32: the noise scale on the confidences this step) and, with guidance,
+/// `cfg_scale` (f32). Over the image positions and the image ids only:
+/// `ℓ = (1 + w)·ℓc − w·ℓu`; `ŝ` one categorical sample per position (Gumbel-max); known
+/// positions keep their code; confidence `log softmax(ℓ)[ŝ]` (known: 1e30) plus `τ·Gumbel`; the
+/// `nmask` least confident positions (ties to the lower position) become `[MASK]`, the rest
+/// `ŝ` as image ids. Outputs: `update.x` (and `update.x_null`), `samples` (i64 `[B, N]`, `ŝ`:
+/// after the last step, the image), `nonfinite`.
+pub fn image_step_graph(cfg: &LladaConfig, spec: &ImageStepSpec) -> Result<Graph> {
+    let mut g = Graph::new();
+    let params = declare_params(&mut g, cfg)?;
+    let (b, l) = (spec.batch, spec.seq);
+    let (s0, s1) = (spec.image.start, spec.image.end);
+    let n = s1 - s0;
+    let x = g.add_input("x", Role::State, DType::I64, [b, l])?;
+    let km = g.add_input("key_mask", Role::State, DType::Bool, [b, l])?;
+    let scalar = |g: &mut Graph, name: &str, dt: DType| g.input(name, dt, Vec::<usize>::new());
+    let seed = scalar(&mut g, "seed", DType::I64)?;
+    let offset = scalar(&mut g, "offset", DType::I64)?;
+    let nmask = scalar(&mut g, "nmask", DType::I64)?;
+    let temperature = scalar(&mut g, "temperature", DType::F32)?;
+    let null = if spec.cfg {
+        let xn = g.add_input("x_null", Role::State, DType::I64, [b, l])?;
+        let kn = g.add_input("key_mask_null", Role::State, DType::Bool, [b, l])?;
+        let w = scalar(&mut g, "cfg_scale", DType::F32)?;
+        Some((xn, kn, w))
+    } else {
+        None
+    };
+    let lg = match null {
+        Some((xn, kn, w)) => {
+            let ids = g.concat(&[x, xn], 0)?;
+            let keys = g.concat(&[km, kn], 0)?;
+            let lg = logits(&mut g, cfg, &params, ids, Some(keys))?;
+            let c = g.slice_axis(lg, 0, 0, b)?;
+            let u = g.slice_axis(lg, 0, b, 2 * b)?;
+            let w1 = g.binary_scalar(BinaryOp::Add, w, 1.0)?;
+            let c1 = g.mul(c, w1)?;
+            let uw = g.mul(u, w)?;
+            g.sub(c1, uw)?
+        }
+        None => logits(&mut g, cfg, &params, x, Some(km))?,
+    };
+    let li = g.slice_axis(lg, 1, s0, s1)?;
+    let o = spec.image_offset as usize;
+    let li = g.slice_axis(li, 2, o, o + spec.codebook)?; // [B, N, K]
+    let bad = nonfinite_count(&mut g, li)?;
+    g.set_output("nonfinite", bad)?;
+    let bn = [b, n];
+    let xi = g.slice_axis(x, 1, s0, s1)?;
+    let mask = g.full(DType::I64, cfg.mask_token_id as f64, bn)?;
+    let unknown = g.compare(CompareOp::Eq, xi, mask)?;
+    let sample = g.sample_categorical(li, seed, offset, IMAGE_STREAMS.0)?; // [B, N]
+    let known = g.binary_scalar(BinaryOp::Sub, xi, spec.image_offset as f64)?;
+    let s_hat = g.where_(unknown, sample, known)?;
+    let logp = g.log_softmax(li, -1)?;
+    let s3 = g.reshape(s_hat, [b, n, 1])?;
+    let lp = g.gather(logp, s3, 2)?;
+    let lp = g.reshape(lp, bn)?;
+    let huge = g.full(DType::F32, 1e30, bn)?;
+    let conf = g.where_(unknown, lp, huge)?;
+    let noise = g.gumbel(seed, offset, IMAGE_STREAMS.1, bn)?;
+    let t = g.broadcast_to(temperature, bn)?;
+    let tn = g.mul(t, noise)?;
+    let conf = g.add2(conf, tn)?;
+    // The nmask least confident: the first nmask of the ascending order.
+    let neg = g.unary(UnaryOp::Neg, conf)?;
+    let order = g.topk(neg, n, 1)?;
+    let rank = g.iota(DType::I64, bn, 1)?;
+    let nm = g.broadcast_to(nmask, bn)?;
+    let take = g.compare(CompareOp::Lt, rank, nm)?;
+    let take = g.cast(take, DType::F32)?;
+    let zeros = g.full(DType::F32, 0.0, bn)?;
+    let hit = g.scatter_add(zeros, order, take, 1)?;
+    let half = g.full(DType::F32, 0.5, bn)?;
+    let remask = g.compare(CompareOp::Gt, hit, half)?;
+    let ids = g.binary_scalar(BinaryOp::Add, s_hat, spec.image_offset as f64)?;
+    let new_img = g.where_(remask, mask, ids)?;
+    let splice = |g: &mut Graph, seq: NodeId| -> Result<NodeId> {
+        let mut parts = Vec::new();
+        if s0 > 0 {
+            parts.push(g.slice_axis(seq, 1, 0, s0)?);
+        }
+        parts.push(new_img);
+        if s1 < l {
+            parts.push(g.slice_axis(seq, 1, s1, l)?);
+        }
+        g.concat(&parts, 1)
+    };
+    let nx = splice(&mut g, x)?;
+    g.set_output("update.x", nx)?;
+    g.set_update("update.x", "x")?;
+    if let Some((xn, _, _)) = null {
+        let nn = splice(&mut g, xn)?;
+        g.set_output("update.x_null", nn)?;
+        g.set_update("update.x_null", "x_null")?;
+    }
+    g.set_output("samples", s_hat)?;
+    Ok(g)
+}

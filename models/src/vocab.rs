@@ -213,6 +213,30 @@ impl UnifiedVocab {
         Ok((tok, vocab))
     }
 
+    /// The tokenizer and vocabulary of a checkpoint directory: [`UnifiedVocab::load`] when it
+    /// has a `tokenizer.json`, else the embedded tiny pair when its `config.json` uses the tiny
+    /// tokenizer's `[MASK]` id (the checkpoints `mmada train` writes for the tiny models).
+    pub fn for_checkpoint(dir: &Path) -> Result<(TextTokenizer, UnifiedVocab), ModelsError> {
+        if dir.join("tokenizer.json").exists() {
+            return UnifiedVocab::load(dir);
+        }
+        let cfg_path = dir.join("config.json");
+        let cfg = LladaConfig::read(&cfg_path)?;
+        let tok = TextTokenizer::tiny()?;
+        if cfg.mask_token_id != tok.mask {
+            return Err(ModelsError::Input(format!(
+                "{} has no tokenizer.json and its mask_token_id {} is not the embedded tiny                  tokenizer's ({}): add the checkpoint's tokenizer.json",
+                dir.display(),
+                cfg.mask_token_id,
+                tok.mask
+            )));
+        }
+        let codebook = cfg.codebook_size.unwrap_or(256);
+        let vocab =
+            UnifiedVocab::from_tokenizer(&tok, "<embedded tiny tokenizer>", codebook, cfg.rows())?;
+        Ok((tok, vocab))
+    }
+
     /// Checks that every special id is a text id, that they are distinct, and that the image
     /// codes fit the embedding rows.
     fn check(&self, path: &str) -> Result<(), ModelsError> {

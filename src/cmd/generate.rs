@@ -3,12 +3,19 @@
 use super::{native_and_gpu, target_of, RunTarget};
 use crate::error::CliError;
 use clap::{Subcommand, ValueEnum};
+use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressStyle};
-use mmada_ir::Remasking;
+use mmada_ir::{Remasking, Tensor};
 use mmada_models::checkpoint::load_model;
+use mmada_models::image_io::{self, Fit, ImageLimits};
+use mmada_models::image_sampler::{ImageOptions, ImageSampler, Schedule, TemperatureRule};
+use mmada_models::image_tokenizer::{embedded_vq_digits, load_magvit, ImageTokenizer};
+use mmada_models::magvit::MagvitConfig;
+use mmada_models::prompt::{Image, Prompter};
 use mmada_models::text_sampler::{TextOptions, TextSampler};
 use mmada_models::tokenizer::TextTokenizer;
 use mmada_models::trainer::latest_checkpoint;
+use mmada_models::vocab::UnifiedVocab;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,6 +31,97 @@ pub struct Args {
 enum What {
     /// Text by semi-autoregressive low-confidence remasking (LLaDA's `generate`, spec §6.1).
     Text(TextArgs),
+    /// An image from a caption (MaskGIT with classifier-free guidance, spec §6.2), decoded by
+    /// the image tokenizer and written as PNG.
+    Image(ImageArgs),
+    /// The answer to a question about an image (spec §6.3): image → codes → mmu layout →
+    /// text sampler.
+    Caption(CaptionArgs),
+}
+
+/// Arguments of `mmada generate image`.
+#[derive(clap::Args)]
+pub struct ImageArgs {
+    /// Checkpoint directory [default: the newest checkpoint of runs/tiny-mm].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Image tokenizer directory (MAGVIT-v2: config.json + safetensors); required with
+    /// --model [default without --model: the built-in vq-digits].
+    #[arg(long)]
+    vq: Option<PathBuf>,
+    /// The caption.
+    #[arg(long)]
+    prompt: String,
+    /// MaskGIT steps.
+    #[arg(long, default_value_t = 15)]
+    timesteps: usize,
+    /// Classifier-free guidance scale w: (1 + w)·cond − w·uncond over the image ids (0: none).
+    #[arg(long, default_value_t = 3.5)]
+    guidance_scale: f32,
+    /// Initial temperature of the confidence noise.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Use MaskGIT's temperature τ0·(1 − ratio) instead of the reference's compounding one.
+    #[arg(long)]
+    maskgit_temperature: bool,
+    /// Mask schedule: cosine, linear, sigmoid or pow<e>.
+    #[arg(long, default_value = "cosine")]
+    schedule: String,
+    /// Image side in pixels (a multiple of the tokenizer's factor).
+    #[arg(long, default_value_t = 32)]
+    resolution: usize,
+    /// Text budget Lt of the t2i layout (the model's training value: seq − N − 3; 61 for the
+    /// tiny multimodal model, 512 for MMaDA-8B).
+    #[arg(long, default_value_t = 61)]
+    text_len: usize,
+    /// Seed of the sampler's random streams.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output PNG.
+    #[arg(short, long, default_value = "image.png")]
+    output: PathBuf,
+    /// cpu or cuda (default: cuda when a device is present, else cpu).
+    #[arg(long)]
+    target: Option<RunTarget>,
+}
+
+/// Arguments of `mmada generate caption`.
+#[derive(clap::Args)]
+pub struct CaptionArgs {
+    /// Checkpoint directory [default: the newest checkpoint of runs/tiny-mm].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Image tokenizer directory; required with --model [default without --model: the
+    /// built-in vq-digits].
+    #[arg(long)]
+    vq: Option<PathBuf>,
+    /// The image (PNG, JPEG, WebP).
+    #[arg(long)]
+    image: PathBuf,
+    /// The question.
+    #[arg(long, default_value = "What digit is this?")]
+    question: String,
+    /// Image side in pixels the image is resized and cropped to.
+    #[arg(long, default_value_t = 32)]
+    resolution: usize,
+    /// Generated positions.
+    #[arg(long, default_value_t = 32)]
+    gen_length: usize,
+    /// Denoising steps in all.
+    #[arg(long, default_value_t = 16)]
+    steps: usize,
+    /// Positions per block.
+    #[arg(long, default_value_t = 32)]
+    block_length: usize,
+    /// Gumbel temperature (0: greedy, the reference's `mmu_generate` default).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Seed of the sampler's random streams.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu or cuda (default: cuda when a device is present, else cpu).
+    #[arg(long)]
+    target: Option<RunTarget>,
 }
 
 /// `--remasking`.
@@ -91,6 +189,8 @@ pub struct TextArgs {
 pub fn run(a: Args) -> Result<(), CliError> {
     match a.what {
         What::Text(t) => text(t),
+        What::Image(i) => image(i),
+        What::Caption(c) => caption(c),
     }
 }
 
@@ -107,6 +207,171 @@ fn model_dir(model: Option<PathBuf>) -> Result<PathBuf, CliError> {
             default.display()
         ))
     })
+}
+
+/// The image tokenizer: `--vq`, or the built-in vq-digits when the model is the default one.
+fn image_tokenizer(
+    vq: &Option<PathBuf>,
+    model_given: bool,
+) -> Result<(MagvitConfig, IndexMap<String, Tensor>), CliError> {
+    match vq {
+        Some(dir) => Ok(load_magvit(dir)?),
+        None if model_given => Err(CliError::Usage(
+            "--vq DIR is required with --model: the image tokenizer the model was trained with"
+                .into(),
+        )),
+        None => Ok(embedded_vq_digits()?),
+    }
+}
+
+/// A progress bar on a terminal.
+fn progress(len: usize, what: &str) -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(len as u64);
+        let t = format!("{{spinner}} [{{elapsed_precise}}] {{bar:30}} {what} {{pos}}/{{len}}");
+        if let Ok(style) = ProgressStyle::with_template(&t) {
+            b.set_style(style);
+        }
+        b
+    })
+}
+
+fn image(a: ImageArgs) -> Result<(), CliError> {
+    let (vq_cfg, vq_w) = image_tokenizer(&a.vq, a.model.is_some())?;
+    let dir = model_dir(a.model.clone())?;
+    let (cfg, weights) = load_model(&dir)?;
+    let (tok, vocab) = UnifiedVocab::for_checkpoint(&dir)?;
+    let opts = ImageOptions {
+        timesteps: a.timesteps,
+        guidance_scale: a.guidance_scale,
+        temperature: a.temperature,
+        schedule: Schedule::parse(&a.schedule)?,
+        temperature_rule: if a.maskgit_temperature {
+            TemperatureRule::MaskGit
+        } else {
+            TemperatureRule::Compounding
+        },
+        seed: a.seed,
+    };
+    opts.check().map_err(|e| CliError::Usage(e.to_string()))?;
+    if vq_cfg.codebook_size() != vocab.codebook_size {
+        return Err(CliError::Usage(format!(
+            "the image tokenizer has {} codes, the model's vocabulary {}",
+            vq_cfg.codebook_size(),
+            vocab.codebook_size
+        )));
+    }
+    let target = target_of(a.target);
+    let t0 = Instant::now();
+    let r = a.resolution;
+    let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, r, r, target, native_and_gpu())?;
+    let n = tk.num_codes();
+    let p = Prompter::new(&tok, &vocab, a.text_len)?;
+    let layout = p.t2i(&a.prompt, Image::Masked(n))?;
+    let null = p.t2i_null(Image::Masked(n))?;
+    let mut s = ImageSampler::new(
+        cfg,
+        &weights,
+        1,
+        &layout,
+        (vocab.image_offset, vocab.codebook_size),
+        opts,
+        target,
+        native_and_gpu(),
+    )?;
+    let compile_s = t0.elapsed().as_secs_f64();
+    let bar = progress(a.timesteps, "step");
+    let t1 = Instant::now();
+    let codes = s.generate(std::slice::from_ref(&layout), &null, &mut |d, _| {
+        if let Some(b) = &bar {
+            b.set_position(d as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = t1.elapsed().as_secs_f64();
+    let codes = Tensor::from_i64([1, n], codes[0].clone())?;
+    let pixels = tk.decode(&codes)?;
+    let rgb = image_io::to_rgb8(&pixels, r as u32, r as u32)?;
+    image_io::save_png(&rgb, &a.output)?;
+    println!(
+        "wrote {} ({n} codes, {} steps in {secs:.2} s, {:.2} images/s; compile {compile_s:.1} s)",
+        a.output.display(),
+        a.timesteps,
+        1.0 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn caption(a: CaptionArgs) -> Result<(), CliError> {
+    let (vq_cfg, vq_w) = image_tokenizer(&a.vq, a.model.is_some())?;
+    let dir = model_dir(a.model.clone())?;
+    let (cfg, weights) = load_model(&dir)?;
+    let (tok, vocab) = UnifiedVocab::for_checkpoint(&dir)?;
+    let target = target_of(a.target);
+    let t0 = Instant::now();
+    let r = a.resolution;
+    if r == 0 || u32::try_from(r).is_err() {
+        return Err(CliError::Usage(format!("--resolution {r} is out of range")));
+    }
+    let img = image_io::load_rgb(&a.image, &ImageLimits::default())?;
+    let chw = image_io::preprocess(&img, r as u32, Fit::ResizeCrop)?;
+    let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, r, r, target, native_and_gpu())?;
+    let codes = tk.encode(&chw)?.to_i64_vec();
+    let p = Prompter::new(&tok, &vocab, 2)?;
+    let layout = p.mmu_infer(&codes, &[("user", a.question.as_str())], 0)?;
+    let opts = TextOptions {
+        gen_length: a.gen_length,
+        steps: a.steps,
+        block_length: a.block_length,
+        temperature: a.temperature,
+        seed: a.seed,
+        early_exit: Some(vocab.ids.eot_id),
+        ..TextOptions::default()
+    };
+    opts.check(layout.len(), cfg.max_sequence_length)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut s = TextSampler::new(
+        cfg,
+        &weights,
+        1,
+        layout.len(),
+        opts,
+        target,
+        native_and_gpu(),
+    )?;
+    let compile_s = t0.elapsed().as_secs_f64();
+    let bar = progress(a.steps, "step");
+    let t1 = Instant::now();
+    let out = s.generate(std::slice::from_ref(&layout.ids), &mut |d, _| {
+        if let Some(b) = &bar {
+            b.set_position(d as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = t1.elapsed().as_secs_f64();
+    println!("{}", answer_text(&tok, &out.ids[0])?);
+    let committed = out.ids[0].iter().filter(|&&i| i != vocab.ids.mask).count();
+    eprintln!(
+        "generated {committed} tokens in {} steps, {secs:.2} s ({:.1} tokens/s; compile {compile_s:.1} s)",
+        out.steps,
+        committed as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// The text of generated ids: text ids only (no image ids, no `[MASK]`), special tokens
+/// skipped.
+fn answer_text(tok: &TextTokenizer, ids: &[i64]) -> Result<String, CliError> {
+    let text: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|&i| i >= 0 && (i as usize) < tok.len() && i != tok.mask)
+        .collect();
+    Ok(tok.decode(&text)?.trim().to_string())
 }
 
 /// The text tokenizer of a checkpoint: its tokenizer.json, else the embedded tiny tokenizer
@@ -203,12 +468,7 @@ fn text(a: TextArgs) -> Result<(), CliError> {
         });
         println!("{obj}");
     } else if let Some(t) = &tok {
-        let text_ids: Vec<i64> = ids
-            .iter()
-            .copied()
-            .filter(|&i| i >= 0 && (i as usize) < t.len())
-            .collect();
-        println!("{}", t.decode(&text_ids)?);
+        println!("{}", answer_text(t, ids)?);
     }
     eprintln!(
         "generated {committed} tokens in {} steps, {secs:.2} s ({tps:.1} tokens/s; compile {compile_s:.1} s)",

@@ -1,0 +1,135 @@
+//! Judges the tiny multimodal model on the embedded digits (issue 11, acceptance 3):
+//!
+//! `cargo run --release --example evaluate_digits -- MODEL_DIR [GRID.png] [SAMPLES_PER_CLASS]`
+//!
+//! - text to image: "the digit c" for every class c, `SAMPLES_PER_CLASS` seeds each (default
+//!   5), 15 MaskGIT steps, guidance 3.5; each decoded image is classified by the committed
+//!   digit classifier; prints the fraction recognised as their prompt's digit and writes a
+//!   grid (one row per class) to GRID.png;
+//! - captions: the first 100 held-out digits, "What digit is this?", greedy; prints the
+//!   fraction of answers that name the image's digit.
+//!
+//! The image tokenizer is the committed vq-digits (the one `mmada train --multimodal` uses).
+
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::HostCpu;
+use mmada_ir::Tensor;
+use mmada_models::checkpoint::load_model;
+use mmada_models::digit_classifier::{features, named_digit, DigitClassifier};
+use mmada_models::digit_codes::embedded_digit_codes;
+use mmada_models::digits::{Digits, SIDE};
+use mmada_models::image_io;
+use mmada_models::image_sampler::{ImageOptions, ImageSampler};
+use mmada_models::image_tokenizer::{embedded_vq_digits, ImageTokenizer};
+use mmada_models::prompt::{Image, Prompter};
+use mmada_models::text_sampler::{TextOptions, TextSampler};
+use mmada_models::vocab::UnifiedVocab;
+use mmada_runtime::Target;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = PathBuf::from(
+        args.get(1)
+            .ok_or("usage: evaluate_digits MODEL_DIR [GRID.png] [N]")?,
+    );
+    let grid_path = args.get(2).map(PathBuf::from);
+    let per_class: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let host = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let (cfg, weights) = load_model(&dir)?;
+    let (tok, vocab) = UnifiedVocab::for_checkpoint(&dir)?;
+    let (vcfg, vw) = embedded_vq_digits()?;
+    let mut tk = ImageTokenizer::new(vcfg, &vw, SIDE, SIDE, Target::Cpu, host.clone())?;
+    let n = tk.num_codes();
+    let clf = DigitClassifier::embedded()?;
+    // Text to image: one batch of ten prompts (one per class) per seed.
+    let p = Prompter::new(&tok, &vocab, 61)?;
+    let prompts: Vec<_> = (0..10)
+        .map(|c| p.t2i(&format!("the digit {c}"), Image::Masked(n)))
+        .collect::<Result<_, _>>()?;
+    let null = p.t2i_null(Image::Masked(n))?;
+    let mut right = 0;
+    let mut rows: Vec<Vec<image_io::RgbImage>> = vec![Vec::new(); 10];
+    let t0 = Instant::now();
+    for seed in 0..per_class {
+        let opts = ImageOptions {
+            seed: seed as u64,
+            ..ImageOptions::default()
+        };
+        let mut s = ImageSampler::new(
+            cfg.clone(),
+            &weights,
+            10,
+            &prompts[0],
+            (vocab.image_offset, vocab.codebook_size),
+            opts,
+            Target::Cpu,
+            host.clone(),
+        )?;
+        let codes = s.generate(&prompts, &null, &mut |_, _| {})?;
+        for (c, code) in codes.iter().enumerate() {
+            let px = tk.decode(&Tensor::from_i64([1, n], code.clone())?)?;
+            if clf.predict(&features(&px)?) == c {
+                right += 1;
+            }
+            rows[c].push(image_io::to_rgb8(&px, SIDE as u32, SIDE as u32)?);
+        }
+    }
+    let total = 10 * per_class;
+    println!(
+        "t2i: {right}/{total} = {:.1}% recognised as their prompt's digit ({:.1} s)",
+        100.0 * right as f64 / total as f64,
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(g) = &grid_path {
+        let flat: Vec<image_io::RgbImage> = rows.into_iter().flatten().collect();
+        let grid = image_io::grid(&flat, per_class as u32, 2)?;
+        image_io::save_png(&grid, g)?;
+        println!("wrote {}", g.display());
+    }
+    // Captions of held-out digits.
+    let digits = Digits::embedded()?;
+    let codes = embedded_digit_codes()?;
+    let test: Vec<usize> = digits.indices(true).into_iter().take(100).collect();
+    let q = Prompter::new(&tok, &vocab, 2)?;
+    let layout = q.mmu_infer(&codes[test[0]], &[("user", "What digit is this?")], 0)?;
+    let opts = TextOptions {
+        gen_length: 32,
+        steps: 16,
+        block_length: 32,
+        early_exit: Some(vocab.ids.eot_id),
+        ..TextOptions::default()
+    };
+    let mut s = TextSampler::new(cfg, &weights, 1, layout.len(), opts, Target::Cpu, host)?;
+    let mut named = 0;
+    let t1 = Instant::now();
+    let mut examples = Vec::new();
+    for &i in &test {
+        let l = q.mmu_infer(&codes[i], &[("user", "What digit is this?")], 0)?;
+        let out = s.generate(&[l.ids], &mut |_, _| {})?;
+        let text: Vec<i64> = out.ids[0]
+            .iter()
+            .copied()
+            .filter(|&t| t >= 0 && (t as usize) < tok.len() && t != tok.mask)
+            .collect();
+        let answer = tok.decode(&text)?.trim().to_string();
+        if named_digit(&answer) == Some(digits.labels[i] as usize) {
+            named += 1;
+        }
+        if examples.len() < 5 {
+            examples.push(format!("{} → {answer:?}", digits.labels[i]));
+        }
+    }
+    println!(
+        "caption: {named}/{} = {:.1}% name the digit of the held-out image ({:.1} s); e.g. {}",
+        test.len(),
+        100.0 * named as f64 / test.len() as f64,
+        t1.elapsed().as_secs_f64(),
+        examples.join("; ")
+    );
+    Ok(())
+}
