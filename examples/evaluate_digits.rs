@@ -48,8 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clf = DigitClassifier::embedded()?;
     // Text to image: one batch of ten prompts (one per class) per seed.
     let p = Prompter::new(&tok, &vocab, 61)?;
+    let caption = std::env::var("EVAL_CAPTION").unwrap_or_else(|_| "the digit {}".into());
+    let guidance: f32 = std::env::var("EVAL_GUIDANCE").map_or(Ok(3.5), |v| v.parse())?;
     let prompts: Vec<_> = (0..10)
-        .map(|c| p.t2i(&format!("the digit {c}"), Image::Masked(n)))
+        .map(|c| p.t2i(&caption.replace("{}", &c.to_string()), Image::Masked(n)))
         .collect::<Result<_, _>>()?;
     let null = p.t2i_null(Image::Masked(n))?;
     let mut right = 0;
@@ -58,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for seed in 0..per_class {
         let opts = ImageOptions {
             seed: seed as u64,
+            guidance_scale: guidance,
             ..ImageOptions::default()
         };
         let mut s = ImageSampler::new(
@@ -94,23 +97,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Captions of held-out digits.
     let digits = Digits::embedded()?;
     let codes = embedded_digit_codes()?;
-    let test: Vec<usize> = digits.indices(true).into_iter().take(100).collect();
-    let q = Prompter::new(&tok, &vocab, 2)?;
-    let layout = q.mmu_infer(&codes[test[0]], &[("user", "What digit is this?")], 0)?;
+    let held_out = std::env::var("EVAL_SPLIT").map_or(true, |v| v != "train");
+    let test: Vec<usize> = digits.indices(held_out).into_iter().take(100).collect();
+    let q = Prompter::new(&tok, &vocab, 61)?;
+    let question = "What digit is this?";
+    let (first, room) = q.mmu_prompt(&codes[test[0]], question)?;
+    // The answer fills the rest of the text block, as in the training rows.
+    let gen: usize = std::env::var("EVAL_GEN").map_or(Ok(room), |v| v.parse())?;
     let opts = TextOptions {
-        gen_length: 32,
-        steps: 16,
-        block_length: 32,
+        gen_length: gen,
+        steps: gen,
+        block_length: gen,
         early_exit: Some(vocab.ids.eot_id),
         ..TextOptions::default()
     };
-    let mut s = TextSampler::new(cfg, &weights, 1, layout.len(), opts, Target::Cpu, host)?;
+    let mut s = TextSampler::new(cfg, &weights, 1, first.len(), opts, Target::Cpu, host)?;
     let mut named = 0;
     let t1 = Instant::now();
     let mut examples = Vec::new();
     for &i in &test {
-        let l = q.mmu_infer(&codes[i], &[("user", "What digit is this?")], 0)?;
-        let out = s.generate(&[l.ids], &mut |_, _| {})?;
+        let (ids, _) = q.mmu_prompt(&codes[i], question)?;
+        let out = s.generate(&[ids], &mut |_, _| {})?;
         let text: Vec<i64> = out.ids[0]
             .iter()
             .copied()

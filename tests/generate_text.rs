@@ -60,7 +60,15 @@ fn reference(
             prompt.len() + b * o.block_length,
             prompt.len() + (b + 1) * o.block_length,
         );
-        for k in commit_schedule(o.block_length, o.steps / blocks) {
+        // With a threshold: one token at least, every one above it, until the block is full.
+        let schedule = match o.threshold {
+            None => commit_schedule(o.block_length, o.steps / blocks),
+            Some(_) => vec![1; o.block_length],
+        };
+        for k in schedule {
+            if !x[start..end].contains(&mask) {
+                break;
+            }
             // Row 0 conditional, row 1 with the prompt masked (used when cfg_scale > 0).
             let mut ids = x.clone();
             ids.extend(
@@ -102,8 +110,14 @@ fn reference(
             if k < cands.len() && k > 0 {
                 margin = margin.min((cands[k - 1].0 - cands[k].0) / cands[k - 1].0);
             }
-            for &(_, p, t) in cands.iter().take(k) {
-                x[p] = t;
+            let thr = o.threshold.map_or(2.0, f64::from);
+            for (r, &(c, p, t)) in cands.iter().enumerate() {
+                if r < k || c > thr {
+                    x[p] = t;
+                }
+                if o.threshold.is_some() {
+                    margin = margin.min((c - thr).abs());
+                }
             }
         }
     }
@@ -145,6 +159,13 @@ fn greedy_generation_matches_the_step_by_step_reference() {
         (options(12, 8, 6, 0.0), "2 blocks, 2-2-1-1 per block"),
         (options(12, 4, 12, 0.0), "1 block, 3 per step"),
         (options(12, 8, 6, 1.5), "guidance 1.5"),
+        (
+            TextOptions {
+                threshold: Some(0.5),
+                ..options(16, 16, 8, 0.0)
+            },
+            "threshold 0.5",
+        ),
     ] {
         let (want, margin) = reference(&cfg, &w, &prompt, &o);
         // Decisions at least 1e-4 apart: far above the compiled forward's ~1e-6 differences.
@@ -157,7 +178,11 @@ fn greedy_generation_matches_the_step_by_step_reference() {
             TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
         let got = s.generate(&[prompt.to_vec()], &mut |_, _| {}).unwrap();
         assert_eq!(got.ids[0], want, "{name}");
-        assert_eq!(got.steps, o.steps);
+        if o.threshold.is_none() {
+            assert_eq!(got.steps, o.steps);
+        } else {
+            assert!(got.steps < o.gen_length, "{name}: {} steps", got.steps);
+        }
         assert!(
             !want.contains(&cfg.mask_token_id),
             "{name}: left masks: {want:?}"

@@ -30,6 +30,7 @@ fn graph(b: usize, l: usize, v: usize, remasking: Remasking, fused: bool) -> Gra
         offset: s(&mut g, "offset", DType::I64),
         block_end: s(&mut g, "block_end", DType::I64),
         k: s(&mut g, "k", DType::I64),
+        threshold: s(&mut g, "threshold", DType::F32),
     };
     let y = if fused {
         g.remask(args, MASK, remasking, 5).unwrap()
@@ -47,6 +48,7 @@ struct Case {
     temperature: f32,
     block_end: i64,
     k: i64,
+    threshold: f32,
 }
 
 /// Logits on a grid of quarter steps in [-2, 2] (argmax ties), some rows repeated exactly
@@ -89,25 +91,35 @@ fn inputs(c: &Case, seed: u64) -> IndexMap<String, Tensor> {
     m.insert("offset".into(), i(12_345));
     m.insert("block_end".into(), i(c.block_end));
     m.insert("k".into(), i(c.k));
+    m.insert(
+        "threshold".into(),
+        Tensor::from_f32(Shape::scalar(), vec![c.threshold]).unwrap(),
+    );
     m
 }
 
 fn cases() -> Vec<Case> {
-    let c = |b, l, v, temperature, block_end, k| Case {
+    let c = |b, l, v, temperature, block_end, k, threshold| Case {
         b,
         l,
         v,
         temperature,
         block_end,
         k,
+        threshold,
     };
+    // Thresholds: 2 (off), and values inside the confidences of the quarter-step logits
+    // (their softmax maxima are mostly 0.1–0.5 for V = 5–37).
     vec![
-        c(2, 13, 37, 0.0, 13, 3),
-        c(2, 13, 37, 0.8, 9, 2),
-        c(1, 40, 300, 0.0, 24, 5),
-        c(3, 7, 5, 1.5, 7, 0),
-        c(3, 7, 5, 0.0, 4, 100),
-        c(1, 70, 11, 0.3, 70, 1),
+        c(2, 13, 37, 0.0, 13, 3, 2.0),
+        c(2, 13, 37, 0.8, 9, 2, 2.0),
+        c(1, 40, 300, 0.0, 24, 5, 2.0),
+        c(3, 7, 5, 1.5, 7, 0, 2.0),
+        c(3, 7, 5, 0.0, 4, 100, 2.0),
+        c(1, 70, 11, 0.3, 70, 1, 2.0),
+        c(2, 13, 37, 0.0, 13, 1, 0.12),
+        c(3, 7, 5, 0.5, 7, 1, 0.4),
+        c(1, 40, 11, 0.0, 40, 0, 0.3),
     ]
 }
 
@@ -133,9 +145,9 @@ fn fused_remask_equals_the_primitive_graph_interpreted_and_compiled() {
                     compiled, want,
                     "{remasking:?} case {ci} seed {seed}: compiled"
                 );
-                // The case commits something (or, with k = 0, nothing): not a no-op test.
+                // The case commits something (or, with k = 0 and no threshold, nothing).
                 let changed = want.iter().zip(&x).filter(|(a, b)| a != b).count();
-                if c.k == 0 {
+                if c.k == 0 && c.threshold > 1.0 {
                     assert_eq!(changed, 0);
                 } else {
                     assert!(changed > 0, "case {ci}: nothing committed");
@@ -188,14 +200,18 @@ fn remask_by_hand() {
     // Masked 1: logits (0, 2, 0) → token 1, p = e²/(e²+2) ≈ 0.787;
     // masked 2: (1, 1, 1) → token 0 (tie to the lower id), p = 1/3;
     // masked 4: (5, 0, 0), outside the block: never committed.
-    // k = 1 commits position 1 only; k = 2 also position 2.
+    // k = 1 commits position 1 only; k = 2 also position 2; k = 0 with threshold 0.5 commits
+    // position 1 (0.787 > 0.5), with threshold 0.3 also position 2 (1/3 > 0.3).
     let g = graph(1, 5, 3, Remasking::LowConfidence, true);
     let logits = vec![9., 9., 9., 0., 2., 0., 1., 1., 1., 9., 9., 9., 5., 0., 0.];
-    for (k, want) in [
-        (0, vec![4, MASK, MASK, 6, MASK]),
-        (1, vec![4, 1, MASK, 6, MASK]),
-        (2, vec![4, 1, 0, 6, MASK]),
-        (5, vec![4, 1, 0, 6, MASK]),
+    for (k, thr, want) in [
+        (0, 2.0, vec![4, MASK, MASK, 6, MASK]),
+        (1, 2.0, vec![4, 1, MASK, 6, MASK]),
+        (2, 2.0, vec![4, 1, 0, 6, MASK]),
+        (5, 2.0, vec![4, 1, 0, 6, MASK]),
+        (0, 0.5, vec![4, 1, MASK, 6, MASK]),
+        (0, 0.3, vec![4, 1, 0, 6, MASK]),
+        (1, 0.9, vec![4, 1, MASK, 6, MASK]),
     ] {
         let mut ins = IndexMap::new();
         ins.insert(
@@ -215,8 +231,12 @@ fn remask_by_hand() {
         ins.insert("offset".into(), i(0));
         ins.insert("block_end".into(), i(4));
         ins.insert("k".into(), i(k));
+        ins.insert(
+            "threshold".into(),
+            Tensor::from_f32(Shape::scalar(), vec![thr]).unwrap(),
+        );
         let got = interp::interpret(&g, &ins).unwrap()["y"].to_i64_vec();
-        assert_eq!(got, want, "k = {k}");
+        assert_eq!(got, want, "k = {k}, threshold {thr}");
         let mut exe = open_artifact(compile_all(&g), Target::Cpu).unwrap();
         assert_eq!(
             exe.run(&ins).unwrap()["y"].to_i64_vec(),

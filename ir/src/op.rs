@@ -487,17 +487,18 @@ pub enum Op {
         kernel_hw: [usize; 2],
     },
     /// The confidence top-k remask of one masked-diffusion text sampler step (spec §6.1), fused:
-    /// 7 operands `logits` (float `[B, L, V]`), `x` (i64 `[B, L]`, the sequence), and the
-    /// scalars `temperature` (f32), `seed`, `offset`, `block_end` and `k` (i64); result i64
-    /// `[B, L]`, the sequence with at most `k` positions per row committed.
+    /// 8 operands `logits` (f32 `[B, L, V]`), `x` (i64 `[B, L]`, the sequence), and the
+    /// scalars `temperature` (f32), `seed`, `offset`, `block_end`, `k` (i64) and `threshold`
+    /// (f32); result i64 `[B, L]`, the sequence with the chosen positions committed.
     ///
     /// A position `(b, l)` is a candidate when `x[b, l] == mask_id` and `l < block_end`. For a
     /// candidate, the token is `x̂ = argmax_v(ℓ[v] + τ·G[v])` (ties to the lower id), with `G`
     /// the Gumbel numbers of an `Rng { Gumbel, stream }` node of shape `[B, L, V]` on (seed,
     /// offset); its confidence is `softmax(ℓ)[x̂]` (`LowConfidence`, un-noised logits) or element
     /// `(b, l)` of an `Rng { Uniform, stream + 1 }` node of shape `[B, L]` (`Random`). Non
-    /// candidates have confidence −∞. In each row the `k` highest confidences (ties to the
-    /// lower position) that are candidates get `x̂`; every other position keeps `x`.
+    /// candidates have confidence −∞. In each row a candidate gets `x̂` when its confidence is
+    /// among the `k` highest (ties to the lower position) or above `threshold` (Fast-dLLM's
+    /// parallel decoding; a threshold above 1 turns it off); every other position keeps `x`.
     /// [`crate::Graph::remask_unfused`] builds the same computation from primitive ops;
     /// the `fuse_remask` pass recognises it. Kernels stream over V: no probability row is
     /// stored.
@@ -575,7 +576,7 @@ impl Op {
             | Op::Conv2dInputGrad { .. }
             | Op::Conv2dWeightGrad { .. } => 2,
             Op::Where | Op::ScatterAdd { .. } => 3,
-            Op::Remask { .. } => 7,
+            Op::Remask { .. } => 8,
             Op::Concat { count, .. } => *count,
             Op::Fused { body } => body.num_args,
         }
@@ -988,8 +989,22 @@ impl Op {
                         sl.0[0], sl.0[1]
                     )));
                 }
-                let want = [DType::F32, DType::I64, DType::I64, DType::I64, DType::I64];
-                let names = ["temperature", "seed", "offset", "block_end", "k"];
+                let want = [
+                    DType::F32,
+                    DType::I64,
+                    DType::I64,
+                    DType::I64,
+                    DType::I64,
+                    DType::F32,
+                ];
+                let names = [
+                    "temperature",
+                    "seed",
+                    "offset",
+                    "block_end",
+                    "k",
+                    "threshold",
+                ];
                 for ((&(d, s), w), n) in operands[2..].iter().zip(want).zip(names) {
                     if d != w || s.rank() != 0 {
                         return Err(bad(format!("{n} must be a {w} scalar, got {d}{s}")));

@@ -22,13 +22,15 @@ pub struct RemaskArgs {
     pub offset: NodeId,
     /// i64 scalar: positions at or after it are not committed.
     pub block_end: NodeId,
-    /// i64 scalar: positions to commit per row.
+    /// i64 scalar: positions to commit per row (the most confident).
     pub k: NodeId,
+    /// f32 scalar: candidates more confident than this are committed too (above 1: none).
+    pub threshold: NodeId,
 }
 
 impl RemaskArgs {
     /// In operand order.
-    pub fn operands(&self) -> [NodeId; 7] {
+    pub fn operands(&self) -> [NodeId; 8] {
         [
             self.logits,
             self.x,
@@ -37,6 +39,7 @@ impl RemaskArgs {
             self.offset,
             self.block_end,
             self.k,
+            self.threshold,
         ]
     }
 }
@@ -61,7 +64,8 @@ impl Graph {
     /// The remask from primitive ops, node for node the semantics of [`Op::Remask`]:
     /// `x̂ = argmax(ℓ + τ·G)`, confidence `softmax(ℓ)[x̂]` (or uniform), −∞ outside the
     /// candidates (masked, before `block_end`), a full descending order of the confidences per
-    /// row, a scatter of `rank < k` onto the positions, and the commit.
+    /// row, a scatter of `rank < k` onto the positions, `∨ confidence > threshold`, and the
+    /// commit.
     pub fn remask_unfused(
         &mut self,
         a: RemaskArgs,
@@ -112,6 +116,9 @@ impl Graph {
         let chosen = self.scatter_add(zeros, order, take, 1)?;
         let half = self.full(DType::F32, 0.5, bl.clone())?;
         let chosen = self.compare(CompareOp::Gt, chosen, half)?;
+        let thr = self.broadcast_to(a.threshold, bl.clone())?;
+        let sure = self.compare(CompareOp::Gt, conf, thr)?;
+        let chosen = self.binary(BinaryOp::Or, chosen, sure)?;
         let commit = self.binary(BinaryOp::And, chosen, cand)?;
         self.where_(commit, xhat, a.x)
     }

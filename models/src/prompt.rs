@@ -247,6 +247,24 @@ impl<'a> Prompter<'a> {
         })
     }
 
+    /// The prompt of an mmu question exactly as the training layout ([`Prompter::mmu`]) has
+    /// it: `<|mmu|> <|soi|> image <|eoi|> BOS chat(question)` through the last
+    /// `<|end_header_id|>` (the newline after it belongs to the answer, as in training, where it
+    /// may merge with the answer's first word), and the number of text positions left in the
+    /// `Lt` text block for the answer.
+    pub fn mmu_prompt(
+        &self,
+        codes: &[i64],
+        question: &str,
+    ) -> Result<(Vec<i64>, usize), ModelsError> {
+        let l = self.mmu(codes, question, "")?;
+        let n = l.prompt_mask.iter().filter(|&&p| p).count();
+        let mut ids = l.ids;
+        let room = ids.len() - n;
+        ids.truncate(n);
+        Ok((ids, room))
+    }
+
     /// Multimodal understanding, inference layout (spec §3.3): `<|mmu|> <|soi|> image <|eoi|>`,
     /// then `BOS` and the chat template of `messages` ending with the assistant header, then
     /// `gen_len` `[MASK]`s to be decoded. Prompt: everything before the masks.

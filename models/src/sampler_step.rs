@@ -4,10 +4,13 @@
 //! scalars per step and never moves logits off the device.
 //!
 //! Inputs: every parameter (role `Param`), `x`, and per step the scalars `temperature` (f32),
-//! `seed`, `offset`, `block_end`, `k` (i64); with classifier-free guidance also `cfg_scale`
-//! (f32) and `prompt_len` (i64: positions before it are the prompt, set to `[MASK]` in the
-//! unconditional row). Outputs: `update.x` (the in-place update of `x`) and `nonfinite` (f32
-//! count of NaN or infinite logits, so a diverged model stops with an error naming the step).
+//! `seed`, `offset`, `block_end`, `k` (i64) and `threshold` (f32: confidence-threshold
+//! parallel decoding, off above 1); with classifier-free guidance also `cfg_scale` (f32) and
+//! `prompt_len` (i64: positions before it are the prompt, set to `[MASK]` in the unconditional
+//! row). Outputs: `update.x` (the in-place update of `x`), `nonfinite` (f32 count of NaN or
+//! infinite logits, so a diverged model stops with an error naming the step) and
+//! `masked_left` (f32: `[MASK]`s still before `block_end`, so a threshold decoder knows when
+//! its block is done).
 //!
 //! The remask is written with primitive ops ([`mmada_ir::Graph::remask_unfused`]); the
 //! `fuse-remask` pass turns it into one streaming kernel, so the compiled step holds the
@@ -51,6 +54,7 @@ pub fn text_step_graph(cfg: &LladaConfig, spec: TextStepSpec) -> Result<Graph> {
     let offset = scalar(&mut g, "offset", DType::I64)?;
     let block_end = scalar(&mut g, "block_end", DType::I64)?;
     let k = scalar(&mut g, "k", DType::I64)?;
+    let threshold = scalar(&mut g, "threshold", DType::F32)?;
     let lg = if spec.cfg {
         let w = scalar(&mut g, "cfg_scale", DType::F32)?;
         let prompt_len = scalar(&mut g, "prompt_len", DType::I64)?;
@@ -68,10 +72,13 @@ pub fn text_step_graph(cfg: &LladaConfig, spec: TextStepSpec) -> Result<Graph> {
         offset,
         block_end,
         k,
+        threshold,
     };
     let next = g.remask_unfused(args, cfg.mask_token_id, spec.remasking, GUMBEL_STREAM)?;
     g.set_output("update.x", next)?;
     g.set_update("update.x", "x")?;
+    let left = masked_before(&mut g, next, block_end, cfg.mask_token_id)?;
+    g.set_output("masked_left", left)?;
     Ok(g)
 }
 
@@ -100,6 +107,19 @@ fn guided_logits(
     let w1 = g.binary_scalar(BinaryOp::Add, w, 1.0)?;
     let scaled = g.mul(diff, w1)?;
     g.add2(u, scaled)
+}
+
+/// The number of `[MASK]` ids in `x [B, L]` before position `end` (f32 scalar).
+fn masked_before(g: &mut Graph, x: NodeId, end: NodeId, mask_id: i64) -> Result<NodeId> {
+    let s = g.try_node(x)?.shape.clone();
+    let m = g.full(DType::I64, mask_id as f64, s.clone())?;
+    let is_mask = g.compare(CompareOp::Eq, x, m)?;
+    let pos = g.iota(DType::I64, s.clone(), 1)?;
+    let e = g.broadcast_to(end, s)?;
+    let before = g.compare(CompareOp::Lt, pos, e)?;
+    let both = g.binary(BinaryOp::And, is_mask, before)?;
+    let both = g.cast(both, DType::F32)?;
+    g.reduce(ReduceOp::Sum, both, &[0, 1], false)
 }
 
 /// The number of NaN or infinite values of `x` (f32 scalar): those where `|x| < ∞` is false.

@@ -53,7 +53,7 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
     let scaled = g.binary_scalar(BinaryOp::Mul, x, 3.0)?;
     out("softmax_fused", g.softmax(scaled, 1)?);
     // The sampler's remask: positions 1, 2 and 4 are masked (id 6), the block ends at 4, one
-    // commit, Gumbel temperature 0.7.
+    // commit plus those above confidence 0.3, Gumbel temperature 0.7.
     let lg = g.reshape(x, [1, 5, 7])?;
     let lg = g.cast(lg, DType::F32)?;
     let seq = g.add_constant(
@@ -64,6 +64,7 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
     let temperature = g.full(DType::F32, 0.7, Vec::<usize>::new())?;
     let block_end = g.scalar_i64(4)?;
     let k = g.scalar_i64(1)?;
+    let threshold = g.full(DType::F32, 0.3, Vec::<usize>::new())?;
     let args = mmada_ir::RemaskArgs {
         logits: lg,
         x: seq,
@@ -72,6 +73,7 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
         offset: off,
         block_end,
         k,
+        threshold,
     };
     out(
         "remask",

@@ -38,6 +38,10 @@ pub struct TextOptions {
     /// Stop after a block whose last position is this id in every row (the reference's
     /// `mmu_generate_fast` with `<|eot_id|>`); the rest stays `[MASK]`.
     pub early_exit: Option<i64>,
+    /// Confidence-threshold parallel decoding (Fast-dLLM): each step commits every masked
+    /// position of the block whose confidence is above this, and at least the most confident
+    /// one, until the block is full; `steps` then only bounds nothing (the count is dynamic).
+    pub threshold: Option<f32>,
 }
 
 impl Default for TextOptions {
@@ -51,6 +55,7 @@ impl Default for TextOptions {
             remasking: Remasking::LowConfidence,
             seed: 0,
             early_exit: None,
+            threshold: None,
         }
     }
 }
@@ -91,6 +96,11 @@ impl TextOptions {
                 "--temperature must be finite and ≥ 0, got {}",
                 self.temperature
             ));
+        }
+        if let Some(t) = self.threshold {
+            if !(t > 0.0 && t <= 1.0) {
+                return bad(format!("--threshold must be in (0, 1], got {t}"));
+            }
         }
         if !self.cfg_scale.is_finite() || self.cfg_scale < 0.0 {
             return bad(format!(
@@ -188,6 +198,43 @@ impl TextSampler {
         self.exe.as_ref()
     }
 
+    /// Runs one step (global index `step`) committing in positions before `end`; returns the
+    /// `[MASK]`s left there. `at` names the step in errors.
+    fn step_once(
+        &mut self,
+        step: usize,
+        end: usize,
+        k: usize,
+        threshold: f32,
+        at: &str,
+    ) -> Result<f64, ModelsError> {
+        let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
+        let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
+        let (b, l) = (self.spec.batch, self.spec.seq);
+        let draws = (b * l * self.cfg.rows()) as i64;
+        let mut ins = IndexMap::new();
+        ins.insert("temperature".into(), scalar_f(self.opts.temperature)?);
+        ins.insert("seed".into(), scalar_i(self.opts.seed as i64)?);
+        ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
+        ins.insert("block_end".into(), scalar_i(end as i64)?);
+        ins.insert("k".into(), scalar_i(k as i64)?);
+        ins.insert("threshold".into(), scalar_f(threshold)?);
+        if self.spec.cfg {
+            ins.insert("cfg_scale".into(), scalar_f(self.opts.cfg_scale)?);
+            ins.insert("prompt_len".into(), scalar_i(self.prompt_len as i64)?);
+        }
+        self.exe.run_entry(TEXT_STEP, &ins)?;
+        let bad = self.exe.read_output(TEXT_STEP, "nonfinite")?.to_f64_vec();
+        let bad = bad.first().copied().unwrap_or(0.0);
+        if bad != 0.0 {
+            return Err(ModelsError::Input(format!(
+                "{at}: the model produced {bad} NaN or infinite logits; generation stopped"
+            )));
+        }
+        let left = self.exe.read_output(TEXT_STEP, "masked_left")?.to_f64_vec();
+        Ok(left.first().copied().unwrap_or(0.0))
+    }
+
     /// Generates from `prompts` (one per compiled row, each `prompt_len` ids inside the
     /// vocabulary); `on_step(done, total)` is called after every step.
     pub fn generate(
@@ -222,40 +269,47 @@ impl TextSampler {
         }
         self.exe
             .set_input("x", &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
-        let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
-        let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
         let blocks = self.opts.gen_length / self.opts.block_length;
         let per_block = self.opts.steps_per_block();
-        let draws = (b * l * self.cfg.rows()) as i64;
-        let total = self.opts.steps;
         let mut step = 0usize;
         for blk in 0..blocks {
             let end = lp + (blk + 1) * self.opts.block_length;
-            for k in commit_schedule(self.opts.block_length, per_block) {
-                let mut ins = IndexMap::new();
-                ins.insert("temperature".into(), scalar_f(self.opts.temperature)?);
-                ins.insert("seed".into(), scalar_i(self.opts.seed as i64)?);
-                ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
-                ins.insert("block_end".into(), scalar_i(end as i64)?);
-                ins.insert("k".into(), scalar_i(k as i64)?);
-                if self.spec.cfg {
-                    ins.insert("cfg_scale".into(), scalar_f(self.opts.cfg_scale)?);
-                    ins.insert("prompt_len".into(), scalar_i(lp as i64)?);
+            match self.opts.threshold {
+                None => {
+                    for (j, k) in commit_schedule(self.opts.block_length, per_block)
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let at = format!(
+                            "step {} of {} (block {}, step {} of it)",
+                            step + 1,
+                            self.opts.steps,
+                            blk + 1,
+                            j + 1
+                        );
+                        self.step_once(step, end, k, 2.0, &at)?;
+                        step += 1;
+                        on_step(step, self.opts.steps);
+                    }
                 }
-                self.exe.run_entry(TEXT_STEP, &ins)?;
-                let bad = self.exe.read_output(TEXT_STEP, "nonfinite")?.to_f64_vec();
-                if bad.first().copied().unwrap_or(0.0) != 0.0 {
-                    return Err(ModelsError::Input(format!(
-                        "step {} of {total} (block {}, step {} of it): the model produced {} \
-                         NaN or infinite logits; generation stopped",
-                        step + 1,
-                        blk + 1,
-                        step % per_block + 1,
-                        bad[0]
-                    )));
+                Some(t) => {
+                    // At least one token per step, and every candidate above the threshold;
+                    // the block is done when no [MASK] is left before its end.
+                    for j in 0..self.opts.block_length {
+                        let at = format!(
+                            "step {} (block {}, step {} of it)",
+                            step + 1,
+                            blk + 1,
+                            j + 1
+                        );
+                        let left = self.step_once(step, end, 1, t, &at)?;
+                        step += 1;
+                        on_step(step, step + left as usize);
+                        if left == 0.0 {
+                            break;
+                        }
+                    }
                 }
-                step += 1;
-                on_step(step, total);
             }
             if let Some(eot) = self.opts.early_exit {
                 let x = self.exe.get_input("x")?.to_i64_vec();

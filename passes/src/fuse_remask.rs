@@ -1,11 +1,12 @@
 //! Remask fusion: the confidence top-k remask of a sampler step, written with primitive ops
 //! (the form [`mmada_ir::Graph::remask_unfused`] builds: noisy argmax, softmax, gather, −∞
-//! outside the candidates, a full top-k over positions, a scatter of `rank < k`, the commit),
+//! outside the candidates, a full top-k over positions, a scatter of `rank < k`, `∨
+//! confidence > threshold`, the commit),
 //! becomes one [`Op::Remask`] node, whose kernel streams over the vocabulary.
 //!
 //! Contract:
-//! - The match is structural, from the commit `where(chosen ∧ cand, x̂, x)` down to the logits,
-//!   the sequence and the five scalar inputs, with the constants checked (the mask id, 0.5,
+//! - The match is structural, from the commit `where((chosen ∨ sure) ∧ cand, x̂, x)` down to
+//!   the logits, the sequence and the six scalar inputs, with the constants checked (the mask id, 0.5,
 //!   0, −∞) and the operands that must be one node checked to be one node (the logits read by
 //!   the argmax and the softmax, the candidates used twice, the random streams' seed and
 //!   offset). Anything else is left alone.
@@ -77,7 +78,11 @@ fn match_remask(g: &Graph, root: NodeId) -> Option<Found> {
     let (commit, xhat, x) = (w[0], w[1], w[2]);
     let len = *g.node(x).shape.0.get(1)?;
     let c = is(commit, &|o| matches!(o, Op::Binary { op: BinaryOp::And }))?;
-    let (chosen, cand) = (c[0], c[1]);
+    let (either, cand) = (c[0], c[1]);
+    let or = is(either, &|o| matches!(o, Op::Binary { op: BinaryOp::Or }))?;
+    let (chosen, sure) = (or[0], or[1]);
+    let sg = is(sure, &|o| matches!(o, Op::Compare { op: CompareOp::Gt }))?;
+    let threshold = broadcast_scalar(g, sg[1])?;
     let gt = is(chosen, &|o| matches!(o, Op::Compare { op: CompareOp::Gt }))?;
     (scalar_constant(g, gt[1])? == 0.5).then_some(())?;
     let sc = is(gt[0], &|o| matches!(o, Op::ScatterAdd { axis: 1 }))?;
@@ -88,6 +93,7 @@ fn match_remask(g: &Graph, root: NodeId) -> Option<Found> {
         sc[1],
         &|o| matches!(o, Op::TopK { k, axis: 1 } if *k == len),
     )?[0];
+    (sg[0] == conf).then_some(())?;
     let cw = is(conf, &|o| matches!(o, Op::Where))?;
     (cw[0] == cand && scalar_constant(g, cw[2])? == f64::NEG_INFINITY).then_some(())?;
     let cd = is(cand, &|o| matches!(o, Op::Binary { op: BinaryOp::And }))?;
@@ -133,6 +139,7 @@ fn match_remask(g: &Graph, root: NodeId) -> Option<Found> {
         offset,
         block_end,
         k,
+        threshold,
     };
     // The fused op's operand types must hold (the unfused form may be over other shapes).
     let types: Vec<(DType, &mmada_ir::Shape)> = args

@@ -116,6 +116,9 @@ pub struct CaptionArgs {
     /// Gumbel temperature (0: greedy, the reference's `mmu_generate` default).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
+    /// Confidence-threshold parallel decoding, as for `generate text`.
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Seed of the sampler's random streams.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -177,6 +180,11 @@ pub struct TextArgs {
     /// Stop after a block that ends with <|eot_id|> (the checkpoint's tokenizer must name it).
     #[arg(long)]
     early_exit: bool,
+    /// Confidence-threshold parallel decoding (Fast-dLLM): commit every masked position of
+    /// the block above this confidence, at least one per step, until the block is full
+    /// (the step count is then dynamic). In (0, 1].
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Print one JSON object (`generated`: the gen-length generated ids, prompt excluded).
     #[arg(long)]
     print_ids: bool,
@@ -328,6 +336,7 @@ fn caption(a: CaptionArgs) -> Result<(), CliError> {
         temperature: a.temperature,
         seed: a.seed,
         early_exit: Some(vocab.ids.eot_id),
+        threshold: a.threshold,
         ..TextOptions::default()
     };
     opts.check(layout.len(), cfg.max_sequence_length)
@@ -421,6 +430,7 @@ fn text(a: TextArgs) -> Result<(), CliError> {
         },
         seed: a.seed,
         early_exit,
+        threshold: a.threshold,
     };
     opts.check(prompt.len(), cfg.max_sequence_length)
         .map_err(|e| CliError::Usage(e.to_string()))?;

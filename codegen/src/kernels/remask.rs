@@ -10,7 +10,7 @@
 //! - Barrier.
 //! - Phase 2, same positions: a candidate counts the confidences of its row that beat its own
 //!   (larger; NaN largest; ties to the lower position) and keeps its token when that rank is
-//!   below `k`, else writes back `[MASK]`.
+//!   below `k` or its confidence is above `threshold`, else writes back `[MASK]`.
 //!
 //! No `[B, L, V]` buffer is read twice or written: the probabilities and the noise exist only
 //! in registers. Shared memory: L f32 per block.
@@ -21,7 +21,7 @@ use crate::kir::{Access, BlockStmt, Expr, KBinary, KCmp, KUnary, Kernel, KernelB
 use mmada_ir::{DType, Remasking, RngDist};
 
 /// The remask kernel for logits `[b, l, v]`; parameters in operand order (logits, x,
-/// temperature, seed, offset, block_end, k), then the output sequence.
+/// temperature, seed, offset, block_end, k, threshold), then the output sequence.
 #[allow(clippy::too_many_arguments)]
 pub fn remask_kernel(
     name: &str,
@@ -40,6 +40,7 @@ pub fn remask_kernel(
     let offset = kb.param("offset", DType::I64, 1, Access::Read);
     let end = kb.param("block_end", DType::I64, 1, Access::Read);
     let kk = kb.param("k", DType::I64, 1, Access::Read);
+    let thr = kb.param("threshold", DType::F32, 1, Access::Read);
     let out = kb.param("out", DType::I64, b * l, Access::ReadWrite);
     let conf = kb.shared("conf", DType::F32, l);
     let is_candidate = |pos: Expr, id: Expr| {
@@ -153,7 +154,9 @@ pub fn remask_kernel(
                         s.set(rank, Expr::Local(rank) + Expr::cast(VTy::Index, b));
                     });
                     let k = Expr::load(kk, Expr::idx(0));
-                    let dropped = Expr::cmp(KCmp::Ge, Expr::cast(VTy::I64, Expr::Local(rank)), k);
+                    let beyond = Expr::cmp(KCmp::Ge, Expr::cast(VTy::I64, Expr::Local(rank)), k);
+                    let sure = Expr::cmp(KCmp::Gt, mine.clone(), Expr::load(thr, Expr::idx(0)));
+                    let dropped = beyond.and(Expr::un(KUnary::Not, sure));
                     s.if_(
                         dropped,
                         |s| s.store(out, at.clone(), Expr::i64(mask_id)),

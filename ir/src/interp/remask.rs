@@ -2,7 +2,8 @@
 //! the noisy argmax over the vocabulary, its confidence, then the per-row top-k commit. The
 //! arithmetic is that of the primitive graph [`crate::Graph::remask_unfused`] builds, operation
 //! for operation (noise `ℓ + τ·G` in f32, softmax in f64 rounded to f32, ranks on the f32
-//! confidences with NaN largest and ties to the lower index), so the interpreter gives the same
+//! confidences with NaN largest and ties to the lower index, then `∨ confidence > threshold`),
+//! so the interpreter gives the same
 //! sequence for the fused op and for the graph it replaces.
 
 use super::eval_err;
@@ -56,7 +57,7 @@ fn choose(
     (best as i64, conf)
 }
 
-/// Evaluates a remask node on its seven operands (see [`crate::Op::Remask`]).
+/// Evaluates a remask node on its eight operands (see [`crate::Op::Remask`]).
 pub(super) fn remask(
     ops: &[&Tensor],
     mask_id: i64,
@@ -69,12 +70,14 @@ pub(super) fn remask(
     let x = ops[1].to_i64_vec();
     let scalar_i = |i: usize| ops[i].to_i64_vec().first().copied();
     let temperature = ops[2].to_f32_vec().first().copied();
-    let (Some(t), Some(seed), Some(offset), Some(block_end), Some(k)) = (
+    let threshold = ops[7].to_f32_vec().first().copied();
+    let (Some(t), Some(seed), Some(offset), Some(block_end), Some(k), Some(thr)) = (
         temperature,
         scalar_i(3),
         scalar_i(4),
         scalar_i(5),
         scalar_i(6),
+        threshold,
     ) else {
         return Err(eval_err("remask scalars must hold one value".into()));
     };
@@ -99,7 +102,7 @@ pub(super) fn remask(
         }
         for l in (0..len).filter(|&l| cand[l]) {
             let rank = (0..len).filter(|&j| beats(conf[j], j, conf[l], l)).count();
-            if (rank as i64) < k {
+            if (rank as i64) < k || conf[l] > thr {
                 out[r * len + l] = token[l];
             }
         }
