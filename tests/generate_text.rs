@@ -317,3 +317,41 @@ fn nan_logits_mid_run_stop_with_an_error_naming_the_step() {
     assert!(err.contains("step 2 of 8"), "{err}");
     assert!(err.contains("NaN"), "{err}");
 }
+
+#[test]
+fn dual_cache_is_exact_for_one_layer_and_close_for_two() {
+    // One layer: a position's keys and values depend on its own token only, so the cache of
+    // the unchanged prefix and suffix is exact and the cached sampler must give the no-cache
+    // tokens. Two layers: the cache is a block old (Fast-dLLM's approximation).
+    for layers in [1usize, 2] {
+        let (mut cfg, _) = model();
+        cfg.n_layers = layers;
+        let mut w = init_weights(&cfg, 5, 0, 0.02);
+        let head = "model.transformer.ff_out.weight";
+        let h = w[head].to_f32_vec().iter().map(|v| v * 60.0).collect();
+        w.insert(
+            head.into(),
+            Tensor::from_f32(w[head].shape().clone(), h).unwrap(),
+        );
+        let prompt = [3i64, 17, 9, 200, 41];
+        let o = options(24, 12, 8, 0.0);
+        let run = |dual: bool| {
+            let o = TextOptions {
+                dual_cache: dual,
+                ..o
+            };
+            let mut s =
+                TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
+            s.generate(&[prompt.to_vec()], &mut |_, _| {}).unwrap().ids[0].clone()
+        };
+        let (plain, dual) = (run(false), run(true));
+        let same = plain.iter().zip(&dual).filter(|(a, b)| a == b).count();
+        eprintln!("{layers} layers: {same}/{} tokens agree", plain.len());
+        if layers == 1 {
+            assert_eq!(dual, plain);
+        } else {
+            assert!(!dual.contains(&cfg.mask_token_id));
+            assert!(same * 2 >= plain.len(), "{same}/{}", plain.len());
+        }
+    }
+}

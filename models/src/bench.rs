@@ -392,18 +392,21 @@ pub struct SamplingResult {
     pub agreement: f64,
 }
 
-/// Times text sampling without a cache on a preset with random weights (seed 7) and a random
-/// prompt: median of `reps` generations after one warm-up.
+/// Times text sampling on a preset with random weights (seed 7) and a fixed pseudo-random
+/// prompt: median of `reps` generations after one warm-up, without a cache or (`dual`) with
+/// the dual KV cache and confidence threshold 0.9; agreement is against the no-cache greedy
+/// output.
 pub fn time_sampling(
     preset: &str,
     reps: usize,
+    dual: bool,
     target: Target,
     backend: BackendOptions,
 ) -> Result<SamplingResult, Box<dyn std::error::Error>> {
     use crate::text_sampler::{TextOptions, TextSampler};
     let cfg = LladaConfig::preset(preset).ok_or_else(|| format!("no preset '{preset}'"))?;
     let weights = random_weights(&cfg, 7);
-    let opts = TextOptions {
+    let base = TextOptions {
         gen_length: 128,
         steps: 128,
         block_length: 32,
@@ -413,9 +416,33 @@ pub fn time_sampling(
     let prompt: Vec<i64> = (0..SAMPLING_PROMPT as i64)
         .map(|i| (i * 7919 + 13) % text)
         .collect();
-    let mut s = TextSampler::new(cfg, &weights, 1, prompt.len(), opts, target, backend)?;
-    let prompts = [prompt];
-    let first = s.generate(&prompts, &mut |_, _| {})?;
+    let prompts = [prompt.clone()];
+    let mut plain = TextSampler::new(
+        cfg.clone(),
+        &weights,
+        1,
+        prompt.len(),
+        base,
+        target,
+        backend.clone(),
+    )?;
+    let reference = plain.generate(&prompts, &mut |_, _| {})?;
+    let opts = if dual {
+        TextOptions {
+            dual_cache: true,
+            threshold: Some(0.9),
+            ..base
+        }
+    } else {
+        base
+    };
+    let mut s = if dual {
+        let mut s = TextSampler::new(cfg, &weights, 1, prompt.len(), opts, target, backend)?;
+        s.generate(&prompts, &mut |_, _| {})?;
+        s
+    } else {
+        plain
+    };
     let mut times = Vec::with_capacity(reps);
     let mut same = 0usize;
     for _ in 0..reps.max(1) {
@@ -424,7 +451,7 @@ pub fn time_sampling(
         times.push(t0.elapsed().as_secs_f64());
         same += g.ids[0]
             .iter()
-            .zip(&first.ids[0])
+            .zip(&reference.ids[0])
             .filter(|(a, b)| a == b)
             .count();
     }

@@ -60,6 +60,37 @@ pub fn logits(
     ids: NodeId,
     key_mask: Option<NodeId>,
 ) -> Result<NodeId> {
+    forward(g, cfg, params, ids, key_mask, Kv::Own, &mut Vec::new())
+}
+
+/// Where attention takes its keys and values from in [`forward`].
+#[derive(Clone, Copy, Debug)]
+pub enum Kv<'a> {
+    /// From the ids themselves (the whole sequence).
+    Own,
+    /// The ids are the block of a longer sequence that starts at `start` (an i64 scalar
+    /// node); each layer's keys and values are its cache (`[B, H, L, hd]`, after RoPE) with the
+    /// block's rows replaced by the block's own (spec of Fast-dLLM's dual cache).
+    Block {
+        /// First position of the block.
+        start: NodeId,
+        /// Per layer, the cached keys and values.
+        caches: &'a [(NodeId, NodeId)],
+    },
+}
+
+/// The transformer on `ids [B, T]`: logits `[B, T, rows]`. `kv_out` receives each layer's keys
+/// and values as attention used them (`[B, H, S, hd]` after RoPE: the sequence's own, or the
+/// cache with the block spliced in), for a cache to be filled or updated from.
+pub fn forward(
+    g: &mut Graph,
+    cfg: &LladaConfig,
+    params: &IndexMap<String, NodeId>,
+    ids: NodeId,
+    key_mask: Option<NodeId>,
+    kv: Kv,
+    kv_out: &mut Vec<(NodeId, NodeId)>,
+) -> Result<NodeId> {
     let s = g.try_node(ids)?.shape.clone();
     let (b, l) = (s.0[0], s.0[1]);
     let (d, h, hd) = (cfg.d_model, cfg.n_heads, cfg.head_dim());
@@ -71,6 +102,22 @@ pub fn logits(
                 name: name.into(),
                 msg: "parameter not declared".into(),
             })
+    };
+    let start = match kv {
+        Kv::Own => None,
+        Kv::Block { start, caches } => {
+            if caches.len() != cfg.n_layers {
+                return Err(mmada_ir::IrError::Input {
+                    name: "kv cache".into(),
+                    msg: format!(
+                        "{} layers cached, the model has {}",
+                        caches.len(),
+                        cfg.n_layers
+                    ),
+                });
+            }
+            Some(start)
+        }
     };
     let mut x = g.embedding(w("model.transformer.wte.weight")?, ids)?; // [B, L, d]
     let scale = 1.0 / (hd as f64).sqrt();
@@ -85,8 +132,14 @@ pub fn logits(
         let q = heads(g, w(&p("q_proj"))?)?;
         let k = heads(g, w(&p("k_proj"))?)?;
         let v = heads(g, w(&p("v_proj"))?)?;
-        let q = nn::rope(g, q, cfg.rope_theta)?;
-        let k = nn::rope(g, k, cfg.rope_theta)?;
+        let q = nn::rope_from(g, q, cfg.rope_theta, start)?;
+        let mut k = nn::rope_from(g, k, cfg.rope_theta, start)?;
+        let mut v = v;
+        if let (Kv::Block { caches, .. }, Some(st)) = (kv, start) {
+            k = splice_block(g, caches[i].0, k, st)?;
+            v = splice_block(g, caches[i].1, v, st)?;
+        }
+        kv_out.push((k, v));
         let a = nn::attention(g, q, k, v, key_mask, scale)?; // [B, H, L, hd]
         let a = g.permute(a, &[0, 2, 1, 3])?;
         let a = g.reshape(a, [b, l, d])?;
@@ -104,6 +157,24 @@ pub fn logits(
     }
     let x = nn::rms_norm(g, x, w("model.transformer.ln_f.weight")?, cfg.rms_norm_eps)?;
     g.linear(x, w("model.transformer.ff_out.weight")?)
+}
+
+/// `cache [B, H, L, hd]` with rows `start..start + T` replaced by `block [B, H, T, hd]`
+/// (`start` an i64 scalar node; rows outside `0..L` are ignored).
+pub fn splice_block(g: &mut Graph, cache: NodeId, block: NodeId, start: NodeId) -> Result<NodeId> {
+    let cs = g.try_node(cache)?.shape.clone();
+    let t = g.try_node(block)?.shape.0[2];
+    let pos = g.iota(DType::I64, cs.clone(), 2)?;
+    let st = g.broadcast_to(start, cs.clone())?;
+    let rel = g.sub(pos, st)?;
+    let zero = g.full(DType::I64, 0.0, cs.clone())?;
+    let tt = g.full(DType::I64, t as f64, cs.clone())?;
+    let ge = g.compare(mmada_ir::CompareOp::Ge, rel, zero)?;
+    let lt = g.compare(mmada_ir::CompareOp::Lt, rel, tt)?;
+    let inside = g.binary(mmada_ir::BinaryOp::And, ge, lt)?;
+    let idx = g.where_(inside, rel, zero)?;
+    let rows = g.gather(block, idx, 2)?;
+    g.where_(inside, rows, cache)
 }
 
 /// A complete forward graph: parameters, `input_ids` (i64 `[B, L]`), optionally

@@ -17,7 +17,7 @@
 //! logits and no `[B, L, V]` probabilities.
 
 use crate::config::LladaConfig;
-use crate::llada::{declare_params, logits};
+use crate::llada::{declare_params, forward, logits, Kv};
 use mmada_ir::{
     BinaryOp, CompareOp, DType, Graph, NodeId, ReduceOp, RemaskArgs, Remasking, Result, Role,
     UnaryOp,
@@ -40,6 +40,114 @@ pub struct TextStepSpec {
     pub cfg: bool,
     /// Confidence rule.
     pub remasking: Remasking,
+    /// Also write every layer's keys and values into the resident caches (`cache.k.{i}`,
+    /// `cache.v.{i}`, role `State`, `[B, H, L, hd]`): the first step of a block under the
+    /// dual cache.
+    pub fill_cache: bool,
+}
+
+/// Name of the cached block-step entry (the forward-with-cache).
+pub const BLOCK_STEP: &str = "text-block-step";
+
+/// Names of layer `i`'s cached keys and values.
+pub fn cache_names(i: usize) -> (String, String) {
+    (format!("cache.k.{i}"), format!("cache.v.{i}"))
+}
+
+/// Declares the caches of every layer (role `State`, f32 `[B, H, L, hd]`).
+fn declare_caches(
+    g: &mut Graph,
+    cfg: &LladaConfig,
+    b: usize,
+    l: usize,
+) -> Result<Vec<(NodeId, NodeId)>> {
+    let shape = [b, cfg.n_heads, l, cfg.head_dim()];
+    (0..cfg.n_layers)
+        .map(|i| {
+            let (kn, vn) = cache_names(i);
+            Ok((
+                g.add_input(&kn, Role::State, DType::F32, shape)?,
+                g.add_input(&vn, Role::State, DType::F32, shape)?,
+            ))
+        })
+        .collect()
+}
+
+/// Writes each layer's keys and values (`kv`) into the caches as in-place updates.
+fn update_caches(g: &mut Graph, kv: &[(NodeId, NodeId)]) -> Result<()> {
+    for (i, &(k, v)) in kv.iter().enumerate() {
+        let (kn, vn) = cache_names(i);
+        for (name, node) in [(kn, k), (vn, v)] {
+            let out = format!("update.{name}");
+            g.set_output(&out, node)?;
+            g.set_update(&out, &name)?;
+        }
+    }
+    Ok(())
+}
+
+/// The dual-cache step of the text sampler (Fast-dLLM): only the `block` positions starting
+/// at `block_start` (i64 scalar input) go through the transformer; attention reads every
+/// layer's cached keys and values with the block's rows replaced by fresh ones (and written
+/// back in place); the final norm and head run on the block only, and the remask commits
+/// within it. Other inputs and outputs as [`text_step_graph`] (`k`, `threshold`,
+/// `temperature`, `seed`, `offset`; `update.x`, `nonfinite`, `masked_left`); no guidance.
+pub fn block_step_graph(cfg: &LladaConfig, spec: TextStepSpec, block: usize) -> Result<Graph> {
+    let mut g = Graph::new();
+    let params = declare_params(&mut g, cfg)?;
+    let (b, l) = (spec.batch, spec.seq);
+    let x = g.add_input("x", Role::State, DType::I64, [b, l])?;
+    let caches = declare_caches(&mut g, cfg, b, l)?;
+    let scalar = |g: &mut Graph, name: &str, dt: DType| g.input(name, dt, Vec::<usize>::new());
+    let start = scalar(&mut g, "block_start", DType::I64)?;
+    let temperature = scalar(&mut g, "temperature", DType::F32)?;
+    let seed = scalar(&mut g, "seed", DType::I64)?;
+    let offset = scalar(&mut g, "offset", DType::I64)?;
+    let k = scalar(&mut g, "k", DType::I64)?;
+    let threshold = scalar(&mut g, "threshold", DType::F32)?;
+    // The block's ids: x[:, start + j].
+    let rel = g.iota(DType::I64, [b, block], 1)?;
+    let st = g.broadcast_to(start, [b, block])?;
+    let at = g.add2(rel, st)?;
+    let xb = g.gather(x, at, 1)?;
+    let mut kv = Vec::new();
+    let lg = forward(
+        &mut g,
+        cfg,
+        &params,
+        xb,
+        None,
+        Kv::Block {
+            start,
+            caches: &caches,
+        },
+        &mut kv,
+    )?;
+    update_caches(&mut g, &kv)?;
+    let bad = nonfinite_count(&mut g, lg)?;
+    g.set_output("nonfinite", bad)?;
+    let end = g.scalar_i64(block as i64)?;
+    let args = RemaskArgs {
+        logits: lg,
+        x: xb,
+        temperature,
+        seed,
+        offset,
+        block_end: end,
+        k,
+        threshold,
+    };
+    let nb = g.remask_unfused(args, cfg.mask_token_id, spec.remasking, GUMBEL_STREAM)?;
+    let left = masked_before(&mut g, nb, end, cfg.mask_token_id)?;
+    g.set_output("masked_left", left)?;
+    // Back into the sequence: x with positions start..start + block from the block.
+    let nb4 = g.reshape(nb, [b, 1, block, 1])?;
+    let x4 = g.reshape(x, [b, 1, l, 1])?;
+    let nx = crate::llada::splice_block(&mut g, x4, nb4, start)?;
+    let nx = g.reshape(nx, [b, l])?;
+    g.set_output("update.x", nx)?;
+    g.set_update("update.x", "x")?;
+    Ok(g)
 }
 
 /// The sampler-step graph (see the module docs).
@@ -59,6 +167,12 @@ pub fn text_step_graph(cfg: &LladaConfig, spec: TextStepSpec) -> Result<Graph> {
         let w = scalar(&mut g, "cfg_scale", DType::F32)?;
         let prompt_len = scalar(&mut g, "prompt_len", DType::I64)?;
         guided_logits(&mut g, cfg, &params, x, w, prompt_len)?
+    } else if spec.fill_cache {
+        declare_caches(&mut g, cfg, b, l)?;
+        let mut kv = Vec::new();
+        let lg = forward(&mut g, cfg, &params, x, None, Kv::Own, &mut kv)?;
+        update_caches(&mut g, &kv)?;
+        lg
     } else {
         logits(&mut g, cfg, &params, x, None)?
     };

@@ -9,7 +9,7 @@
 //! `m` masked positions ([`commit_schedule`]), the most confident ones, never re-masking.
 
 use crate::config::LladaConfig;
-use crate::sampler_step::{text_step_graph, TextStepSpec, TEXT_STEP};
+use crate::sampler_step::{block_step_graph, text_step_graph, TextStepSpec, BLOCK_STEP, TEXT_STEP};
 use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_codegen::artifact::Artifact;
@@ -42,6 +42,10 @@ pub struct TextOptions {
     /// position of the block whose confidence is above this, and at least the most confident
     /// one, until the block is full; `steps` then only bounds nothing (the count is dynamic).
     pub threshold: Option<f32>,
+    /// Fast-dLLM's dual KV cache: the first step of each block runs the whole sequence and
+    /// fills every layer's key/value cache; the block's other steps run only the block's
+    /// positions against it (approximate: the prefix and suffix keys are a block old).
+    pub dual_cache: bool,
 }
 
 impl Default for TextOptions {
@@ -56,6 +60,7 @@ impl Default for TextOptions {
             seed: 0,
             early_exit: None,
             threshold: None,
+            dual_cache: false,
         }
     }
 }
@@ -101,6 +106,9 @@ impl TextOptions {
             if !(t > 0.0 && t <= 1.0) {
                 return bad(format!("--threshold must be in (0, 1], got {t}"));
             }
+        }
+        if self.dual_cache && self.cfg_scale > 0.0 {
+            return bad("--cache dual with --cfg-scale is not supported yet".into());
         }
         if !self.cfg_scale.is_finite() || self.cfg_scale < 0.0 {
             return bad(format!(
@@ -178,8 +186,21 @@ impl TextSampler {
             seq: prompt_len + opts.gen_length,
             cfg: opts.cfg_scale > 0.0,
             remasking: opts.remasking,
+            fill_cache: opts.dual_cache,
         };
-        let art = compile_text_step(&cfg, spec, backend)?;
+        let art = if opts.dual_cache {
+            let full = text_step_graph(&cfg, spec)?;
+            let blk = block_step_graph(&cfg, spec, opts.block_length)?;
+            let copts = CompileOptions {
+                name: format!("text_step_dual_b{}_l{}", spec.batch, spec.seq),
+                backend,
+                ptx_check: PtxCheck::Skip,
+                ..CompileOptions::default()
+            };
+            compile_entries(&[(TEXT_STEP, &full), (BLOCK_STEP, &blk)], &copts)?.0
+        } else {
+            compile_text_step(&cfg, spec, backend)?
+        };
         let mut exe = open_artifact(art, target)?;
         for (n, t) in weights {
             exe.set_input(n, t)?;
@@ -207,6 +228,7 @@ impl TextSampler {
         k: usize,
         threshold: f32,
         at: &str,
+        first_in_block: bool,
     ) -> Result<f64, ModelsError> {
         let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
         let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
@@ -216,22 +238,29 @@ impl TextSampler {
         ins.insert("temperature".into(), scalar_f(self.opts.temperature)?);
         ins.insert("seed".into(), scalar_i(self.opts.seed as i64)?);
         ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
-        ins.insert("block_end".into(), scalar_i(end as i64)?);
         ins.insert("k".into(), scalar_i(k as i64)?);
         ins.insert("threshold".into(), scalar_f(threshold)?);
+        let entry = if self.opts.dual_cache && !first_in_block {
+            let start = end - self.opts.block_length;
+            ins.insert("block_start".into(), scalar_i(start as i64)?);
+            BLOCK_STEP
+        } else {
+            ins.insert("block_end".into(), scalar_i(end as i64)?);
+            TEXT_STEP
+        };
         if self.spec.cfg {
             ins.insert("cfg_scale".into(), scalar_f(self.opts.cfg_scale)?);
             ins.insert("prompt_len".into(), scalar_i(self.prompt_len as i64)?);
         }
-        self.exe.run_entry(TEXT_STEP, &ins)?;
-        let bad = self.exe.read_output(TEXT_STEP, "nonfinite")?.to_f64_vec();
+        self.exe.run_entry(entry, &ins)?;
+        let bad = self.exe.read_output(entry, "nonfinite")?.to_f64_vec();
         let bad = bad.first().copied().unwrap_or(0.0);
         if bad != 0.0 {
             return Err(ModelsError::Input(format!(
                 "{at}: the model produced {bad} NaN or infinite logits; generation stopped"
             )));
         }
-        let left = self.exe.read_output(TEXT_STEP, "masked_left")?.to_f64_vec();
+        let left = self.exe.read_output(entry, "masked_left")?.to_f64_vec();
         Ok(left.first().copied().unwrap_or(0.0))
     }
 
@@ -269,6 +298,16 @@ impl TextSampler {
         }
         self.exe
             .set_input("x", &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
+        if self.opts.dual_cache {
+            // Filled by each block's first step before anything reads them.
+            let shape = Shape(vec![b, self.cfg.n_heads, l, self.cfg.head_dim()]);
+            let zeros = Tensor::from_f32(shape.clone(), vec![0.0; shape.numel()])?;
+            for i in 0..self.cfg.n_layers {
+                let (kn, vn) = crate::sampler_step::cache_names(i);
+                self.exe.set_input(&kn, &zeros)?;
+                self.exe.set_input(&vn, &zeros)?;
+            }
+        }
         let blocks = self.opts.gen_length / self.opts.block_length;
         let per_block = self.opts.steps_per_block();
         let mut step = 0usize;
@@ -287,7 +326,7 @@ impl TextSampler {
                             blk + 1,
                             j + 1
                         );
-                        self.step_once(step, end, k, 2.0, &at)?;
+                        self.step_once(step, end, k, 2.0, &at, j == 0)?;
                         step += 1;
                         on_step(step, self.opts.steps);
                     }
@@ -302,7 +341,7 @@ impl TextSampler {
                             blk + 1,
                             j + 1
                         );
-                        let left = self.step_once(step, end, 1, t, &at)?;
+                        let left = self.step_once(step, end, 1, t, &at, j == 0)?;
                         step += 1;
                         on_step(step, step + left as usize);
                         if left == 0.0 {

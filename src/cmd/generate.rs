@@ -137,6 +137,15 @@ enum RemaskingArg {
     Random,
 }
 
+/// `--cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CacheArg {
+    /// Every step runs the whole sequence.
+    None,
+    /// Prefix and suffix keys/values cached at each block's first step.
+    Dual,
+}
+
 /// Arguments of `mmada generate text`.
 #[derive(clap::Args)]
 pub struct TextArgs {
@@ -185,6 +194,10 @@ pub struct TextArgs {
     /// (the step count is then dynamic). In (0, 1].
     #[arg(long)]
     threshold: Option<f32>,
+    /// KV cache: none, or dual (Fast-dLLM: the block's steps after the first run only the
+    /// block against every layer's cached keys and values).
+    #[arg(long, value_enum, default_value_t = CacheArg::None)]
+    cache: CacheArg,
     /// Print one JSON object (`generated`: the gen-length generated ids, prompt excluded).
     #[arg(long)]
     print_ids: bool,
@@ -431,6 +444,7 @@ fn text(a: TextArgs) -> Result<(), CliError> {
         seed: a.seed,
         early_exit,
         threshold: a.threshold,
+        dual_cache: a.cache == CacheArg::Dual,
     };
     opts.check(prompt.len(), cfg.max_sequence_length)
         .map_err(|e| CliError::Usage(e.to_string()))?;

@@ -8,6 +8,13 @@ use mmada_ir::{BinaryOp, DType, Graph, NodeId, Result, Shape, UnaryOp};
 /// positions 0..T-1, `inv_freq[i] = θ^(-2i/hd)`, `a' = a cos − b sin`, `b' = b cos + a sin`
 /// for the halves a, b. Computed in f32 (or f64).
 pub fn rope(g: &mut Graph, x: NodeId, theta: f64) -> Result<NodeId> {
+    rope_from(g, x, theta, None)
+}
+
+/// [`rope`] for positions `start, start + 1, …` with `start` an i64 scalar node (a block of
+/// a longer sequence, the cached sampler's form); the angles are computed exactly as for the
+/// whole sequence (integer positions are exact in f32 below 2^24).
+pub fn rope_from(g: &mut Graph, x: NodeId, theta: f64, start: Option<NodeId>) -> Result<NodeId> {
     let s = shape_of(g, x)?;
     let r = s.rank();
     if r < 2 || !s.0[r - 1].is_multiple_of(2) {
@@ -31,7 +38,12 @@ pub fn rope(g: &mut Graph, x: NodeId, theta: f64) -> Result<NodeId> {
         })
         .collect();
     let inv = g.constant_f64(cd, [1, hd / 2], inv)?;
-    let pos = g.iota(cd, [t, 1], 0)?;
+    let mut pos = g.iota(cd, [t, 1], 0)?;
+    if let Some(st) = start {
+        let st = g.cast(st, cd)?;
+        let st = g.broadcast_to(st, [t, 1])?;
+        pos = g.add2(pos, st)?;
+    }
     let ang = g.mul(pos, inv)?; // [t, hd/2]
     let ang = g.concat(&[ang, ang], -1)?; // [t, hd]
     let cos = g.unary(UnaryOp::Cos, ang)?;

@@ -10,7 +10,7 @@ pub mod lfq;
 pub mod norm;
 
 pub use adamw::adamw;
-pub use attention::{attention, rope, swiglu};
+pub use attention::{attention, rope, rope_from, swiglu};
 pub use lfq::{lfq_codes, lfq_decode};
 pub use norm::{group_norm, rms_norm};
 
