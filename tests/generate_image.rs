@@ -66,12 +66,7 @@ fn committed_digit_classifier_recognises_held_out_digits() {
 }
 
 fn model() -> (LladaConfig, IndexMap<String, Tensor>) {
-    let mut cfg = LladaConfig::preset("tiny").unwrap();
-    cfg.d_model = 64;
-    cfg.n_layers = 2;
-    cfg.n_heads = 2;
-    cfg.n_kv_heads = Some(2);
-    cfg.mlp_hidden_size = 176;
+    let cfg = common::small_tiny_config();
     let mut w = init_weights(&cfg, 9, 0, 0.02);
     // A head that scores text ids far above image ids: guidance and sampling must still stay
     // inside the image ids.

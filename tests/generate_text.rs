@@ -21,12 +21,13 @@ use mmada_runtime::Target;
 /// A 2-layer model on the tiny vocabulary with a sharpened head (random weights whose
 /// logits spread over several units, so greedy decisions have clear margins).
 fn model() -> (LladaConfig, IndexMap<String, Tensor>) {
-    let mut cfg = LladaConfig::preset("tiny").unwrap();
-    cfg.d_model = 64;
-    cfg.n_layers = 2;
-    cfg.n_heads = 2;
-    cfg.n_kv_heads = Some(2);
-    cfg.mlp_hidden_size = 176;
+    model_with_layers(2)
+}
+
+/// [`model`] with `layers` layers.
+fn model_with_layers(layers: usize) -> (LladaConfig, IndexMap<String, Tensor>) {
+    let mut cfg = common::small_tiny_config();
+    cfg.n_layers = layers;
     cfg.max_sequence_length = 64;
     let mut w = init_weights(&cfg, 5, 0, 0.02);
     let head = "model.transformer.ff_out.weight";
@@ -324,15 +325,7 @@ fn dual_cache_is_exact_for_one_layer_and_close_for_two() {
     // the unchanged prefix and suffix is exact and the cached sampler must give the no-cache
     // tokens. Two layers: the cache is a block old (Fast-dLLM's approximation).
     for layers in [1usize, 2] {
-        let (mut cfg, _) = model();
-        cfg.n_layers = layers;
-        let mut w = init_weights(&cfg, 5, 0, 0.02);
-        let head = "model.transformer.ff_out.weight";
-        let h = w[head].to_f32_vec().iter().map(|v| v * 60.0).collect();
-        w.insert(
-            head.into(),
-            Tensor::from_f32(w[head].shape().clone(), h).unwrap(),
-        );
+        let (cfg, w) = model_with_layers(layers);
         let prompt = [3i64, 17, 9, 200, 41];
         let o = options(24, 12, 8, 0.0);
         let run = |dual: bool| {

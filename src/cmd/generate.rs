@@ -245,23 +245,61 @@ fn image_tokenizer(
     }
 }
 
-/// A progress bar on a terminal.
-fn progress(len: usize, what: &str) -> Option<ProgressBar> {
-    std::io::stderr().is_terminal().then(|| {
+/// Runs `f` with a step callback that drives a progress bar of `len` steps on a terminal.
+fn with_progress<T>(
+    len: usize,
+    f: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<T, mmada_models::ModelsError>,
+) -> Result<T, CliError> {
+    let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(len as u64);
-        let t = format!("{{spinner}} [{{elapsed_precise}}] {{bar:30}} {what} {{pos}}/{{len}}");
-        if let Ok(style) = ProgressStyle::with_template(&t) {
+        let t = "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len}";
+        if let Ok(style) = ProgressStyle::with_template(t) {
             b.set_style(style);
         }
         b
+    });
+    let out = f(&mut |done, _| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(out?)
+}
+
+/// What the image commands load: the image tokenizer, the model, its vocabulary.
+struct Multimodal {
+    vq: (MagvitConfig, IndexMap<String, Tensor>),
+    cfg: mmada_models::config::LladaConfig,
+    weights: IndexMap<String, Tensor>,
+    tok: TextTokenizer,
+    vocab: UnifiedVocab,
+}
+
+fn load_multimodal(vq: &Option<PathBuf>, model: Option<PathBuf>) -> Result<Multimodal, CliError> {
+    let vq = image_tokenizer(vq, model.is_some())?;
+    let dir = model_dir(model)?;
+    let (cfg, weights) = load_model(&dir)?;
+    let (tok, vocab) = UnifiedVocab::for_checkpoint(&dir)?;
+    Ok(Multimodal {
+        vq,
+        cfg,
+        weights,
+        tok,
+        vocab,
     })
 }
 
 fn image(a: ImageArgs) -> Result<(), CliError> {
-    let (vq_cfg, vq_w) = image_tokenizer(&a.vq, a.model.is_some())?;
-    let dir = model_dir(a.model.clone())?;
-    let (cfg, weights) = load_model(&dir)?;
-    let (tok, vocab) = UnifiedVocab::for_checkpoint(&dir)?;
+    let Multimodal {
+        vq: (vq_cfg, vq_w),
+        cfg,
+        weights,
+        tok,
+        vocab,
+    } = load_multimodal(&a.vq, a.model.clone())?;
     let opts = ImageOptions {
         timesteps: a.timesteps,
         guidance_scale: a.guidance_scale,
@@ -301,16 +339,10 @@ fn image(a: ImageArgs) -> Result<(), CliError> {
         native_and_gpu(),
     )?;
     let compile_s = t0.elapsed().as_secs_f64();
-    let bar = progress(a.timesteps, "step");
     let t1 = Instant::now();
-    let codes = s.generate(std::slice::from_ref(&layout), &null, &mut |d, _| {
-        if let Some(b) = &bar {
-            b.set_position(d as u64);
-        }
+    let codes = with_progress(a.timesteps, |on| {
+        s.generate(std::slice::from_ref(&layout), &null, on)
     })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
     let secs = t1.elapsed().as_secs_f64();
     let codes = Tensor::from_i64([1, n], codes[0].clone())?;
     let pixels = tk.decode(&codes)?;
@@ -326,10 +358,13 @@ fn image(a: ImageArgs) -> Result<(), CliError> {
 }
 
 fn caption(a: CaptionArgs) -> Result<(), CliError> {
-    let (vq_cfg, vq_w) = image_tokenizer(&a.vq, a.model.is_some())?;
-    let dir = model_dir(a.model.clone())?;
-    let (cfg, weights) = load_model(&dir)?;
-    let (tok, vocab) = UnifiedVocab::for_checkpoint(&dir)?;
+    let Multimodal {
+        vq: (vq_cfg, vq_w),
+        cfg,
+        weights,
+        tok,
+        vocab,
+    } = load_multimodal(&a.vq, a.model.clone())?;
     let target = target_of(a.target);
     let t0 = Instant::now();
     let r = a.resolution;
@@ -364,16 +399,10 @@ fn caption(a: CaptionArgs) -> Result<(), CliError> {
         native_and_gpu(),
     )?;
     let compile_s = t0.elapsed().as_secs_f64();
-    let bar = progress(a.steps, "step");
     let t1 = Instant::now();
-    let out = s.generate(std::slice::from_ref(&layout.ids), &mut |d, _| {
-        if let Some(b) = &bar {
-            b.set_position(d as u64);
-        }
+    let out = with_progress(a.steps, |on| {
+        s.generate(std::slice::from_ref(&layout.ids), on)
     })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
     let secs = t1.elapsed().as_secs_f64();
     println!("{}", answer_text(&tok, &out.ids[0])?);
     let committed = out.ids[0].iter().filter(|&&i| i != vocab.ids.mask).count();
@@ -396,29 +425,12 @@ fn answer_text(tok: &TextTokenizer, ids: &[i64]) -> Result<String, CliError> {
     Ok(tok.decode(&text)?.trim().to_string())
 }
 
-/// The text tokenizer of a checkpoint: its tokenizer.json, else the embedded tiny tokenizer
-/// when the checkpoint uses its `[MASK]` id.
-fn tokenizer_of(dir: &Path, mask_id: i64) -> Result<TextTokenizer, CliError> {
-    let path = dir.join("tokenizer.json");
-    if path.exists() {
-        return Ok(TextTokenizer::from_file(&path)?);
-    }
-    let tiny = TextTokenizer::tiny()?;
-    if tiny.mask == mask_id {
-        return Ok(tiny);
-    }
-    Err(CliError::Usage(format!(
-        "{} has no tokenizer.json (needed for --prompt and --early-exit); give --prompt-ids",
-        dir.display()
-    )))
-}
-
 fn text(a: TextArgs) -> Result<(), CliError> {
     let dir = model_dir(a.model.clone())?;
     let (cfg, weights) = load_model(&dir)?;
     // A tokenizer is needed for a text prompt, for early exit and to print text.
     let tok = if a.prompt.is_some() || a.early_exit || !a.print_ids {
-        Some(tokenizer_of(&dir, cfg.mask_token_id)?)
+        Some(UnifiedVocab::for_checkpoint(&dir)?.0)
     } else {
         None
     };
@@ -460,24 +472,10 @@ fn text(a: TextArgs) -> Result<(), CliError> {
         native_and_gpu(),
     )?;
     let compile_s = t0.elapsed().as_secs_f64();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = ProgressBar::new(opts.steps as u64);
-        if let Ok(style) =
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len}")
-        {
-            b.set_style(style);
-        }
-        b
-    });
     let t1 = Instant::now();
-    let out = sampler.generate(std::slice::from_ref(&prompt), &mut |done, _| {
-        if let Some(b) = &bar {
-            b.set_position(done as u64);
-        }
+    let out = with_progress(opts.steps, |on| {
+        sampler.generate(std::slice::from_ref(&prompt), on)
     })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
     let secs = t1.elapsed().as_secs_f64();
     let ids = &out.ids[0];
     let committed = ids.iter().filter(|&&i| i != mask).count();

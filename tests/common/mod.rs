@@ -174,3 +174,15 @@ pub fn ptx_check() -> mmada_codegen::compile::PtxCheck {
         mmada_codegen::compile::PtxCheck::Skip
     }
 }
+
+/// The tiny preset's vocabulary on a smaller transformer (d 64, 2 layers of 2 heads, MLP 176),
+/// fast on the reference interpreter.
+pub fn small_tiny_config() -> mmada_models::config::LladaConfig {
+    let mut cfg = mmada_models::config::LladaConfig::preset("tiny").expect("tiny preset");
+    cfg.d_model = 64;
+    cfg.n_layers = 2;
+    cfg.n_heads = 2;
+    cfg.n_kv_heads = Some(2);
+    cfg.mlp_hidden_size = 176;
+    cfg
+}
