@@ -121,3 +121,69 @@ fn non_default_knobs_run_on_both_targets_and_show_in_inspect() {
         "{text}"
     );
 }
+
+/// Convolutions of several geometries: stride 1 with symmetric, asymmetric and no padding, a
+/// padded 1×1 and a 1×3 (implicit GEMM: template `conv_gemm`, the host's `conv_f32` call), and
+/// a stride-2 one (im2col + matmul) beside them, with `conv_gemm.tile=8`. The host call and the
+/// GPU kernels themselves (on the host) against the interpreter; PTX through ptxas.
+#[test]
+fn stride_one_convolutions_are_implicit_gemms_on_both_targets() {
+    use mmada_codegen::plan::{Dispatch, LibraryCall};
+    use mmada_ir::ConvGeom;
+    let geom = |stride: usize, padding: [usize; 4]| ConvGeom {
+        stride: [stride, stride],
+        padding,
+        groups: 1,
+    };
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [2, 5, 11, 13]).unwrap();
+    let convs = [
+        ("same", [7, 5, 3, 3], geom(1, [1, 1, 1, 1])),
+        ("asym", [4, 5, 3, 3], geom(1, [0, 1, 0, 1])),
+        ("valid", [3, 5, 3, 3], geom(1, [0, 0, 0, 0])),
+        ("pad1x1", [6, 5, 1, 1], geom(1, [1, 0, 0, 1])),
+        ("row", [2, 5, 1, 3], geom(1, [0, 0, 1, 1])),
+        ("down", [3, 5, 3, 3], geom(2, [0, 1, 0, 1])),
+    ];
+    for (name, ws, geom) in convs {
+        let w = g.input(&format!("w_{name}"), DType::F32, ws).unwrap();
+        let y = g.conv2d(x, w, geom).unwrap();
+        g.set_output(name, y).unwrap();
+    }
+    let check = common::ptx_check();
+    let art = compile(&g, &options(&["conv_gemm.tile=8"], check)).unwrap();
+    let gemms: Vec<_> = art
+        .manifest
+        .kernels
+        .iter()
+        .filter(|k| k.template.as_ref().is_some_and(|t| t.key == "conv_gemm"))
+        .collect();
+    assert_eq!(gemms.len(), 5, "one implicit GEMM per stride-1 convolution");
+    for k in &gemms {
+        let t = k.template.as_ref().unwrap();
+        assert!(
+            t.chosen && t.config.get("tile") == 8 && k.block == 64,
+            "{t:?}"
+        );
+    }
+    let prog = common::program(&art);
+    let calls = prog
+        .entries
+        .iter()
+        .flat_map(|e| &e.launches)
+        .filter(|l| matches!(l.host, Dispatch::Call(LibraryCall::ConvF32(_))))
+        .count();
+    assert_eq!(
+        calls, 5,
+        "the host runs each stride-1 convolution as a conv_f32 call"
+    );
+    let host = worst_error_cpu(&g, &art, &[1, 2], -1.0, 1.0, 1.0);
+    assert!(host <= 1e-5, "host conv_f32 {host:e}");
+    let (gpu_on_host, replaced) = gpu_kernels_on_host(&art);
+    assert!(
+        replaced >= 6,
+        "5 conv calls and the stride-2 product: {replaced}"
+    );
+    let gpu = worst_error_cpu(&g, &gpu_on_host, &[1, 2], -1.0, 1.0, 1.0);
+    assert!(gpu <= 1e-5, "GPU kernels on the host {gpu:e}");
+}

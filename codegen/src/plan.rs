@@ -85,6 +85,9 @@ pub struct Update {
 pub enum LibraryCall {
     /// f32 batched matrix product on the host (the `gemm` crate): args are A, B, C.
     GemmF32(crate::kernels::matmul::MatMulShape),
+    /// f32 stride-1 convolution on the host (shifted products on the `gemm` crate): args are
+    /// x, w, y.
+    ConvF32(crate::kernels::conv::ConvShape),
 }
 
 /// A generated kernel launched over a 1-D grid of 1-D blocks.
@@ -126,6 +129,7 @@ impl Dispatch {
         match self {
             Dispatch::Kernel(k) => k.kernel.clone(),
             Dispatch::Call(LibraryCall::GemmF32(_)) => "gemm_f32".into(),
+            Dispatch::Call(LibraryCall::ConvF32(_)) => "conv_f32".into(),
         }
     }
 }
@@ -356,10 +360,13 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                 };
                 let mut args: Vec<usize> = g.operands(id).iter().map(source).collect();
                 args.push(b);
+                let conv = kernels::conv_shape(g, id).filter(|_| n.dtype == DType::F32);
                 let host = if matches!(op, Op::MatMul) && n.dtype == DType::F32 {
                     Dispatch::Call(LibraryCall::GemmF32(kernels::matmul_shape(
                         g, id, &absorbed,
                     )))
+                } else if let Some(s) = conv {
+                    Dispatch::Call(LibraryCall::ConvF32(s))
                 } else {
                     Dispatch::Kernel(host_kernel.unwrap_or_else(|| gpu.clone()))
                 };

@@ -318,6 +318,29 @@ impl Program {
                         used[buf] = used[buf].max(n.unwrap_or(0));
                     }
                 }
+                if let Dispatch::Call(LibraryCall::ConvF32(s)) = &l.host {
+                    let [x, w, y] = l.args[..] else {
+                        return Err(at("conv takes 3 buffers".into()));
+                    };
+                    let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
+                    let (ph, pw) = s.padded_hw();
+                    let sane = s.kh >= 1 && s.kw >= 1 && ph >= s.h + s.pt && pw >= s.w + s.pl;
+                    let sizes = [
+                        (x, prod(&[s.n, s.c, s.h, s.w])),
+                        (w, prod(&[s.o, s.c, s.kh, s.kw])),
+                        (y, prod(&[s.n, s.o, s.oh, s.ow])),
+                    ];
+                    let fits = sizes.iter().all(|&(buf, n)| {
+                        let d = &self.buffers[buf];
+                        d.dtype == DType::F32 && n.is_some_and(|n| n <= d.len)
+                    });
+                    if !sane || !fits || y == x || y == w {
+                        return Err(at("conv shapes do not fit its buffers".into()));
+                    }
+                    for (buf, n) in sizes {
+                        used[buf] = used[buf].max(n.unwrap_or(0));
+                    }
+                }
             }
             for b in e.outputs.iter().chain(&e.inputs) {
                 used[b.buffer] = used[b.buffer].max(self.buffers[b.buffer].len);

@@ -14,6 +14,7 @@
 //! | `softmax` | `block` (256), `host_lanes` (CPU) | row softmax, fused into its input |
 //! | `matmul` | `tile` (16) | batched matrix products (generated kernel; the CPU calls gemm) |
 //! | `conv` | `block` (256) | 2-D convolution and its gradients |
+//! | `conv_gemm` | `tile` (16) | stride-1 convolutions as an implicit GEMM (generated kernel; the CPU calls its shifted-product routine) |
 //! | `scan` | `block` (256) | cumulative sums, top-k |
 //! | `index` | `block` (256) | gathers, scatter-adds |
 //! | `rng` | `block` (256) | Philox random streams |
@@ -201,13 +202,20 @@ pub static MATMUL: Template = Template {
     default: |_| Config(BTreeMap::from([("tile".into(), 16)])),
 };
 
+/// See the table in the module docs.
+pub static CONV_GEMM: Template = Template {
+    key: "conv_gemm",
+    ..MATMUL
+};
+
 /// Every template, in the order of the module docs.
-pub static TEMPLATES: [&Template; 9] = [
+pub static TEMPLATES: [&Template; 10] = [
     &ELEMENTWISE,
     &REDUCTION,
     &SOFTMAX,
     &MATMUL,
     &CONV,
+    &CONV_GEMM,
     &SCAN,
     &INDEX,
     &RNG,

@@ -309,6 +309,13 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
+    /// Whether a convolution of this geometry with a `kh × kw` kernel is an implicit GEMM for
+    /// the code generator (stride 1, one group, and not a 1×1 without padding, which is a plain
+    /// matrix product); the `conv-to-gemm` pass lowers the others.
+    pub fn implicit_gemm(&self, kh: usize, kw: usize) -> bool {
+        self.groups == 1 && self.stride == [1, 1] && !(kh == 1 && kw == 1 && self.padding == [0; 4])
+    }
+
     /// Output height and width for an input of `h`×`w` and a `kh`×`kw` kernel, if positive.
     pub fn output_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
         let ph = h + self.padding[0] + self.padding[1];

@@ -1,10 +1,13 @@
-//! Convolution as a matrix product (im2col + GEMM): every `conv2d` with one channel group
-//! becomes a gather of the input patches into a `[C·kh·kw, OH·OW]` matrix (one fused copy
+//! Convolution as a matrix product (im2col + GEMM): every strided `conv2d` with one channel
+//! group, and every gradient of a one-group convolution, becomes a gather of the input patches into a `[C·kh·kw, OH·OW]` matrix (one fused copy
 //! kernel) and a matrix product with the weight viewed as `[O, C·kh·kw]`, which both targets
 //! run with their matmul template (the host through its GEMM library call). The gradients too:
 //! `conv2d_weight_grad` is `dy × patchesᵀ`, `conv2d_input_grad` is `wᵀ × dy` with the patch
 //! gradients added back into place (each tap padded into the grid and summed: the transpose of
 //! the patch copy). The direct one-thread-per-output kernels remain for grouped convolutions.
+//! Forward convolutions of stride 1 are left alone ([`ConvGeom::implicit_gemm`]): the code
+//! generator computes them as an implicit GEMM (template `conv_gemm`; on the host, shifted
+//! products that never write the patch matrix).
 //!
 //! The patch matrix is a concatenation of the kh·kw shifted slices of the padded input. Strided
 //! convolutions need no strided slice: the padded input `[N, C, s·R, s·Q]` is viewed as
@@ -318,7 +321,13 @@ impl Pass for ConvToGemm {
             }
             let ops = g.operands(id);
             let y = match node.op.clone() {
-                Op::Conv2d { geom } if geom.groups == 1 => lower(g, ops[0], ops[1], geom),
+                Op::Conv2d { geom } if geom.groups == 1 => {
+                    let k = &g.node(ops[1]).shape.0;
+                    if k.len() == 4 && geom.implicit_gemm(k[2], k[3]) {
+                        continue; // the code generator's implicit GEMM
+                    }
+                    lower(g, ops[0], ops[1], geom)
+                }
                 Op::Conv2dWeightGrad { geom, kernel_hw } if geom.groups == 1 => {
                     lower_weight_grad(g, ops[0], ops[1], geom, kernel_hw)
                 }

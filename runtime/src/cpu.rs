@@ -2,11 +2,13 @@
 //! across threads (blocks of one launch are independent by construction). Each launch is
 //! dispatched on its host [`Dispatch`]: a generated kernel over its own grid, or a library call.
 
+use crate::cpu_conv::conv_f32;
 use crate::cpu_gemm::gemm_f32;
 use crate::executable::{Executable, Executor, Transfers};
 use crate::thread_pool::ThreadPool;
 use crate::RuntimeError;
 use indexmap::IndexMap;
+use mmada_codegen::kernels::conv::ConvShape;
 use mmada_codegen::kernels::matmul::MatMulShape;
 use mmada_codegen::plan::{BufferKind, Dispatch, LibraryCall};
 use mmada_ir::{Role, Tensor};
@@ -143,6 +145,8 @@ enum HostLaunch {
     Kernel { entry: KernelFn, grid: u64 },
     /// f32 gemm.
     Gemm(MatMulShape),
+    /// f32 stride-1 convolution.
+    Conv(ConvShape),
 }
 
 /// Runs artifacts on the host.
@@ -185,6 +189,7 @@ impl CpuExecutor {
             for l in &e.launches {
                 launches.push(match &l.host {
                     Dispatch::Call(LibraryCall::GemmF32(s)) => HostLaunch::Gemm(*s),
+                    Dispatch::Call(LibraryCall::ConvF32(s)) => HostLaunch::Conv(*s),
                     Dispatch::Kernel(k) => {
                         let sym = format!("{}__entry", k.kernel);
                         // SAFETY: every kernel entry has the signature `KernelFn`.
@@ -292,6 +297,12 @@ impl CpuExecutor {
                 // SAFETY: the program was validated: A, B and C are f32 buffers that hold
                 // this shape, and C is distinct from A and B.
                 unsafe { gemm_f32(&s, p(0) as *mut f32, p(1) as *mut f32, p(2) as *mut f32) };
+                return;
+            }
+            HostLaunch::Conv(s) => {
+                // SAFETY: the program was validated: x, w and y are f32 buffers that hold this
+                // shape, the shape is consistent, and y is distinct from x and w.
+                unsafe { conv_f32(&s, p(0) as *mut f32, p(1) as *mut f32, p(2) as *mut f32) };
                 return;
             }
             HostLaunch::Kernel { entry, grid } => (entry, grid as i64),

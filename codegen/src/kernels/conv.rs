@@ -1,12 +1,110 @@
 //! 2-D convolution and its two gradients: one thread per output element, looping over the
 //! contributing terms with bounds checks, f32 accumulation with fma. Template `conv`: `max_block`
 //! threads per block at most.
+//!
+//! Stride-1 convolutions with one channel group are an implicit GEMM instead (template
+//! `conv_gemm`, knob `tile`): the tiled product of [`super::matmul`] with the weight `[O, C·kh·kw]`
+//! as A and the input patches as B, each B element gathered from the input (zero in the padding)
+//! as the tile is staged, so the 9× patch matrix is never written. On the host the same
+//! [`ConvShape`] is a library call instead (`runtime/src/cpu_conv.rs`).
 
 use super::fused::round_to;
 use super::index::unravel;
+use super::matmul::{tiled_product, Product};
 use super::rows::{grid_for, per_item};
 use crate::kir::{Access, Expr, KCmp, Kernel, KernelBuilder, Scope, VTy};
 use mmada_ir::{ConvGeom, DType, Shape};
+
+/// A stride-1, one-group convolution `y [n, o, oh, ow] = Σ x [n, c, oh + i − pt, ow + j − pl] ·
+/// w [o, c, i, j]` (bottom and right padding follow from `oh`, `ow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConvShape {
+    /// Images.
+    pub n: u64,
+    /// Input channels.
+    pub c: u64,
+    /// Input height and width.
+    pub h: u64,
+    pub w: u64,
+    /// Output channels.
+    pub o: u64,
+    /// Kernel height and width.
+    pub kh: u64,
+    pub kw: u64,
+    /// Top and left padding.
+    pub pt: u64,
+    pub pl: u64,
+    /// Output height and width.
+    pub oh: u64,
+    pub ow: u64,
+}
+
+impl ConvShape {
+    /// The shape of a convolution of `x` (`[n, c, h, w]`) with `w` (`[o, c, kh, kw]`) under
+    /// `geom`, when it is one the implicit GEMM computes ([`ConvGeom::implicit_gemm`]).
+    pub fn of(xs: &Shape, ws: &Shape, geom: &ConvGeom) -> Option<ConvShape> {
+        let (&[n, c, h, w], &[o, wc, kh, kw]) = (&xs.0[..], &ws.0[..]) else {
+            return None;
+        };
+        if !geom.implicit_gemm(kh, kw) || wc != c {
+            return None;
+        }
+        let (oh, ow) = geom.output_hw(h, w, kh, kw)?;
+        let u = |v: usize| v as u64;
+        Some(ConvShape {
+            n: u(n),
+            c: u(c),
+            h: u(h),
+            w: u(w),
+            o: u(o),
+            kh: u(kh),
+            kw: u(kw),
+            pt: u(geom.padding[0]),
+            pl: u(geom.padding[2]),
+            oh: u(oh),
+            ow: u(ow),
+        })
+    }
+
+    /// Height and width of the padded input.
+    pub fn padded_hw(&self) -> (u64, u64) {
+        (self.oh + self.kh - 1, self.ow + self.kw - 1)
+    }
+
+    /// The contraction length `c·kh·kw`.
+    pub fn k(&self) -> u64 {
+        self.c * self.kh * self.kw
+    }
+}
+
+/// The implicit-GEMM convolution (see the module docs), `tile × tile` threads per block.
+pub fn conv_gemm_kernel(name: &str, s: ConvShape, dtype: DType, tile: u64) -> Kernel {
+    let mut kb = KernelBuilder::new(name, 1, 1);
+    let x = kb.param("x", dtype, s.n * s.c * s.h * s.w, Access::Read);
+    let wt = kb.param("w", dtype, s.o * s.k(), Access::Read);
+    let y = kb.param("y", dtype, s.n * s.o * s.oh * s.ow, Access::Write);
+    let kk = s.k();
+    let w_at =
+        move |_: &mut Scope, _batch: Expr, row: Expr, k: Expr| (row * Expr::idx(kk) + k, None);
+    let x_at = move |sc: &mut Scope, batch: Expr, col: Expr, k: Expr| {
+        let taps = s.kh * s.kw;
+        let ci = sc.let_(k.clone() / Expr::idx(taps));
+        let t = sc.let_(k % Expr::idx(taps));
+        let (i, j) = (t.clone() / Expr::idx(s.kw), t % Expr::idx(s.kw));
+        let (oh, ow) = (col.clone() / Expr::idx(s.ow), col % Expr::idx(s.ow));
+        let (ok_h, ih) = tap(sc, oh, 1, i, s.pt as usize, s.h as usize);
+        let (ok_w, iw) = tap(sc, ow, 1, j, s.pl as usize, s.w as usize);
+        let at = ((batch * Expr::idx(s.c) + ci) * Expr::idx(s.h) + ih) * Expr::idx(s.w) + iw;
+        (at, Some(ok_h.and(ok_w)))
+    };
+    let dims = Product {
+        batch: s.n,
+        m: s.o,
+        k: kk,
+        n: s.oh * s.ow,
+    };
+    tiled_product(kb, dims, tile, (wt, &w_at), (x, &x_at), y, dtype)
+}
 
 fn idx(v: usize) -> Expr {
     Expr::idx(v as u64)

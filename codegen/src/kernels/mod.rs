@@ -36,6 +36,7 @@ pub fn template_of(g: &Graph, id: NodeId) -> &'static Template {
     };
     match &g.node(id).op {
         Op::MatMul => &template::MATMUL,
+        Op::Conv2d { .. } if conv_shape(g, id).is_some() => &template::CONV_GEMM,
         Op::Conv2d { .. } | Op::Conv2dInputGrad { .. } | Op::Conv2dWeightGrad { .. } => {
             &template::CONV
         }
@@ -144,6 +145,15 @@ pub fn matmul_shape(g: &Graph, id: NodeId, absorbed: &HashSet<NodeId>) -> matmul
     }
 }
 
+/// The implicit-GEMM shape of a convolution node, when it is one (see [`conv::ConvShape::of`]).
+pub fn conv_shape(g: &Graph, id: NodeId) -> Option<conv::ConvShape> {
+    let Op::Conv2d { geom } = &g.node(id).op else {
+        return None;
+    };
+    let operands = g.operands(id);
+    conv::ConvShape::of(&g.node(operands[0]).shape, &g.node(operands[1]).shape, geom)
+}
+
 /// The kernel computing node `id`, whose operands are the kernel's first parameters (in slot
 /// order) and whose result is the last parameter, built from its template's configuration
 /// under `choices` (recorded in [`Kernel::template`]). `None` for nodes that need no kernel.
@@ -211,6 +221,17 @@ fn build(
                 *axis,
                 block,
             )))
+        }
+        Op::Conv2d { .. } if conv_shape(g, id).is_some() => {
+            let Some(s) = conv_shape(g, id) else {
+                return Ok(None);
+            };
+            return Ok(Some(conv::conv_gemm_kernel(
+                name,
+                s,
+                n.dtype,
+                config.get("tile"),
+            )));
         }
         Op::Conv2d { geom } => {
             return Ok(Some(conv::conv2d_kernel(

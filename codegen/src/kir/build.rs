@@ -31,6 +31,14 @@ impl KernelBuilder {
         }
     }
 
+    /// The same builder launching `grid` blocks of `block` threads, for kernels whose launch
+    /// is decided after their parameters are declared.
+    pub fn with_launch(mut self, grid: u64, block: u32) -> KernelBuilder {
+        self.k.grid = grid;
+        self.k.block = block;
+        self
+    }
+
     /// Threads per block.
     pub fn block(&self) -> u32 {
         self.k.block
