@@ -6,8 +6,13 @@
 //!   5), 15 MaskGIT steps, guidance 3.5; each decoded image is classified by the committed
 //!   digit classifier; prints the fraction recognised as their prompt's digit and writes a
 //!   grid (one row per class) to GRID.png;
-//! - captions: the first 100 held-out digits, "What digit is this?", greedy; prints the
-//!   fraction of answers that name the image's digit.
+//! - captions: ten held-out digits of each class, "What digit is this?", greedy; prints the
+//!   fraction of answers that name the image's digit, and some of the wrong answers.
+//!
+//! Environment: `EVAL_CAPTION` (t2i prompt, `{}` = the digit; default "the digit {}"),
+//! `EVAL_GUIDANCE` (3.5), `EVAL_SPLIT=train` (caption training images instead of held-out ones),
+//! `EVAL_GEN` (answer length; default the rest of the text block), `EVAL_QUESTION` (default
+//! "What digit is this?").
 //!
 //! The image tokenizer is the committed vq-digits (the one `mmada train --multimodal` uses).
 
@@ -98,9 +103,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let digits = Digits::embedded()?;
     let codes = embedded_digit_codes()?;
     let held_out = std::env::var("EVAL_SPLIT").map_or(true, |v| v != "train");
-    let test: Vec<usize> = digits.indices(held_out).into_iter().take(100).collect();
+    // Ten images of each class (the embedded digits are not in random order: the first 100
+    // of a split are not a sample of all classes).
+    let pool = digits.indices(held_out);
+    let labels = &digits.labels;
+    let test: Vec<usize> = (0..10u8)
+        .flat_map(|c| {
+            pool.iter()
+                .copied()
+                .filter(move |&i| labels[i] == c)
+                .take(10)
+        })
+        .collect();
     let q = Prompter::new(&tok, &vocab, 61)?;
-    let question = "What digit is this?";
+    let question = std::env::var("EVAL_QUESTION").unwrap_or_else(|_| "What digit is this?".into());
+    let question = question.as_str();
     let (first, room) = q.mmu_prompt(&codes[test[0]], question)?;
     // The answer fills the rest of the text block, as in the training rows.
     let gen: usize = std::env::var("EVAL_GEN").map_or(Ok(room), |v| v.parse())?;
@@ -127,12 +144,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if named_digit(&answer) == Some(digits.labels[i] as usize) {
             named += 1;
         }
-        if examples.len() < 5 {
+        if examples.len() < 10 && named_digit(&answer) != Some(digits.labels[i] as usize) {
             examples.push(format!("{} → {answer:?}", digits.labels[i]));
         }
     }
     println!(
-        "caption: {named}/{} = {:.1}% name the digit of the held-out image ({:.1} s); e.g. {}",
+        "caption: {named}/{} = {:.1}% name the digit of the image ({:.1} s); wrong, e.g. {}",
         test.len(),
         100.0 * named as f64 / test.len() as f64,
         t1.elapsed().as_secs_f64(),
