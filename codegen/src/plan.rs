@@ -360,12 +360,12 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                 };
                 let mut args: Vec<usize> = g.operands(id).iter().map(source).collect();
                 args.push(b);
-                let conv = kernels::conv_shape(g, id).filter(|_| n.dtype == DType::F32);
                 let host = if matches!(op, Op::MatMul) && n.dtype == DType::F32 {
                     Dispatch::Call(LibraryCall::GemmF32(kernels::matmul_shape(
                         g, id, &absorbed,
                     )))
-                } else if let Some(s) = conv {
+                } else if let Some(s) = kernels::conv_shape(g, id).filter(|_| n.dtype == DType::F32)
+                {
                     Dispatch::Call(LibraryCall::ConvF32(s))
                 } else {
                     Dispatch::Kernel(host_kernel.unwrap_or_else(|| gpu.clone()))

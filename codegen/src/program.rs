@@ -323,8 +323,12 @@ impl Program {
                         return Err(at("conv takes 3 buffers".into()));
                     };
                     let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
-                    let (ph, pw) = s.padded_hw();
-                    let sane = s.kh >= 1 && s.kw >= 1 && ph >= s.h + s.pt && pw >= s.w + s.pl;
+                    // The padded plane holds the input at its offset (see runtime/src/cpu_conv.rs).
+                    let holds =
+                        |p: u64, len: u64, pad: u64| len.checked_add(pad).is_some_and(|e| e <= p);
+                    let sane = s
+                        .padded_hw()
+                        .is_some_and(|(ph, pw)| holds(ph, s.h, s.pt) && holds(pw, s.w, s.pl));
                     let sizes = [
                         (x, prod(&[s.n, s.c, s.h, s.w])),
                         (w, prod(&[s.o, s.c, s.kh, s.kw])),

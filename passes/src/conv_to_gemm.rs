@@ -1,7 +1,8 @@
 //! Convolution as a matrix product (im2col + GEMM): every strided `conv2d` with one channel
-//! group, and every gradient of a one-group convolution, becomes a gather of the input patches into a `[C·kh·kw, OH·OW]` matrix (one fused copy
-//! kernel) and a matrix product with the weight viewed as `[O, C·kh·kw]`, which both targets
-//! run with their matmul template (the host through its GEMM library call). The gradients too:
+//! group, and every gradient of a one-group convolution, becomes a gather of the input patches
+//! into a `[C·kh·kw, OH·OW]` matrix (one fused copy kernel) and a matrix product with the
+//! weight viewed as `[O, C·kh·kw]`, which both targets run with their matmul template (the host
+//! through its GEMM library call). The gradients:
 //! `conv2d_weight_grad` is `dy × patchesᵀ`, `conv2d_input_grad` is `wᵀ × dy` with the patch
 //! gradients added back into place (each tap padded into the grid and summed: the transpose of
 //! the patch copy). The direct one-thread-per-output kernels remain for grouped convolutions.

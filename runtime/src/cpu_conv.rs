@@ -79,10 +79,14 @@ pub unsafe fn conv_f32(s: &ConvShape, x: *const f32, w: *const f32, y: *mut f32)
                         std::slice::from_raw_parts_mut((pp as *mut f32).add(ci * plane), plane);
                     let src =
                         std::slice::from_raw_parts((xb as *const f32).add(ci * h * wd), h * wd);
-                    dst.fill(0.0);
+                    // Rows of padding, then each input row between its left and right padding.
+                    dst[..pt * pw].fill(0.0);
+                    dst[(pt + h) * pw..].fill(0.0);
                     for r in 0..h {
-                        let at = (r + pt) * pw + pl;
-                        dst[at..at + wd].copy_from_slice(&src[r * wd..(r + 1) * wd]);
+                        let row = &mut dst[(r + pt) * pw..(r + pt + 1) * pw];
+                        row[..pl].fill(0.0);
+                        row[pl..pl + wd].copy_from_slice(&src[r * wd..(r + 1) * wd]);
+                        row[pl + wd..].fill(0.0);
                     }
                 }
             });

@@ -66,9 +66,10 @@ impl ConvShape {
         })
     }
 
-    /// Height and width of the padded input.
-    pub fn padded_hw(&self) -> (u64, u64) {
-        (self.oh + self.kh - 1, self.ow + self.kw - 1)
+    /// Height and width of the padded input (`None` for an empty kernel or on overflow).
+    pub fn padded_hw(&self) -> Option<(u64, u64)> {
+        let padded = |out: u64, k: u64| out.checked_add(k.checked_sub(1)?);
+        Some((padded(self.oh, self.kh)?, padded(self.ow, self.kw)?))
     }
 
     /// The contraction length `c·kh·kw`.

@@ -194,6 +194,10 @@ fn build(
     let operands = g.operands(id);
     let shape_of = |i: usize| g.node(operands[i]).shape.clone();
     let dtype_of = |i: usize| g.node(operands[i]).dtype;
+    if let Some(s) = conv_shape(g, id) {
+        let tile = config.get("tile");
+        return Ok(Some(conv::conv_gemm_kernel(name, s, n.dtype, tile)));
+    }
     let body = match &n.op {
         Op::Input { .. } | Op::Constant { .. } => return Ok(None),
         Op::TopK { k, axis } => {
@@ -221,17 +225,6 @@ fn build(
                 *axis,
                 block,
             )))
-        }
-        Op::Conv2d { .. } if conv_shape(g, id).is_some() => {
-            let Some(s) = conv_shape(g, id) else {
-                return Ok(None);
-            };
-            return Ok(Some(conv::conv_gemm_kernel(
-                name,
-                s,
-                n.dtype,
-                config.get("tile"),
-            )));
         }
         Op::Conv2d { geom } => {
             return Ok(Some(conv::conv2d_kernel(
