@@ -12,7 +12,8 @@
 //! Environment: `EVAL_CAPTION` (t2i prompt, `{}` = the digit; default "the digit {}"),
 //! `EVAL_GUIDANCE` (3.5), `EVAL_SPLIT=train` (caption training images instead of held-out ones),
 //! `EVAL_GEN` (answer length; default the rest of the text block), `EVAL_QUESTION` (default
-//! "What digit is this?").
+//! "What digit is this?"), `EVAL_TEXT_LEN` (the text budget; default the training value from
+//! the checkpoint's trainer_state.json, seq − 67 for the built-in tokenizer's 64 codes).
 //!
 //! The image tokenizer is the committed vq-digits (the one `mmada train --multimodal` uses).
 
@@ -52,7 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = tk.num_codes();
     let clf = DigitClassifier::embedded()?;
     // Text to image: one batch of ten prompts (one per class) per seed.
-    let p = Prompter::new(&tok, &vocab, 61)?;
+    // The text budget the model was trained with (seq − N − 3: 61 for `--seq 128`).
+    let trained = mmada_models::trainer::trained_seq(&dir)?.and_then(|s| s.checked_sub(n + 3));
+    let text_len: usize = match std::env::var("EVAL_TEXT_LEN") {
+        Ok(v) => v.parse()?,
+        Err(_) => trained.unwrap_or(61),
+    };
+    let p = Prompter::new(&tok, &vocab, text_len)?;
     let caption = std::env::var("EVAL_CAPTION").unwrap_or_else(|_| "the digit {}".into());
     let guidance: f32 = std::env::var("EVAL_GUIDANCE").map_or(Ok(3.5), |v| v.parse())?;
     let prompts: Vec<_> = (0..10)
@@ -115,7 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .take(10)
         })
         .collect();
-    let q = Prompter::new(&tok, &vocab, 61)?;
+    let q = Prompter::new(&tok, &vocab, text_len)?;
     let question = std::env::var("EVAL_QUESTION").unwrap_or_else(|_| "What digit is this?".into());
     let question = question.as_str();
     let (first, room) = q.mmu_prompt(&codes[test[0]], question)?;

@@ -84,7 +84,10 @@ fn reference(
             );
             let lg = interp::interpret(&g, &ins).unwrap()["logits"].to_f32_vec();
             let mut cands: Vec<(f64, usize, i64)> = Vec::new();
-            for p in start..end {
+            // Every [MASK] before the block's end is a candidate (the reference's
+            // `mask_index` over the whole sequence): those of the block, and any left in the
+            // prompt.
+            for p in 0..end {
                 if x[p] != mask {
                     continue;
                 }
@@ -347,4 +350,111 @@ fn dual_cache_is_exact_for_one_layer_and_close_for_two() {
             assert!(same * 2 >= plain.len(), "{same}/{}", plain.len());
         }
     }
+}
+
+#[test]
+fn bench_sampling_on_a_checkpoint_times_the_reference_tokens_and_rejects_bad_prompt_files() {
+    // `mmada bench --sampling --checkpoint DIR --prompt-ids FILE`: BENCHMARKS.md's setting
+    // (gen 128, block 32, 128 steps, τ 0) on a saved model; the no-cache ids it dumps are the
+    // step-by-step reference's, the dual figure dumps 128 committed ids.
+    let (mut cfg, w) = model();
+    cfg.max_sequence_length = 160;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    save_model(&m, &cfg, &w, DType::F32, u64::MAX).unwrap();
+    let prompt = [3i64, 17, 9, 41, 5];
+    std::fs::write(dir.path().join("p.txt"), "3 17 9\n41 5\n").unwrap();
+    let (want, _) = reference(&cfg, &w, &prompt, &options(128, 128, 32, 0.0));
+    let args = [
+        "bench",
+        "--sampling",
+        "--target",
+        "cpu",
+        "--checkpoint",
+        "m",
+        "--prompt-ids",
+        "p.txt",
+        "--reps",
+        "1",
+        "--json",
+        "--dump-ids",
+        "ids",
+    ];
+    let (ok, out, err) = mmada_cli(&args, dir.path());
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["figure"], "sampling-nocache");
+    assert_eq!(lines[0]["agreement"], 1.0);
+    assert_eq!(lines[0]["steps"], 128);
+    assert_eq!(lines[1]["figure"], "sampling-dual");
+    let ids = |name: &str| -> Vec<i64> {
+        std::fs::read_to_string(dir.path().join("ids").join(name))
+            .unwrap()
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("prompt.txt"), prompt);
+    assert_eq!(ids("sampling-nocache.txt"), want);
+    let dual = ids("sampling-dual.txt");
+    assert_eq!(dual.len(), 128);
+    assert!(!dual.contains(&cfg.mask_token_id));
+    // A prompt file with a word in it names the file and the token.
+    std::fs::write(dir.path().join("bad.txt"), "3 seventeen 9").unwrap();
+    let mut bad = args;
+    bad[7] = "bad.txt";
+    assert_one_line_error(
+        mmada_cli(&bad, dir.path()),
+        "bad.txt: token 1 ('seventeen')",
+    );
+    // An id outside the vocabulary is the sampler's one-line error.
+    std::fs::write(dir.path().join("big.txt"), "3 99999 9").unwrap();
+    bad[7] = "big.txt";
+    assert_one_line_error(mmada_cli(&bad, dir.path()), "outside the vocabulary");
+}
+
+#[test]
+fn the_step_runs_the_head_on_the_block_only_and_a_prompt_with_masks_still_infills() {
+    // The plan of the step with the head on the current block holds no [B, L, rows] buffer
+    // (only [B, Bk, rows] logits); with the head everywhere it does.
+    use mmada_models::sampler_step::TextStepSpec;
+    use mmada_models::text_sampler::compile_text_step;
+    let (cfg, w) = model();
+    // B·L above d_model, so the embedding table is smaller than [B, L, rows].
+    let (b, l, bk) = (3, 37, 8);
+    let spec = |head_block| TextStepSpec {
+        batch: b,
+        seq: l,
+        cfg: false,
+        remasking: mmada_ir::Remasking::LowConfidence,
+        fill_cache: false,
+        head_block,
+    };
+    let largest = |head_block| {
+        let art = compile_text_step(&cfg, spec(head_block), host()).unwrap();
+        common::program(&art)
+            .buffers
+            .iter()
+            .map(|d| d.len)
+            .max()
+            .unwrap()
+    };
+    let full = (b * l * cfg.rows()) as u64;
+    assert!(largest(Some(bk)) < full, "a [B, L, rows] buffer is planned");
+    assert!(largest(None) >= full);
+    // A prompt with a [MASK]: the reference fills it like a generated position (it competes
+    // in every step's top-k), so the sampler falls back to the head on every position and
+    // still gives the reference's tokens.
+    let mask = cfg.mask_token_id;
+    let prompt = [3i64, mask, 9, 200, 41];
+    let o = options(16, 8, 8, 0.0);
+    let (want, _) = reference(&cfg, &w, &prompt, &o);
+    let mut s = TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
+    let got = s.generate(&[prompt.to_vec()], &mut |_, _| {}).unwrap();
+    assert_eq!(got.ids[0], want);
 }

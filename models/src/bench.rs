@@ -380,6 +380,41 @@ pub fn time_runs(
 /// The text-sampling setting of BENCHMARKS.md: prompt 64, gen 128, block 32, 128 steps, τ 0.
 pub const SAMPLING_PROMPT: usize = 64;
 
+/// What text sampling is timed on: a model and one prompt.
+#[derive(Clone, Debug)]
+pub struct SamplingModel {
+    /// Shown as the config column (a preset name or the checkpoint's directory).
+    pub name: String,
+    /// The architecture.
+    pub cfg: LladaConfig,
+    /// The weights (f32).
+    pub weights: IndexMap<String, Tensor>,
+    /// The prompt ids.
+    pub prompt: Vec<i64>,
+}
+
+/// The fixed pseudo-random prompt of [`SAMPLING_PROMPT`] text ids for a vocabulary of
+/// `vocab_size` (the last two ids, mask and end-of-text, are left out).
+pub fn sampling_prompt(vocab_size: usize) -> Vec<i64> {
+    let text = vocab_size.saturating_sub(2).max(1) as i64;
+    (0..SAMPLING_PROMPT as i64)
+        .map(|i| (i * 7919 + 13) % text)
+        .collect()
+}
+
+impl SamplingModel {
+    /// A preset with random weights (seed 7) and [`sampling_prompt`].
+    pub fn random(preset: &str) -> Result<SamplingModel, Box<dyn std::error::Error>> {
+        let cfg = LladaConfig::preset(preset).ok_or_else(|| format!("no preset '{preset}'"))?;
+        Ok(SamplingModel {
+            name: preset.to_string(),
+            weights: random_weights(&cfg, 7),
+            prompt: sampling_prompt(cfg.vocab_size),
+            cfg,
+        })
+    }
+}
+
 /// One text-sampling measurement.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingResult {
@@ -387,45 +422,49 @@ pub struct SamplingResult {
     pub median_s: f64,
     /// Generated tokens per second at the median.
     pub tokens_per_s: f64,
-    /// Fraction of generated tokens equal to those of the first timed run (1 when runs are
-    /// deterministic).
+    /// Fraction of generated tokens equal to the no-cache greedy output (1 for the no-cache
+    /// figure when runs are deterministic).
     pub agreement: f64,
+    /// Denoising steps of the last timed generation (fewer than the tokens when the
+    /// confidence threshold commits several per step).
+    pub steps: usize,
+    /// The generated ids of the last timed generation.
+    pub ids: Vec<i64>,
+    /// The no-cache greedy ids the agreement is counted against.
+    pub reference_ids: Vec<i64>,
 }
 
-/// Times text sampling on a preset with random weights (seed 7) and a fixed pseudo-random
-/// prompt: median of `reps` generations after one warm-up, without a cache or (`dual`) with
-/// the dual KV cache and confidence threshold 0.9; agreement is against the no-cache greedy
+/// Times text sampling of `model` (BENCHMARKS.md's setting: gen 128, block 32, 128 steps,
+/// τ 0): median of `reps` generations after one warm-up, without a cache or (`dual`) with the
+/// dual KV cache and confidence threshold 0.9; agreement is against the no-cache greedy
 /// output.
 pub fn time_sampling(
-    preset: &str,
+    model: &SamplingModel,
     reps: usize,
     dual: bool,
     target: Target,
     backend: BackendOptions,
 ) -> Result<SamplingResult, Box<dyn std::error::Error>> {
     use crate::text_sampler::{TextOptions, TextSampler};
-    let cfg = LladaConfig::preset(preset).ok_or_else(|| format!("no preset '{preset}'"))?;
-    let weights = random_weights(&cfg, 7);
     let base = TextOptions {
         gen_length: 128,
         steps: 128,
         block_length: 32,
         ..TextOptions::default()
     };
-    let text = cfg.vocab_size.saturating_sub(2).max(1) as i64;
-    let prompt: Vec<i64> = (0..SAMPLING_PROMPT as i64)
-        .map(|i| (i * 7919 + 13) % text)
-        .collect();
-    let prompts = [prompt.clone()];
-    let mut plain = TextSampler::new(
-        cfg.clone(),
-        &weights,
-        1,
-        prompt.len(),
-        base,
-        target,
-        backend.clone(),
-    )?;
+    let prompts = [model.prompt.clone()];
+    let new = |opts| {
+        TextSampler::new(
+            model.cfg.clone(),
+            &model.weights,
+            1,
+            model.prompt.len(),
+            opts,
+            target,
+            backend.clone(),
+        )
+    };
+    let mut plain = new(base)?;
     let reference = plain.generate(&prompts, &mut |_, _| {})?;
     let opts = if dual {
         TextOptions {
@@ -437,7 +476,7 @@ pub fn time_sampling(
         base
     };
     let mut s = if dual {
-        let mut s = TextSampler::new(cfg, &weights, 1, prompt.len(), opts, target, backend)?;
+        let mut s = new(opts)?;
         s.generate(&prompts, &mut |_, _| {})?;
         s
     } else {
@@ -445,6 +484,7 @@ pub fn time_sampling(
     };
     let mut times = Vec::with_capacity(reps);
     let mut same = 0usize;
+    let mut last = reference.clone();
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();
         let g = s.generate(&prompts, &mut |_, _| {})?;
@@ -454,6 +494,7 @@ pub fn time_sampling(
             .zip(&reference.ids[0])
             .filter(|(a, b)| a == b)
             .count();
+        last = g;
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let median_s = times[times.len() / 2];
@@ -461,5 +502,8 @@ pub fn time_sampling(
         median_s,
         tokens_per_s: opts.gen_length as f64 / median_s,
         agreement: same as f64 / (opts.gen_length * times.len()) as f64,
+        steps: last.steps,
+        ids: last.ids.swap_remove(0),
+        reference_ids: reference.ids[0].clone(),
     })
 }

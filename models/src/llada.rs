@@ -91,18 +91,54 @@ pub fn forward(
     kv: Kv,
     kv_out: &mut Vec<(NodeId, NodeId)>,
 ) -> Result<NodeId> {
+    let x = trunk(g, cfg, params, ids, key_mask, kv, kv_out)?;
+    head(g, cfg, params, x)
+}
+
+/// Looks up a declared parameter.
+fn param(params: &IndexMap<String, NodeId>, name: &str) -> Result<NodeId> {
+    params
+        .get(name)
+        .copied()
+        .ok_or_else(|| mmada_ir::IrError::Input {
+            name: name.into(),
+            msg: "parameter not declared".into(),
+        })
+}
+
+/// The final norm and the output head on hidden states `x [B, T, d]`: logits `[B, T, rows]`.
+/// Run on a subset of positions (a sampler's block), it gives those positions' logits of
+/// [`forward`] exactly, without the head's cost for the others.
+pub fn head(
+    g: &mut Graph,
+    cfg: &LladaConfig,
+    params: &IndexMap<String, NodeId>,
+    x: NodeId,
+) -> Result<NodeId> {
+    let x = nn::rms_norm(
+        g,
+        x,
+        param(params, "model.transformer.ln_f.weight")?,
+        cfg.rms_norm_eps,
+    )?;
+    g.linear(x, param(params, "model.transformer.ff_out.weight")?)
+}
+
+/// The embedding and the transformer blocks of [`forward`]: hidden states `[B, T, d]` before
+/// the final norm.
+pub fn trunk(
+    g: &mut Graph,
+    cfg: &LladaConfig,
+    params: &IndexMap<String, NodeId>,
+    ids: NodeId,
+    key_mask: Option<NodeId>,
+    kv: Kv,
+    kv_out: &mut Vec<(NodeId, NodeId)>,
+) -> Result<NodeId> {
     let s = g.try_node(ids)?.shape.clone();
     let (b, l) = (s.0[0], s.0[1]);
     let (d, h, hd) = (cfg.d_model, cfg.n_heads, cfg.head_dim());
-    let w = |name: &str| -> Result<NodeId> {
-        params
-            .get(name)
-            .copied()
-            .ok_or_else(|| mmada_ir::IrError::Input {
-                name: name.into(),
-                msg: "parameter not declared".into(),
-            })
-    };
+    let w = |name: &str| param(params, name);
     let start = match kv {
         Kv::Own => None,
         Kv::Block { start, caches } => {
@@ -155,8 +191,7 @@ pub fn forward(
         )?;
         x = g.add2(x, m)?;
     }
-    let x = nn::rms_norm(g, x, w("model.transformer.ln_f.weight")?, cfg.rms_norm_eps)?;
-    g.linear(x, w("model.transformer.ff_out.weight")?)
+    Ok(x)
 }
 
 /// `cache [B, H, L, hd]` with rows `start..start + T` replaced by `block [B, H, T, hd]`

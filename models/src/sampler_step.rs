@@ -17,7 +17,7 @@
 //! logits and no `[B, L, V]` probabilities.
 
 use crate::config::LladaConfig;
-use crate::llada::{declare_params, forward, logits, Kv};
+use crate::llada::{declare_params, forward, head, logits, trunk, Kv};
 use mmada_ir::{
     BinaryOp, CompareOp, DType, Graph, NodeId, ReduceOp, RemaskArgs, Remasking, Result, Role,
     UnaryOp,
@@ -44,6 +44,11 @@ pub struct TextStepSpec {
     /// `cache.v.{i}`, role `State`, `[B, H, L, hd]`): the first step of a block under the
     /// dual cache.
     pub fill_cache: bool,
+    /// Run the final norm and head only on the current block's positions (this many, ending
+    /// at `block_end`) and remask within them: the only positions a step can commit once the
+    /// earlier blocks are full, so the tokens are those of the whole-sequence head. `None`:
+    /// every position (a prompt holding `[MASK]`s to infill).
+    pub head_block: Option<usize>,
 }
 
 /// Name of the cached block-step entry (the forward-with-cache).
@@ -163,37 +168,90 @@ pub fn text_step_graph(cfg: &LladaConfig, spec: TextStepSpec) -> Result<Graph> {
     let block_end = scalar(&mut g, "block_end", DType::I64)?;
     let k = scalar(&mut g, "k", DType::I64)?;
     let threshold = scalar(&mut g, "threshold", DType::F32)?;
+    // The positions the head runs on: the block `block_end − Bk .. block_end`, or all.
+    let rows = match spec.head_block {
+        Some(bk) => Some((g.binary_scalar(BinaryOp::Sub, block_end, bk as f64)?, bk)),
+        None => None,
+    };
     let lg = if spec.cfg {
         let w = scalar(&mut g, "cfg_scale", DType::F32)?;
         let prompt_len = scalar(&mut g, "prompt_len", DType::I64)?;
-        guided_logits(&mut g, cfg, &params, x, w, prompt_len)?
-    } else if spec.fill_cache {
-        declare_caches(&mut g, cfg, b, l)?;
-        let mut kv = Vec::new();
-        let lg = forward(&mut g, cfg, &params, x, None, Kv::Own, &mut kv)?;
-        update_caches(&mut g, &kv)?;
-        lg
+        guided_logits(&mut g, cfg, &params, x, w, prompt_len, rows)?
     } else {
-        logits(&mut g, cfg, &params, x, None)?
+        let mut kv = Vec::new();
+        let h = trunk(&mut g, cfg, &params, x, None, Kv::Own, &mut kv)?;
+        if spec.fill_cache {
+            declare_caches(&mut g, cfg, b, l)?;
+            update_caches(&mut g, &kv)?;
+        }
+        head_on(&mut g, cfg, &params, h, rows)?
     };
     let bad = nonfinite_count(&mut g, lg)?;
     g.set_output("nonfinite", bad)?;
-    let args = RemaskArgs {
-        logits: lg,
-        x,
-        temperature,
-        seed,
-        offset,
-        block_end,
-        k,
-        threshold,
+    let next = match rows {
+        Some((start, bk)) => {
+            // Remask within the block, then splice it back into the sequence.
+            let rel = g.iota(DType::I64, [b, bk], 1)?;
+            let st = g.broadcast_to(start, [b, bk])?;
+            let at = g.add2(rel, st)?;
+            let xb = g.gather(x, at, 1)?;
+            let end = g.scalar_i64(bk as i64)?;
+            let args = RemaskArgs {
+                logits: lg,
+                x: xb,
+                temperature,
+                seed,
+                offset,
+                block_end: end,
+                k,
+                threshold,
+            };
+            let nb = g.remask_unfused(args, cfg.mask_token_id, spec.remasking, GUMBEL_STREAM)?;
+            let nb4 = g.reshape(nb, [b, 1, bk, 1])?;
+            let x4 = g.reshape(x, [b, 1, l, 1])?;
+            let nx = crate::llada::splice_block(&mut g, x4, nb4, start)?;
+            g.reshape(nx, [b, l])?
+        }
+        None => {
+            let args = RemaskArgs {
+                logits: lg,
+                x,
+                temperature,
+                seed,
+                offset,
+                block_end,
+                k,
+                threshold,
+            };
+            g.remask_unfused(args, cfg.mask_token_id, spec.remasking, GUMBEL_STREAM)?
+        }
     };
-    let next = g.remask_unfused(args, cfg.mask_token_id, spec.remasking, GUMBEL_STREAM)?;
     g.set_output("update.x", next)?;
     g.set_update("update.x", "x")?;
     let left = masked_before(&mut g, next, block_end, cfg.mask_token_id)?;
     g.set_output("masked_left", left)?;
     Ok(g)
+}
+
+/// The head on hidden states `h [B, L, d]`: at every position, or (`rows = (start, n)`, start
+/// an i64 scalar node) at positions `start .. start + n` only, giving `[B, n, rows]`.
+fn head_on(
+    g: &mut Graph,
+    cfg: &LladaConfig,
+    params: &indexmap::IndexMap<String, NodeId>,
+    h: NodeId,
+    rows: Option<(NodeId, usize)>,
+) -> Result<NodeId> {
+    let Some((start, n)) = rows else {
+        return head(g, cfg, params, h);
+    };
+    let s = g.try_node(h)?.shape.clone();
+    let (b, d) = (s.0[0], s.0[2]);
+    let rel = g.iota(DType::I64, [b, n, d], 1)?;
+    let st = g.broadcast_to(start, [b, n, d])?;
+    let at = g.add2(rel, st)?;
+    let hb = g.gather(h, at, 1)?;
+    head(g, cfg, params, hb)
 }
 
 /// `ℓu + (w + 1)(ℓc − ℓu)` (spec §6.1), with `ℓc` the logits of `x` and `ℓu` those of `x` with
@@ -205,6 +263,7 @@ fn guided_logits(
     x: NodeId,
     w: NodeId,
     prompt_len: NodeId,
+    rows: Option<(NodeId, usize)>,
 ) -> Result<NodeId> {
     let s = g.try_node(x)?.shape.clone();
     let b = s.0[0];
@@ -214,7 +273,8 @@ fn guided_logits(
     let mask = g.full(DType::I64, cfg.mask_token_id as f64, s.clone())?;
     let uncond = g.where_(in_prompt, mask, x)?;
     let both = g.concat(&[x, uncond], 0)?;
-    let lg = logits(g, cfg, params, both, None)?;
+    let h = trunk(g, cfg, params, both, None, Kv::Own, &mut Vec::new())?;
+    let lg = head_on(g, cfg, params, h, rows)?;
     let c = g.slice_axis(lg, 0, 0, b)?;
     let u = g.slice_axis(lg, 0, b, 2 * b)?;
     let diff = g.sub(c, u)?;

@@ -167,6 +167,8 @@ pub struct TextSampler {
     opts: TextOptions,
     prompt_len: usize,
     exe: Box<dyn Executor>,
+    target: Target,
+    backend: BackendOptions,
 }
 
 impl TextSampler {
@@ -181,25 +183,46 @@ impl TextSampler {
         backend: BackendOptions,
     ) -> Result<TextSampler, ModelsError> {
         opts.check(prompt_len, cfg.max_sequence_length)?;
+        let head_block = Some(opts.block_length);
+        Self::build(
+            cfg, weights, batch, prompt_len, opts, target, backend, head_block,
+        )
+    }
+
+    /// [`TextSampler::new`] with the head on the current block only (`head_block`) or on
+    /// every position (`None`: prompts with `[MASK]`s to infill, which the reference commits
+    /// wherever they are).
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        cfg: LladaConfig,
+        weights: &IndexMap<String, Tensor>,
+        batch: usize,
+        prompt_len: usize,
+        opts: TextOptions,
+        target: Target,
+        backend: BackendOptions,
+        head_block: Option<usize>,
+    ) -> Result<TextSampler, ModelsError> {
         let spec = TextStepSpec {
             batch,
             seq: prompt_len + opts.gen_length,
             cfg: opts.cfg_scale > 0.0,
             remasking: opts.remasking,
             fill_cache: opts.dual_cache,
+            head_block,
         };
         let art = if opts.dual_cache {
             let full = text_step_graph(&cfg, spec)?;
             let blk = block_step_graph(&cfg, spec, opts.block_length)?;
             let copts = CompileOptions {
                 name: format!("text_step_dual_b{}_l{}", spec.batch, spec.seq),
-                backend,
+                backend: backend.clone(),
                 ptx_check: PtxCheck::Skip,
                 ..CompileOptions::default()
             };
             compile_entries(&[(TEXT_STEP, &full), (BLOCK_STEP, &blk)], &copts)?.0
         } else {
-            compile_text_step(&cfg, spec, backend)?
+            compile_text_step(&cfg, spec, backend.clone())?
         };
         let mut exe = open_artifact(art, target)?;
         for (n, t) in weights {
@@ -211,6 +234,8 @@ impl TextSampler {
             opts,
             prompt_len,
             exe,
+            target,
+            backend,
         })
     }
 
@@ -280,6 +305,24 @@ impl TextSampler {
         }
         let rows = self.cfg.rows() as i64;
         let mask = self.cfg.mask_token_id;
+        if self.spec.head_block.is_some() && prompts.iter().flatten().any(|&id| id == mask) {
+            // [MASK]s in a prompt are filled like generated ones, wherever they are: the
+            // step needs the head on every position. Recompiled once, weights from the device.
+            let weights = crate::llada::param_specs(&self.cfg)
+                .into_iter()
+                .map(|p| Ok((p.name.clone(), self.exe.get_input(&p.name)?)))
+                .collect::<Result<IndexMap<_, _>, ModelsError>>()?;
+            *self = Self::build(
+                self.cfg.clone(),
+                &weights,
+                b,
+                lp,
+                self.opts,
+                self.target,
+                self.backend.clone(),
+                None,
+            )?;
+        }
         let mut x = Vec::with_capacity(b * l);
         for (r, p) in prompts.iter().enumerate() {
             if p.len() != lp {

@@ -208,6 +208,19 @@ pub struct TrainerState {
 
 pub use crate::loss::rng_offset;
 
+/// The row length (`--seq`) a checkpoint was trained with, from its `trainer_state.json`;
+/// `None` for a directory without one (an imported checkpoint).
+pub fn trained_seq(dir: &Path) -> Result<Option<usize>, ModelsError> {
+    let sp = dir.join("trainer_state.json");
+    if !sp.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| ModelsError::Options(format!("{}: {e}", sp.display())))?;
+    Ok(Some(state.options.seq))
+}
+
 /// Loads the rows of the run (and how many rows were skipped as too long).
 pub fn load_rows(
     opts: &TrainOptions,

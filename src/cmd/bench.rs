@@ -8,7 +8,8 @@ use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
 use mmada_codegen::HostCpu;
 use mmada_models::bench::{
-    case_flops, case_graph, cases, prepare, profile, time_runs, Case, Figure,
+    case_flops, case_graph, cases, prepare, profile, sampling_prompt, time_runs, time_sampling,
+    Case, Figure, SamplingModel,
 };
 use mmada_runtime::{tensor_io, Target};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,19 @@ pub struct Args {
     /// `mmu_generate` gives 80 and 14 tokens/s on the build machine.
     #[arg(long)]
     sampling: bool,
+    /// With --sampling: time this checkpoint (a trained model, so that the threshold fires and
+    /// agreement means something) instead of the presets' random weights.
+    #[arg(long, requires = "sampling")]
+    checkpoint: Option<PathBuf>,
+    /// With --sampling: the prompt, as whitespace-separated ids in a file (default: the fixed
+    /// pseudo-random 64-token prompt).
+    #[arg(long, requires = "sampling")]
+    prompt_ids: Option<PathBuf>,
+    /// With --sampling: write the prompt and each figure's generated ids here
+    /// (`prompt.txt`, `sampling-nocache.txt`, `sampling-dual.txt`), to compare with
+    /// `scripts/official_sampling.py`.
+    #[arg(long, requires = "sampling")]
+    dump_ids: Option<PathBuf>,
 }
 
 /// The stable name of a figure in JSON output.
@@ -144,6 +158,70 @@ pub fn run(a: Args) -> Result<(), CliError> {
 /// Official `mmu_generate` tokens/s of BENCHMARKS.md (build machine, 2 threads).
 const OFFICIAL_SAMPLING: [(&str, f64); 2] = [("bench-tiny", 80.0), ("bench-small", 14.0)];
 
+/// Reads whitespace-separated token ids from `path`.
+fn read_ids(path: &Path) -> Result<Vec<i64>, CliError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| mmada_codegen::CodegenError::io(path, e))?;
+    text.split_whitespace()
+        .enumerate()
+        .map(|(i, t)| {
+            t.parse::<i64>().map_err(|_| {
+                CliError::Usage(format!(
+                    "{}: token {i} ('{t}') is not an integer id",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Writes `ids` to `dir/name` separated by spaces.
+fn write_ids(dir: &Path, name: &str, ids: &[i64]) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| mmada_codegen::CodegenError::io(dir, e))?;
+    let text: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, text.join(" ") + "\n")
+        .map_err(|e| mmada_codegen::CodegenError::io(&path, e))?;
+    Ok(())
+}
+
+/// The models `mmada bench --sampling` times, each with BENCHMARKS.md's official figure when
+/// it has one.
+fn sampling_models(a: &Args) -> Result<Vec<(SamplingModel, Option<f64>)>, CliError> {
+    let usage = |e: Box<dyn std::error::Error>| CliError::Usage(e.to_string());
+    let mut models = match &a.checkpoint {
+        Some(dir) => {
+            let (cfg, weights) = mmada_models::checkpoint::load_model(dir)?;
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string());
+            let prompt = sampling_prompt(cfg.vocab_size);
+            vec![(
+                SamplingModel {
+                    name,
+                    cfg,
+                    weights,
+                    prompt,
+                },
+                None,
+            )]
+        }
+        None => OFFICIAL_SAMPLING
+            .iter()
+            .filter(|(p, _)| a.only.as_deref().is_none_or(|o| p.contains(o)))
+            .map(|(p, off)| Ok((SamplingModel::random(p).map_err(usage)?, Some(*off))))
+            .collect::<Result<_, CliError>>()?,
+    };
+    if let Some(path) = &a.prompt_ids {
+        let prompt = read_ids(path)?;
+        for (m, _) in &mut models {
+            m.prompt = prompt.clone();
+        }
+    }
+    Ok(models)
+}
+
 /// `mmada bench --sampling`.
 fn sampling(a: &Args, target: Target) -> Result<(), CliError> {
     let backend = BackendOptions {
@@ -156,47 +234,48 @@ fn sampling(a: &Args, target: Target) -> Result<(), CliError> {
     };
     if !a.json {
         println!(
-            "{:<12} {:<17} {:>10} {:>12} {:>10} {:>12} {:>9}",
-            "config", "figure", "median", "tokens/s", "agreement", "official", "speed-up"
+            "{:<12} {:<17} {:>10} {:>10} {:>6} {:>10} {:>10} {:>9}",
+            "config", "figure", "median", "tokens/s", "steps", "agreement", "official", "speed-up"
         );
     }
     let figures = [(false, "sampling-nocache"), (true, "sampling-dual")];
-    for ((preset, official), (dual, figure)) in OFFICIAL_SAMPLING
-        .iter()
-        .flat_map(|p| figures.iter().map(move |f| (*p, *f)))
-    {
-        if a.only.as_deref().is_some_and(|o| !preset.contains(o)) {
-            continue;
+    for (model, official) in sampling_models(a)? {
+        if let Some(dir) = &a.dump_ids {
+            write_ids(dir, "prompt.txt", &model.prompt)?;
         }
-        let r = mmada_models::bench::time_sampling(preset, a.reps, dual, target, backend.clone())
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        if a.json {
-            let line = serde_json::json!({
-                "config": preset,
-                "figure": figure,
-                "target": if target == Target::Cpu { "cpu" } else { "cuda" },
-                "reps": a.reps,
-                "median_s": r.median_s,
-                "tokens_per_s": r.tokens_per_s,
-                "agreement": r.agreement,
-                "official_tokens_per_s": official,
-            });
-            println!("{line}");
-        } else {
-            println!(
-                "{:<12} {:<17} {:>8.3} s {:>12.1} {:>10.3} {:>12.1} {:>8.2}x",
-                preset,
-                figure,
-                r.median_s,
-                r.tokens_per_s,
-                r.agreement,
-                official,
-                r.tokens_per_s / official
-            );
+        for (dual, figure) in figures {
+            let r = time_sampling(&model, a.reps, dual, target, backend.clone())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            if let Some(dir) = &a.dump_ids {
+                write_ids(dir, &format!("{figure}.txt"), &r.ids)?;
+            }
+            if a.json {
+                let line = serde_json::json!({
+                    "config": model.name,
+                    "figure": figure,
+                    "target": if target == Target::Cpu { "cpu" } else { "cuda" },
+                    "reps": a.reps,
+                    "median_s": r.median_s,
+                    "tokens_per_s": r.tokens_per_s,
+                    "steps": r.steps,
+                    "agreement": r.agreement,
+                    "official_tokens_per_s": official,
+                });
+                println!("{line}");
+            } else {
+                let (off, up) = match official {
+                    Some(o) => (format!("{o:.1}"), format!("{:.2}x", r.tokens_per_s / o)),
+                    None => ("-".into(), "-".into()),
+                };
+                println!(
+                    "{:<12} {:<17} {:>8.3} s {:>10.1} {:>6} {:>10.3} {:>10} {:>9}",
+                    model.name, figure, r.median_s, r.tokens_per_s, r.steps, r.agreement, off, up
+                );
+            }
         }
     }
     if !a.json {
-        println!("(official = BENCHMARKS.md's mmu_generate figure on the build machine; measure side by side for a ratio.)");
+        println!("(official = BENCHMARKS.md's mmu_generate figure on the build machine; measure side by side for a ratio: scripts/sampling-side-by-side.sh.)");
     }
     Ok(())
 }

@@ -70,10 +70,10 @@ pub struct ImageArgs {
     /// Image side in pixels (a multiple of the tokenizer's factor).
     #[arg(long, default_value_t = 32)]
     resolution: usize,
-    /// Text budget Lt of the t2i layout (the model's training value: seq − N − 3; 61 for the
-    /// tiny multimodal model, 512 for MMaDA-8B).
-    #[arg(long, default_value_t = 61)]
-    text_len: usize,
+    /// Text budget Lt of the t2i layout (the model's training value: seq − N − 3; 512 for
+    /// MMaDA-8B) [default: from the checkpoint's trainer_state.json, else 61].
+    #[arg(long)]
+    text_len: Option<usize>,
     /// Seed of the sampler's random streams.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -272,6 +272,8 @@ fn with_progress<T>(
 /// What the image commands load: the image tokenizer, the model, its vocabulary.
 struct Multimodal {
     vq: (MagvitConfig, IndexMap<String, Tensor>),
+    /// The row length the model was trained with, when the checkpoint says.
+    seq: Option<usize>,
     cfg: mmada_models::config::LladaConfig,
     weights: IndexMap<String, Tensor>,
     tok: TextTokenizer,
@@ -285,6 +287,7 @@ fn load_multimodal(vq: &Option<PathBuf>, model: Option<PathBuf>) -> Result<Multi
     let (tok, vocab) = UnifiedVocab::for_checkpoint(&dir)?;
     Ok(Multimodal {
         vq,
+        seq: mmada_models::trainer::trained_seq(&dir)?,
         cfg,
         weights,
         tok,
@@ -295,6 +298,7 @@ fn load_multimodal(vq: &Option<PathBuf>, model: Option<PathBuf>) -> Result<Multi
 fn image(a: ImageArgs) -> Result<(), CliError> {
     let Multimodal {
         vq: (vq_cfg, vq_w),
+        seq,
         cfg,
         weights,
         tok,
@@ -325,7 +329,12 @@ fn image(a: ImageArgs) -> Result<(), CliError> {
     let r = a.resolution;
     let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, r, r, target, native_and_gpu())?;
     let n = tk.num_codes();
-    let p = Prompter::new(&tok, &vocab, a.text_len)?;
+    // The t2i rows of `mmada train --multimodal` are `Lt + N + 3` long.
+    let text_len = a
+        .text_len
+        .or_else(|| seq.and_then(|s| s.checked_sub(n + 3)))
+        .unwrap_or(61);
+    let p = Prompter::new(&tok, &vocab, text_len)?;
     let layout = p.t2i(&a.prompt, Image::Masked(n))?;
     let null = p.t2i_null(Image::Masked(n))?;
     let mut s = ImageSampler::new(
@@ -360,6 +369,7 @@ fn image(a: ImageArgs) -> Result<(), CliError> {
 fn caption(a: CaptionArgs) -> Result<(), CliError> {
     let Multimodal {
         vq: (vq_cfg, vq_w),
+        seq: _,
         cfg,
         weights,
         tok,
