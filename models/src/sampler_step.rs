@@ -110,11 +110,14 @@ pub fn block_step_graph(cfg: &LladaConfig, spec: TextStepSpec, block: usize) -> 
     let offset = scalar(&mut g, "offset", DType::I64)?;
     let k = scalar(&mut g, "k", DType::I64)?;
     let threshold = scalar(&mut g, "threshold", DType::F32)?;
-    // The block's ids: x[:, start + j].
-    let rel = g.iota(DType::I64, [b, block], 1)?;
-    let st = g.broadcast_to(start, [b, block])?;
-    let at = g.add2(rel, st)?;
-    let xb = g.gather(x, at, 1)?;
+    let sc = StepScalars {
+        temperature,
+        seed,
+        offset,
+        k,
+        threshold,
+    };
+    let xb = block_rows(&mut g, x, start, block)?;
     let mut kv = Vec::new();
     let lg = forward(
         &mut g,
@@ -131,25 +134,10 @@ pub fn block_step_graph(cfg: &LladaConfig, spec: TextStepSpec, block: usize) -> 
     update_caches(&mut g, &kv)?;
     let bad = nonfinite_count(&mut g, lg)?;
     g.set_output("nonfinite", bad)?;
+    let (nb, nx) = remask_block(&mut g, cfg, spec.remasking, lg, (x, xb), start, sc)?;
     let end = g.scalar_i64(block as i64)?;
-    let args = RemaskArgs {
-        logits: lg,
-        x: xb,
-        temperature,
-        seed,
-        offset,
-        block_end: end,
-        k,
-        threshold,
-    };
-    let nb = g.remask_unfused(args, cfg.mask_token_id, spec.remasking, GUMBEL_STREAM)?;
     let left = masked_before(&mut g, nb, end, cfg.mask_token_id)?;
     g.set_output("masked_left", left)?;
-    // Back into the sequence: x with positions start..start + block from the block.
-    let nb4 = g.reshape(nb, [b, 1, block, 1])?;
-    let x4 = g.reshape(x, [b, 1, l, 1])?;
-    let nx = crate::llada::splice_block(&mut g, x4, nb4, start)?;
-    let nx = g.reshape(nx, [b, l])?;
     g.set_output("update.x", nx)?;
     g.set_update("update.x", "x")?;
     Ok(g)
@@ -188,29 +176,17 @@ pub fn text_step_graph(cfg: &LladaConfig, spec: TextStepSpec) -> Result<Graph> {
     };
     let bad = nonfinite_count(&mut g, lg)?;
     g.set_output("nonfinite", bad)?;
+    let sc = StepScalars {
+        temperature,
+        seed,
+        offset,
+        k,
+        threshold,
+    };
     let next = match rows {
         Some((start, bk)) => {
-            // Remask within the block, then splice it back into the sequence.
-            let rel = g.iota(DType::I64, [b, bk], 1)?;
-            let st = g.broadcast_to(start, [b, bk])?;
-            let at = g.add2(rel, st)?;
-            let xb = g.gather(x, at, 1)?;
-            let end = g.scalar_i64(bk as i64)?;
-            let args = RemaskArgs {
-                logits: lg,
-                x: xb,
-                temperature,
-                seed,
-                offset,
-                block_end: end,
-                k,
-                threshold,
-            };
-            let nb = g.remask_unfused(args, cfg.mask_token_id, spec.remasking, GUMBEL_STREAM)?;
-            let nb4 = g.reshape(nb, [b, 1, bk, 1])?;
-            let x4 = g.reshape(x, [b, 1, l, 1])?;
-            let nx = crate::llada::splice_block(&mut g, x4, nb4, start)?;
-            g.reshape(nx, [b, l])?
+            let xb = block_rows(&mut g, x, start, bk)?;
+            remask_block(&mut g, cfg, spec.remasking, lg, (x, xb), start, sc)?.1
         }
         None => {
             let args = RemaskArgs {
@@ -245,13 +221,61 @@ fn head_on(
     let Some((start, n)) = rows else {
         return head(g, cfg, params, h);
     };
-    let s = g.try_node(h)?.shape.clone();
-    let (b, d) = (s.0[0], s.0[2]);
-    let rel = g.iota(DType::I64, [b, n, d], 1)?;
-    let st = g.broadcast_to(start, [b, n, d])?;
-    let at = g.add2(rel, st)?;
-    let hb = g.gather(h, at, 1)?;
+    let hb = block_rows(g, h, start, n)?;
     head(g, cfg, params, hb)
+}
+
+/// Positions `start .. start + n` of `t [B, L, …]` along axis 1 (`start` an i64 scalar node).
+fn block_rows(g: &mut Graph, t: NodeId, start: NodeId, n: usize) -> Result<NodeId> {
+    let mut s = g.try_node(t)?.shape.clone();
+    s.0[1] = n;
+    let rel = g.iota(DType::I64, s.clone(), 1)?;
+    let st = g.broadcast_to(start, s)?;
+    let at = g.add2(rel, st)?;
+    g.gather(t, at, 1)
+}
+
+/// The per-step scalar inputs of the remask.
+#[derive(Clone, Copy)]
+struct StepScalars {
+    temperature: NodeId,
+    seed: NodeId,
+    offset: NodeId,
+    k: NodeId,
+    threshold: NodeId,
+}
+
+/// The remask within a block: `lg [B, n, rows]` are the logits of the block's ids
+/// `xb [B, n]` (positions `start ..` of `x [B, L]`); every block position may commit. Returns
+/// the new block ids and `x` with them spliced in.
+fn remask_block(
+    g: &mut Graph,
+    cfg: &LladaConfig,
+    remasking: Remasking,
+    lg: NodeId,
+    (x, xb): (NodeId, NodeId),
+    start: NodeId,
+    sc: StepScalars,
+) -> Result<(NodeId, NodeId)> {
+    let xs = g.try_node(x)?.shape.clone();
+    let (b, l) = (xs.0[0], xs.0[1]);
+    let n = g.try_node(xb)?.shape.0[1];
+    let end = g.scalar_i64(n as i64)?;
+    let args = RemaskArgs {
+        logits: lg,
+        x: xb,
+        temperature: sc.temperature,
+        seed: sc.seed,
+        offset: sc.offset,
+        block_end: end,
+        k: sc.k,
+        threshold: sc.threshold,
+    };
+    let nb = g.remask_unfused(args, cfg.mask_token_id, remasking, GUMBEL_STREAM)?;
+    let nb4 = g.reshape(nb, [b, 1, n, 1])?;
+    let x4 = g.reshape(x, [b, 1, l, 1])?;
+    let nx = crate::llada::splice_block(g, x4, nb4, start)?;
+    Ok((nb, g.reshape(nx, [b, l])?))
 }
 
 /// `ℓu + (w + 1)(ℓc − ℓu)` (spec §6.1), with `ℓc` the logits of `x` and `ℓu` those of `x` with

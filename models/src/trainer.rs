@@ -215,10 +215,21 @@ pub fn trained_seq(dir: &Path) -> Result<Option<usize>, ModelsError> {
     if !sp.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
+    Ok(Some(read_state(&sp)?.options.seq))
+}
+
+/// Reads and checks a `trainer_state.json`.
+fn read_state(sp: &Path) -> Result<TrainerState, ModelsError> {
+    let text = std::fs::read_to_string(sp).map_err(io(sp))?;
     let state: TrainerState = serde_json::from_str(&text)
         .map_err(|e| ModelsError::Options(format!("{}: {e}", sp.display())))?;
-    Ok(Some(state.options.seq))
+    if state.format != "mmada-trainer-state" {
+        return Err(ModelsError::Options(format!(
+            "{}: not a trainer state",
+            sp.display()
+        )));
+    }
+    Ok(state)
 }
 
 /// Loads the rows of the run (and how many rows were skipped as too long).
@@ -330,16 +341,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, ModelsError> {
             }
         }
     }
-    let sp = dir.join("trainer_state.json");
-    let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
-    let state: TrainerState = serde_json::from_str(&text)
-        .map_err(|e| ModelsError::Options(format!("{}: {e}", sp.display())))?;
-    if state.format != "mmada-trainer-state" {
-        return Err(ModelsError::Options(format!(
-            "{}: not a trainer state",
-            sp.display()
-        )));
-    }
+    let state = read_state(&dir.join("trainer_state.json"))?;
     Ok(LoadedCheckpoint {
         cfg,
         weights,
