@@ -97,6 +97,77 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
 }
 
 #[test]
+fn bf16_checkpoints_carry_the_hf_files_and_resume_exactly() {
+    let a = tempfile::tempdir().unwrap();
+    let small = [
+        "--batch",
+        "2",
+        "--seq",
+        "64",
+        "--steps",
+        "8",
+        "--warmup",
+        "2",
+        "--save-every",
+        "4",
+        "--save-dtype",
+        "bf16",
+    ];
+    train(a.path(), &small);
+    let full = losses(a.path());
+    let ck = a.path().join("checkpoint-4");
+    // The model files are bf16 with the `format: pt` metadata; the optimiser state holds the
+    // f32 masters; the tokenizer files are beside them.
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        let bytes = std::fs::read(ck.join(f)).unwrap();
+        let meta = mmada_runtime::tensor_io::safetensors_metadata(&bytes, &ck.join(f)).unwrap();
+        assert_eq!(meta.get("format").map(String::as_str), Some("pt"), "{f}");
+    }
+    let model = mmada_runtime::tensor_io::read_safetensors(&ck.join("model.safetensors")).unwrap();
+    let optim =
+        mmada_runtime::tensor_io::read_safetensors(&ck.join("optimizer.safetensors")).unwrap();
+    for (n, t) in &model {
+        assert_eq!(t.dtype(), mmada_ir::DType::BF16, "{n}");
+        let m = &optim[&format!("{n}.master")];
+        assert_eq!(m.dtype(), mmada_ir::DType::F32);
+        let rounded =
+            mmada_ir::Tensor::from_f64(mmada_ir::DType::BF16, m.shape().clone(), &m.to_f64_vec())
+                .unwrap();
+        assert_eq!(
+            rounded.to_le_bytes(),
+            t.to_le_bytes(),
+            "{n}: bf16 file ≠ rounded master"
+        );
+    }
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert!(ck.join(f).is_file(), "{f}");
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["torch_dtype"], "bfloat16");
+    // Resuming from the bf16 checkpoint continues the run exactly (the masters, not the
+    // rounded weights, are loaded).
+    let b = copy_of_checkpoint(a.path(), 4);
+    train(b.path(), &[&small[..], &["--resume"]].concat());
+    let resumed = losses(b.path());
+    assert_eq!(resumed.len(), 4);
+    for (r, f) in resumed.iter().zip(&full[4..]) {
+        assert_eq!(
+            r.1.to_bits(),
+            f.1.to_bits(),
+            "step {}: {} vs {}",
+            r.0,
+            r.1,
+            f.1
+        );
+    }
+}
+
+#[test]
 fn sigkill_while_saving_keeps_the_previous_checkpoint() {
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();

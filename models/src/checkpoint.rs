@@ -72,8 +72,10 @@ pub fn to_storage(
         .collect()
 }
 
-/// Writes `config.json` and the weights (in `dtype`, sharded above `max_shard_bytes`) into an
-/// existing directory; every file is written atomically.
+/// Writes `config.json` (every official field, `torch_dtype` = `dtype`) and the weights (in
+/// `dtype`, sharded above `max_shard_bytes`, each file with the `format: pt` metadata) into an
+/// existing directory; every file is written atomically. Loading what this wrote and saving it
+/// again in the same dtype gives the same tensor bytes and config fields.
 pub fn save_model(
     dir: &Path,
     cfg: &LladaConfig,
@@ -87,7 +89,10 @@ pub fn save_model(
         msg: e.to_string(),
     })?;
     save_dir(dir, &stored, max_shard_bytes)?;
-    atomic_write(&dir.join("config.json"), cfg.to_json().as_bytes())?;
+    atomic_write(
+        &dir.join("config.json"),
+        cfg.stored_as(dtype).to_json().as_bytes(),
+    )?;
     Ok(())
 }
 

@@ -23,6 +23,20 @@ fn llama() -> String {
 fn rms() -> String {
     "rms".into()
 }
+/// PyTorch's name of a dtype, as `torch_dtype` in `config.json` writes it.
+pub fn torch_dtype(d: mmada_ir::DType) -> &'static str {
+    use mmada_ir::DType::*;
+    match d {
+        F64 => "float64",
+        F32 => "float32",
+        F16 => "float16",
+        BF16 => "bfloat16",
+        I32 => "int32",
+        I64 => "int64",
+        Bool => "bool",
+    }
+}
+
 /// The most bytes one process can address on x86-64 (47-bit user space): a configuration whose
 /// tensors need more can never run, and is rejected before any work.
 pub const ADDRESSABLE_BYTES: u64 = 1 << 47;
@@ -125,6 +139,184 @@ pub struct LladaConfig {
     /// HF architectures list.
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
+    /// The rest of the official configuration, and any field this implementation does not know
+    /// (kept as read and written back unchanged).
+    #[serde(flatten)]
+    pub hf: HfFields,
+}
+
+/// The fields of the official `config.json` (spec §1.4) that do not size the model, with the
+/// values that reproduce it here: written into every `config.json` so that the official
+/// `MMadaConfig` / `LLaDAConfig` and transformers open our checkpoints. Those that would
+/// change the architecture are checked by [`LladaConfig::validate`]; dropouts, initialisation
+/// and precision are metadata here (sampling has no dropout; training here applies none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HfFields {
+    /// ALiBi attention bias (must be false: RoPE only).
+    #[serde(default)]
+    pub alibi: bool,
+    /// ALiBi's maximum bias (unused).
+    #[serde(default = "default_alibi_max")]
+    pub alibi_bias_max: f64,
+    /// Attention-probability dropout.
+    #[serde(default)]
+    pub attention_dropout: f64,
+    /// Residual dropout.
+    #[serde(default)]
+    pub residual_dropout: f64,
+    /// Embedding dropout.
+    #[serde(default)]
+    pub embedding_dropout: f64,
+    /// Affine Q/K norms (unused: `attention_layer_norm` is false).
+    #[serde(default = "default_true")]
+    pub attention_layer_norm_with_affine: bool,
+    /// Norms with a weight (must be true: the checkpoints hold the norm weights).
+    #[serde(default = "default_true")]
+    pub layer_norm_with_affine: bool,
+    /// Norms with a bias (must be false).
+    #[serde(default)]
+    pub bias_for_layer_norm: bool,
+    /// Blocks per FSDP group (must be 1).
+    #[serde(default = "default_one")]
+    pub block_group_size: usize,
+    /// The official code's flash-attention switch (an implementation choice there).
+    #[serde(default)]
+    pub flash_attention: bool,
+    /// Multi-query attention (must not be true; `n_kv_heads` says the heads).
+    #[serde(default)]
+    pub multi_query_attention: Option<bool>,
+    /// Ids added after the LLaDA vocabulary by the official tokenizer set-up.
+    #[serde(default)]
+    pub num_new_special_tokens: usize,
+    /// Initialisation scheme of a fresh model (ours: normal).
+    #[serde(default = "default_init_fn")]
+    pub init_fn: String,
+    /// Initialisation standard deviation.
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+    /// Where the official code builds a fresh model's tensors (`None`: its default device).
+    #[serde(default)]
+    pub init_device: Option<String>,
+    /// Truncation of the initialisation, in standard deviations.
+    #[serde(default)]
+    pub init_cutoff_factor: Option<f64>,
+    /// Training precision of the official trainer (`amp_bf16` in the released configs).
+    #[serde(default)]
+    pub precision: Option<String>,
+    /// KV cache in the official code (unsupported there; false).
+    #[serde(default)]
+    pub use_cache: bool,
+    /// The dtype of the weights on disk (`float32`, `bfloat16`); set when saving.
+    #[serde(default)]
+    pub torch_dtype: Option<String>,
+    /// The transformers release the files are written for ([`TRANSFORMERS_VERSION`] when
+    /// we create them).
+    #[serde(default)]
+    pub transformers_version: Option<String>,
+    /// Fields not named above, as read.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The transformers release our checkpoints are tested against (`scripts/hf_load_check.py`).
+pub const TRANSFORMERS_VERSION: &str = "4.46.0";
+
+/// The official field names every `config.json` we write contains (spec §1.4): the sizing
+/// fields of [`LladaConfig`] and the [`HfFields`].
+pub const OFFICIAL_FIELDS: [&str; 52] = [
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "mlp_hidden_size",
+    "mlp_ratio",
+    "vocab_size",
+    "embedding_size",
+    "new_vocab_size",
+    "llm_vocab_size",
+    "codebook_size",
+    "num_vq_tokens",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope",
+    "rope_full_precision",
+    "activation_type",
+    "block_type",
+    "layer_norm_type",
+    "weight_tying",
+    "include_bias",
+    "include_qkv_bias",
+    "attention_layer_norm",
+    "scale_logits",
+    "input_emb_norm",
+    "max_sequence_length",
+    "mask_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "bos_token_id",
+    "model_type",
+    "architectures",
+    "alibi",
+    "alibi_bias_max",
+    "attention_dropout",
+    "residual_dropout",
+    "embedding_dropout",
+    "attention_layer_norm_with_affine",
+    "layer_norm_with_affine",
+    "bias_for_layer_norm",
+    "block_group_size",
+    "flash_attention",
+    "multi_query_attention",
+    "num_new_special_tokens",
+    "init_fn",
+    "init_std",
+    "init_device",
+    "init_cutoff_factor",
+    "precision",
+    "use_cache",
+    "torch_dtype",
+    "transformers_version",
+];
+
+fn default_alibi_max() -> f64 {
+    8.0
+}
+fn default_one() -> usize {
+    1
+}
+fn default_init_fn() -> String {
+    "normal".into()
+}
+fn default_init_std() -> f64 {
+    0.02
+}
+
+impl Default for HfFields {
+    fn default() -> Self {
+        HfFields {
+            alibi: false,
+            alibi_bias_max: default_alibi_max(),
+            attention_dropout: 0.0,
+            residual_dropout: 0.0,
+            embedding_dropout: 0.0,
+            attention_layer_norm_with_affine: true,
+            layer_norm_with_affine: true,
+            bias_for_layer_norm: false,
+            block_group_size: 1,
+            flash_attention: false,
+            multi_query_attention: None,
+            num_new_special_tokens: 0,
+            init_fn: default_init_fn(),
+            init_std: default_init_std(),
+            init_device: None,
+            init_cutoff_factor: None,
+            precision: None,
+            use_cache: false,
+            torch_dtype: None,
+            transformers_version: Some(TRANSFORMERS_VERSION.into()),
+            extra: serde_json::Map::new(),
+        }
+    }
 }
 
 impl LladaConfig {
@@ -297,6 +489,16 @@ impl LladaConfig {
         must("attention_layer_norm", !self.attention_layer_norm, "false")?;
         must("scale_logits", !self.scale_logits, "false")?;
         must("input_emb_norm", !self.input_emb_norm, "false")?;
+        let h = &self.hf;
+        must("alibi", !h.alibi, "false")?;
+        must("layer_norm_with_affine", h.layer_norm_with_affine, "true")?;
+        must("bias_for_layer_norm", !h.bias_for_layer_norm, "false")?;
+        must("block_group_size", h.block_group_size == 1, "1")?;
+        must(
+            "multi_query_attention",
+            h.multi_query_attention != Some(true),
+            "false or null",
+        )?;
         if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             return Err(bad("rms_norm_eps", "must be positive".into()));
         }
@@ -337,9 +539,21 @@ impl LladaConfig {
         Ok(cfg)
     }
 
-    /// The config as pretty JSON with the official field names.
+    /// The config as pretty JSON with the official field names (every one of
+    /// [`OFFICIAL_FIELDS`], then the unknown fields as read).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The config of weights stored as `dtype` (sets `torch_dtype`; a `transformers_version`
+    /// is filled in when the config had none).
+    pub fn stored_as(&self, dtype: mmada_ir::DType) -> LladaConfig {
+        let mut c = self.clone();
+        c.hf.torch_dtype = Some(torch_dtype(dtype).into());
+        if c.hf.transformers_version.is_none() {
+            c.hf.transformers_version = Some(TRANSFORMERS_VERSION.into());
+        }
+        c
     }
 
     /// A preset by name: `tiny`, `bench-tiny`, `bench-small`, `mmada-8b`.
@@ -377,6 +591,7 @@ impl LladaConfig {
             bos_token_id: Some(eos - 1),
             model_type: Some("mmada".into()),
             architectures: Some(vec!["MMadaModelLM".into()]),
+            hf: HfFields::default(),
         };
         Some(match name {
             // The embedded default: the tiny tokenizer's 1041 ids + a 256-code image range.

@@ -8,8 +8,15 @@ use std::path::Path;
 /// tokens at 1024..=1040; see models/assets/tokenizer/tiny/README.md).
 pub const TINY_TOKENIZER_JSON: &str = include_str!("../assets/tokenizer/tiny/tokenizer.json");
 
+/// The chat template of [`TextTokenizer::chat_prompt`] in the Jinja form `tokenizer_config.json`
+/// carries (transformers' `apply_chat_template`): BOS, then per message
+/// `<|start_header_id|>{role}<|end_header_id|>\n{content.strip()}<|eot_id|>`, then the assistant
+/// header and one newline when a generation prompt is asked for.
+pub const CHAT_TEMPLATE_JINJA: &str = "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n{% endif %}";
+
 /// A `tokenizer.json` as the HF `tokenizers` crate reads it: encoding and decoding only, with
 /// no assumption about its special tokens (any real tokenizer, e.g. Qwen3's, loads).
+#[derive(Clone)]
 pub struct BpeTokenizer {
     tok: tokenizers::Tokenizer,
 }
@@ -34,6 +41,28 @@ impl BpeTokenizer {
                     msg: e.to_string(),
                 })?;
         Ok(BpeTokenizer { tok })
+    }
+
+    /// The `tokenizer.json` text of this tokenizer (what `from_json` reads back).
+    pub fn to_json(&self) -> Result<String, ModelsError> {
+        self.tok
+            .to_string(true)
+            .map_err(|e| ModelsError::TokenizerLoad {
+                path: "<tokenizer>".into(),
+                msg: format!("serialising tokenizer.json: {e}"),
+            })
+    }
+
+    /// The added tokens by id: `(id, text, special)`.
+    pub fn added_tokens(&self) -> Vec<(u32, String, bool)> {
+        let mut v: Vec<(u32, String, bool)> = self
+            .tok
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| (id, t.content, t.special))
+            .collect();
+        v.sort();
+        v
     }
 
     /// The id of a token by its exact text (special or ordinary), if the vocabulary has it.
@@ -97,6 +126,7 @@ impl BpeTokenizer {
 
 /// A text tokenizer with the MMaDA special-token ids (its [`BpeTokenizer`] is `bpe`, and its
 /// methods are reachable through `Deref`).
+#[derive(Clone)]
 pub struct TextTokenizer {
     bpe: BpeTokenizer,
     /// `<|startoftext|>`.
@@ -150,6 +180,61 @@ impl TextTokenizer {
     pub fn tiny() -> Result<TextTokenizer, ModelsError> {
         let name = "<embedded tiny tokenizer>";
         TextTokenizer::from_bpe(BpeTokenizer::from_json(TINY_TOKENIZER_JSON, name)?, name)
+    }
+
+    /// Writes the tokenizer files of an HF checkpoint into `dir` (each atomically):
+    /// `tokenizer.json`, `tokenizer_config.json` (class `PreTrainedTokenizerFast`, the special
+    /// tokens, the chat template of [`TextTokenizer::chat_prompt`] in Jinja, and
+    /// `model_max_length`) and `special_tokens_map.json`, so that `mmada generate` and
+    /// transformers' `AutoTokenizer.from_pretrained(dir)` read the checkpoint directory alone.
+    pub fn save_pretrained(&self, dir: &Path, model_max_length: usize) -> Result<(), ModelsError> {
+        use serde_json::{json, Map, Value};
+        let text = |id: i64| {
+            self.token_text(id)
+                .ok_or_else(|| ModelsError::TokenizerLoad {
+                    path: "<tokenizer>".into(),
+                    msg: format!("special id {id} has no token"),
+                })
+        };
+        let (bos, eos, mask) = (text(self.bos)?, text(self.eos)?, text(self.mask)?);
+        let named = [bos.as_str(), eos.as_str(), mask.as_str()];
+        let added = self.added_tokens();
+        let additional: Vec<&str> = added
+            .iter()
+            .filter(|(_, t, special)| *special && !named.contains(&t.as_str()))
+            .map(|(_, t, _)| t.as_str())
+            .collect();
+        let mut decoder = Map::new();
+        for (id, t, special) in &added {
+            decoder.insert(
+                id.to_string(),
+                json!({"content": t, "lstrip": false, "normalized": false, "rstrip": false,
+                       "single_word": false, "special": special}),
+            );
+        }
+        let map = json!({
+            "bos_token": bos, "eos_token": eos, "pad_token": eos, "mask_token": mask,
+            "additional_special_tokens": additional,
+        });
+        let mut config = json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": model_max_length,
+            "clean_up_tokenization_spaces": false,
+            "chat_template": CHAT_TEMPLATE_JINJA,
+            "added_tokens_decoder": Value::Object(decoder),
+        });
+        if let (Value::Object(c), Value::Object(m)) = (&mut config, &map) {
+            c.extend(m.clone());
+        }
+        let write = |name: &str, body: String| {
+            mmada_runtime::tensor_io::atomic_write(&dir.join(name), body.as_bytes())
+                .map_err(ModelsError::from)
+        };
+        write("tokenizer.json", self.to_json()?)?;
+        let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+        write("tokenizer_config.json", pretty(&config))?;
+        write("special_tokens_map.json", pretty(&map))?;
+        Ok(())
     }
 
     /// The chat template of spec §3.1: `BOS` then, per message,

@@ -52,7 +52,7 @@ pub struct TrainOptions {
     pub preset: String,
     /// HF checkpoint directory to start from.
     pub model: Option<PathBuf>,
-    /// `tokenizer.json` (default: the embedded tiny tokenizer).
+    /// `tokenizer.json` (default: the `model` directory's, else the embedded tiny tokenizer).
     pub tokenizer: Option<PathBuf>,
     /// JSONL files (default: the embedded dataset).
     pub data: Vec<PathBuf>,
@@ -85,6 +85,21 @@ pub struct TrainOptions {
     /// Train on the multimodal mix (t2i, mmu and text rows) instead of text only.
     #[serde(default)]
     pub multimodal: Option<MultimodalOptions>,
+    /// Dtype of the model files of each checkpoint (`f32` or `bf16`). With `bf16` the f32
+    /// master weights are kept in `optimizer.safetensors` (`<name>.master`), so a resumed run
+    /// continues exactly.
+    #[serde(default = "f32_dtype")]
+    pub save_dtype: DType,
+}
+
+fn f32_dtype() -> DType {
+    DType::F32
+}
+
+/// Name of the f32 master copy of a parameter kept beside the AdamW moments when the model
+/// files are stored in a narrower dtype.
+pub fn master(name: &str) -> String {
+    format!("{name}.master")
 }
 
 impl Default for TrainOptions {
@@ -108,6 +123,7 @@ impl Default for TrainOptions {
             keep: 3,
             out: PathBuf::from("runs/tiny"),
             multimodal: None,
+            save_dtype: DType::F32,
         }
     }
 }
@@ -151,6 +167,12 @@ impl TrainOptions {
             }
         };
         unit("min-lr-scale", self.min_lr_scale)?;
+        if !matches!(self.save_dtype, DType::F32 | DType::BF16) {
+            return Err(format!(
+                "--save-dtype must be f32 or bf16, got {}",
+                self.save_dtype
+            ));
+        }
         for (name, v) in [("coef-lm", self.coef_lm), ("coef-sft", self.coef_sft)] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("--{name} must be a finite number ≥ 0, got {v}"));
@@ -263,10 +285,13 @@ fn fsync_dir(dir: &Path) -> Result<(), ModelsError> {
         .map_err(io(dir))
 }
 
-/// Saves a complete checkpoint atomically; returns its directory.
+/// Saves a complete checkpoint atomically; returns its directory. It holds the model in the
+/// HF layout (in `state.options.save_dtype`), the tokenizer files (`tok`), the optimiser state
+/// and the trainer state.
 pub fn save_checkpoint(
     exe: &mut dyn Executor,
     cfg: &LladaConfig,
+    tok: &TextTokenizer,
     state: &TrainerState,
 ) -> Result<PathBuf, ModelsError> {
     let out = &state.options.out;
@@ -284,7 +309,14 @@ pub fn save_checkpoint(
         optim.insert(exp_avg(&p.name), exe.get_input(&exp_avg(&p.name))?);
         optim.insert(exp_avg_sq(&p.name), exe.get_input(&exp_avg_sq(&p.name))?);
     }
-    save_model(&tmp, cfg, &weights, DType::F32, 2 << 30)?;
+    let dtype = state.options.save_dtype;
+    if dtype != DType::F32 {
+        for (n, w) in &weights {
+            optim.insert(master(n), w.clone());
+        }
+    }
+    save_model(&tmp, cfg, &weights, dtype, 2 << 30)?;
+    tok.save_pretrained(&tmp, cfg.max_sequence_length)?;
     failpoint::hit("save-after-weights", state.step);
     write_safetensors(&tmp.join("optimizer.safetensors"), &optim)?;
     failpoint::hit("save-after-optimizer", state.step);
@@ -317,8 +349,34 @@ pub struct LoadedCheckpoint {
 
 /// Loads a checkpoint directory written by [`save_checkpoint`].
 pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, ModelsError> {
-    let (cfg, weights) = load_model(dir)?;
-    let optim = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    let (cfg, mut weights) = load_model(dir)?;
+    let mut optim = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    let state = read_state(&dir.join("trainer_state.json"))?;
+    // Model files narrower than f32 come with the f32 masters in the optimiser state.
+    for p in param_specs(&cfg) {
+        let m = optim.shift_remove(&master(&p.name));
+        if m.is_none() && state.options.save_dtype != DType::F32 {
+            return Err(ModelsError::Options(format!(
+                "{}: the model files are {} and the optimizer state lacks the f32 master '{}'",
+                dir.display(),
+                state.options.save_dtype,
+                master(&p.name)
+            )));
+        }
+        if let Some(m) = m {
+            if m.shape().0 != p.shape || m.dtype() != DType::F32 {
+                return Err(ModelsError::Options(format!(
+                    "{}: optimizer tensor '{}' is {}{}, expected f32{:?}",
+                    dir.display(),
+                    master(&p.name),
+                    m.dtype(),
+                    m.shape(),
+                    p.shape
+                )));
+            }
+            weights.insert(p.name.clone(), m);
+        }
+    }
     for p in param_specs(&cfg) {
         for n in [exp_avg(&p.name), exp_avg_sq(&p.name)] {
             match optim.get(&n) {
@@ -341,7 +399,6 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, ModelsError> {
             }
         }
     }
-    let state = read_state(&dir.join("trainer_state.json"))?;
     Ok(LoadedCheckpoint {
         cfg,
         weights,
@@ -542,9 +599,13 @@ pub fn train(
     progress: &mut dyn Progress,
 ) -> Result<Vec<StepRecord>, ModelsError> {
     opts.check(None).map_err(ModelsError::Options)?;
-    let tok = match &opts.tokenizer {
-        Some(p) => TextTokenizer::from_file(p)?,
-        None => TextTokenizer::tiny()?,
+    // The tokenizer: `--tokenizer`, else the one saved in the `--model` directory, else the
+    // embedded tiny one.
+    let model_tok = opts.model.as_ref().map(|d| d.join("tokenizer.json"));
+    let tok = match (&opts.tokenizer, model_tok) {
+        (Some(p), _) => TextTokenizer::from_file(p)?,
+        (None, Some(p)) if p.is_file() => TextTokenizer::from_file(&p)?,
+        _ => TextTokenizer::tiny()?,
     };
     let hyper = StepHyper::default();
     // Starting point: a checkpoint to resume, a model directory, or a preset.
@@ -599,6 +660,8 @@ pub fn train(
             })?;
             let w =
                 crate::checkpoint::init_weights(&cfg, opts.seed as i64, 1000, opts.init_std as f32);
+            let mut cfg = cfg;
+            cfg.hf.init_std = opts.init_std;
             (cfg, w)
         }
     };
@@ -633,7 +696,7 @@ pub fn train(
             Box::new(Multimodal::new(
                 m,
                 mix,
-                tok,
+                tok.clone(),
                 cfg.rows(),
                 rows,
                 pos,
@@ -644,6 +707,7 @@ pub fn train(
     let run = Run {
         opts: &opts,
         cfg: &cfg,
+        tok: &tok,
         weights: &weights,
         resumed: resumed.as_ref(),
         hyper,
@@ -659,6 +723,8 @@ pub struct Run<'a> {
     pub opts: &'a TrainOptions,
     /// Model configuration.
     pub cfg: &'a LladaConfig,
+    /// The text tokenizer (saved into every checkpoint).
+    pub tok: &'a TextTokenizer,
     /// Initial weights (a checkpoint's when resuming).
     pub weights: &'a IndexMap<String, Tensor>,
     /// The checkpoint resumed from.
@@ -682,6 +748,7 @@ pub fn run_loop(
     let Run {
         opts,
         cfg,
+        tok,
         weights,
         resumed,
         hyper,
@@ -780,7 +847,7 @@ pub fn run_loop(
                 rng_offset: rng_offset(done),
                 options: opts.clone(),
             };
-            let dir = save_checkpoint(exe.as_mut(), &cfg, &state)?;
+            let dir = save_checkpoint(exe.as_mut(), &cfg, tok, &state)?;
             prune_checkpoints(&opts.out, opts.keep)?;
             let pts: Vec<(usize, f64)> = history.iter().map(|r| (r.step, r.loss)).collect();
             let png = opts.out.join("loss-curve.png");

@@ -120,10 +120,74 @@ pub fn save_dir(
     }
     let mut metadata = IndexMap::new();
     metadata.insert("total_size".to_string(), serde_json::Value::from(total));
+    let (k, v) = crate::tensor_io::FORMAT_METADATA;
+    metadata.insert(k.to_string(), serde_json::Value::from(v));
     let idx = Index {
         metadata,
         weight_map,
     };
     let text = serde_json::to_string_pretty(&idx).map_err(|e| err(dir, e.to_string()))?;
     atomic_write(&dir.join(INDEX_FILE), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor_io::{encode_safetensors, safetensors_metadata};
+    use mmada_ir::DType;
+
+    fn format_of(bytes: &[u8]) -> Option<String> {
+        safetensors_metadata(bytes, Path::new("x"))
+            .ok()?
+            .get("format")
+            .cloned()
+    }
+
+    fn tensors() -> IndexMap<String, Tensor> {
+        let mut t = IndexMap::new();
+        t.insert(
+            "a".to_string(),
+            Tensor::from_f32([3, 5], (0..15).map(|i| i as f32 * 0.5).collect()).unwrap(),
+        );
+        t.insert(
+            "b".to_string(),
+            Tensor::from_f64(DType::BF16, [7], &[1.0, -2.0, 3.5, 0.0, 8.0, -0.25, 1e3]).unwrap(),
+        );
+        t
+    }
+
+    #[test]
+    fn every_file_written_carries_the_pt_format_metadata() {
+        let bytes = encode_safetensors(&tensors()).unwrap();
+        assert_eq!(format_of(&bytes).as_deref(), Some("pt"));
+        // Single file and shards (a 40-byte limit puts each tensor in its own shard), and the
+        // index; the tensors read back unchanged.
+        for limit in [1 << 20, 40] {
+            let dir = tempfile::tempdir().unwrap();
+            save_dir(dir.path(), &tensors(), limit).unwrap();
+            let mut files = 0;
+            for e in std::fs::read_dir(dir.path()).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "safetensors") {
+                    files += 1;
+                    let b = std::fs::read(&p).unwrap();
+                    assert_eq!(format_of(&b).as_deref(), Some("pt"), "{}", p.display());
+                }
+            }
+            assert_eq!(files, if limit == 40 { 2 } else { 1 });
+            if limit == 40 {
+                let idx: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(dir.path().join(INDEX_FILE)).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(idx["metadata"]["format"], "pt");
+                assert_eq!(idx["metadata"]["total_size"], 15 * 4 + 7 * 2);
+            }
+            let back = load_dir(dir.path()).unwrap();
+            for (n, t) in tensors() {
+                assert_eq!(back[&n].to_le_bytes(), t.to_le_bytes(), "{n}");
+                assert_eq!(back[&n].dtype(), t.dtype());
+            }
+        }
+    }
 }

@@ -73,6 +73,20 @@ pub fn decode_safetensors(
     Ok(ordered)
 }
 
+/// The `__metadata__` of safetensors bytes (empty when the header has none).
+pub fn safetensors_metadata(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, RuntimeError> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| file_err(path, format!("not a valid safetensors file: {e}")))?;
+    Ok(meta
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default())
+}
+
 /// Reads every tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<IndexMap<String, Tensor>, RuntimeError> {
     let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
@@ -82,7 +96,11 @@ pub fn read_safetensors(path: &Path) -> Result<IndexMap<String, Tensor>, Runtime
     decode_safetensors(&bytes, path)
 }
 
-/// Encodes tensors as safetensors bytes.
+/// The header metadata of every safetensors file written here: `{"format": "pt"}`, which
+/// transformers' loader requires (it reads the tensors as PyTorch's).
+pub const FORMAT_METADATA: (&str, &str) = ("format", "pt");
+
+/// Encodes tensors as safetensors bytes, with [`FORMAT_METADATA`] in the header.
 pub fn encode_safetensors(tensors: &IndexMap<String, Tensor>) -> Result<Vec<u8>, RuntimeError> {
     let raw: Vec<(String, DType, Vec<usize>, Vec<u8>)> = tensors
         .iter()
@@ -94,7 +112,11 @@ pub fn encode_safetensors(tensors: &IndexMap<String, Tensor>) -> Result<Vec<u8>,
             .map_err(|e| file_err(Path::new("<memory>"), format!("tensor '{n}': {e}")))?;
         views.push((n.clone(), v));
     }
-    safetensors::serialize(views, None)
+    let meta = std::collections::HashMap::from([(
+        FORMAT_METADATA.0.to_string(),
+        FORMAT_METADATA.1.to_string(),
+    )]);
+    safetensors::serialize(views, Some(meta))
         .map_err(|e| file_err(Path::new("<memory>"), format!("encoding: {e}")))
 }
 

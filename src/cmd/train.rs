@@ -25,7 +25,7 @@ pub struct Args {
     /// Start from this HF checkpoint directory instead of a preset.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// tokenizer.json (default: the embedded tiny tokenizer).
+    /// tokenizer.json (default: the --model directory's, else the embedded tiny tokenizer).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Total optimiser steps [default: 300; 2000 with --multimodal].
@@ -91,9 +91,20 @@ pub struct Args {
     /// cpu or cuda (default: cuda when a device is present, else cpu).
     #[arg(long)]
     target: Option<RunTarget>,
+    /// Dtype of the checkpoints' model files: f32, or bf16 as the released MMaDA models (the
+    /// f32 master weights are then kept beside the optimiser state, so --resume is exact).
+    #[arg(long, value_enum, default_value_t = SaveDtype::F32)]
+    save_dtype: SaveDtype,
     /// Print one line per step instead of a progress bar.
     #[arg(long)]
     log: bool,
+}
+
+/// `--save-dtype`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SaveDtype {
+    F32,
+    Bf16,
 }
 
 struct Display {
@@ -204,6 +215,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
         keep: a.keep,
         out: out.clone(),
         multimodal,
+        save_dtype: match a.save_dtype {
+            SaveDtype::F32 => mmada_ir::DType::F32,
+            SaveDtype::Bf16 => mmada_ir::DType::BF16,
+        },
         ..Default::default()
     };
     // Every option is checked before anything is compiled or allocated.
