@@ -52,11 +52,12 @@ fn dump_flag_and_environment_give_the_same_files() {
         "main/00-source.txt",
         "main/01-after-dce.txt",
         "main/02-after-conv-to-gemm.txt",
-        "main/06-after-fuse-remask.txt",
-        "main/07-after-fuse-elementwise.dot",
-        "main/08-after-dce.txt",
-        "main/09-plan.json",
-        "main/10-memory.json",
+        "main/06-after-fuse-attention.txt",
+        "main/08-after-fuse-remask.txt",
+        "main/09-after-fuse-elementwise.dot",
+        "main/10-after-dce.txt",
+        "main/11-plan.json",
+        "main/12-memory.json",
         "program.json",
         "manifest.json",
         "kernels/kernels.kir.txt",
@@ -78,6 +79,6 @@ fn dump_flag_and_environment_give_the_same_files() {
             "{name} differs between --dump and MMADA_DUMP_DIR"
         );
     }
-    let fused = String::from_utf8_lossy(&fa["main/07-after-fuse-elementwise.txt"]).into_owned();
+    let fused = String::from_utf8_lossy(&fa["main/09-after-fuse-elementwise.txt"]).into_owned();
     assert!(fused.contains("fused"), "{fused}");
 }

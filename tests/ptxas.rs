@@ -81,3 +81,37 @@ fn example_ptx_assembles_for_sm80_and_sm90_without_spills() {
         }
     }
 }
+
+/// The attention kernel at the model's head dims (64: bench-small; 128: MMaDA-8B), f32 and
+/// bf16, masked: the query row and the accumulator live in registers (fully unrolled loops
+/// over the head dim), with no spills.
+#[test]
+fn attention_kernels_assemble_without_spills_at_model_head_dims() {
+    let Some(ptxas) = ptxas_or_skip() else { return };
+    for d in [64usize, 128] {
+        for dt in [mmada_ir::DType::F32, mmada_ir::DType::BF16] {
+            let mut g = mmada_ir::Graph::new();
+            let q = g.input("q", dt, [1, 4, 100, d]).unwrap();
+            let k = g.input("k", dt, [1, 4, 300, d]).unwrap();
+            let v = g.input("v", dt, [1, 4, 300, d]).unwrap();
+            let m = g.input("m", mmada_ir::DType::Bool, [1, 300]).unwrap();
+            let o = g.attention(q, k, v, Some(m), 0.125).unwrap();
+            g.set_output("o", o).unwrap();
+            let art = common::compile_all(&g);
+            for arch in [SmArch::SM80, SmArch::SM90] {
+                let ptx = art.section_str(&format!("ptx.{arch}")).unwrap();
+                let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
+                for k in report.iter().filter(|k| k.name.starts_with("attention")) {
+                    eprintln!(
+                        "attention d {d} {dt} {arch}: {} registers, {} spill bytes, {} shared",
+                        k.registers,
+                        k.spill_stores + k.spill_loads,
+                        k.shared_bytes
+                    );
+                    assert_eq!(k.spill_stores + k.spill_loads, 0, "d {d} {dt} {arch}");
+                }
+                assert!(report.iter().any(|k| k.name.starts_with("attention")));
+            }
+        }
+    }
+}

@@ -88,6 +88,9 @@ pub enum LibraryCall {
     /// f32 stride-1 convolution on the host (shifted products on the `gemm` crate): args are
     /// x, w, y.
     ConvF32(crate::kernels::conv::ConvShape),
+    /// f32 attention on the host (per head and block of query rows, the scores in a
+    /// cache-sized scratch, products on the `gemm` crate): args are q, k, v[, key mask], out.
+    AttentionF32(crate::kernels::attention::AttentionShape),
 }
 
 /// A generated kernel launched over a 1-D grid of 1-D blocks.
@@ -130,6 +133,7 @@ impl Dispatch {
             Dispatch::Kernel(k) => k.kernel.clone(),
             Dispatch::Call(LibraryCall::GemmF32(_)) => "gemm_f32".into(),
             Dispatch::Call(LibraryCall::ConvF32(_)) => "conv_f32".into(),
+            Dispatch::Call(LibraryCall::AttentionF32(_)) => "attention_f32".into(),
         }
     }
 }
@@ -231,6 +235,7 @@ fn kind_name(op: &Op) -> &'static str {
         Op::Reduce { .. } => "reduce",
         Op::Softmax { .. } => "softmax",
         Op::Permute { .. } | Op::Broadcast { .. } | Op::Reshape { .. } => "copy",
+        Op::Attention { .. } => "attention",
         _ => "elementwise",
     }
 }
@@ -367,6 +372,10 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                 } else if let Some(s) = kernels::conv_shape(g, id).filter(|_| n.dtype == DType::F32)
                 {
                     Dispatch::Call(LibraryCall::ConvF32(s))
+                } else if let Some(a) =
+                    kernels::attention_shape(g, id).filter(|_| n.dtype == DType::F32)
+                {
+                    Dispatch::Call(LibraryCall::AttentionF32(a))
                 } else {
                     Dispatch::Kernel(host_kernel.unwrap_or_else(|| gpu.clone()))
                 };

@@ -19,6 +19,7 @@
 //! | `index` | `block` (256) | gathers, scatter-adds |
 //! | `rng` | `block` (256) | Philox random streams |
 //! | `remask` | `block` (256) | the fused confidence top-k remask of a sampler step (one block per row) |
+//! | `attention` | `block` (64), `key_tile` (32) | fused attention forward: `block` query rows per block, K/V staged `key_tile` keys at a time (generated kernel; the CPU calls its per-head routine for f32) |
 //!
 //! A knob's value is an upper bound where the problem is smaller (a row of 40 elements gets a
 //! block of 64 under `block = 256`). `host_lanes` is the width of the host variants' partial
@@ -132,6 +133,12 @@ const TILE: Knob = Knob {
     doc: "output tile edge: tile × tile threads per block, two tile² f32 shared tiles",
 };
 
+const KEY_TILE: Knob = Knob {
+    name: "key_tile",
+    values: &[8, 16, 32, 64],
+    doc: "keys per shared K/V tile (at most; fewer when the tiles would pass 48 KiB)",
+};
+
 fn block_default(_: &TargetLimits) -> Config {
     Config(BTreeMap::from([("block".into(), 256)]))
 }
@@ -208,8 +215,23 @@ pub static CONV_GEMM: Template = Template {
     ..MATMUL
 };
 
+/// See the table in the module docs.
+pub static ATTENTION: Template = Template {
+    key: "attention",
+    knobs: &[BLOCK, KEY_TILE],
+    // K, V (head dims up to 128) and the bias of one key tile.
+    shared_bytes: |c| c.get("key_tile") * (128 + 128 + 1) * 4,
+    threads: block_threads,
+    default: |_| {
+        Config(BTreeMap::from([
+            ("block".into(), 64),
+            ("key_tile".into(), 32),
+        ]))
+    },
+};
+
 /// Every template, in the order of the module docs.
-pub static TEMPLATES: [&Template; 10] = [
+pub static TEMPLATES: [&Template; 11] = [
     &ELEMENTWISE,
     &REDUCTION,
     &SOFTMAX,
@@ -220,6 +242,7 @@ pub static TEMPLATES: [&Template; 10] = [
     &INDEX,
     &RNG,
     &REMASK,
+    &ATTENTION,
 ];
 
 /// The template with this key.

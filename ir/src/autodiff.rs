@@ -191,6 +191,7 @@ pub fn vjp(g: &mut Graph, n: NodeId, gy: NodeId, slot: usize) -> Result<Option<N
             }
         }
         Op::Compare { .. } | Op::TopK { .. } | Op::Remask { .. } => return Ok(None),
+        Op::Attention { .. } => return g.attention_vjp(n, gy, slot),
         Op::Where => {
             if slot == 0 {
                 return Ok(None);

@@ -52,6 +52,19 @@ impl DType {
         }
     }
 
+    /// The most negative finite value of a float dtype (PyTorch's `finfo(dtype).min`): the
+    /// bias of a masked attention key. 0 for the other dtypes.
+    pub fn lowest(self) -> f64 {
+        match self {
+            DType::F64 => f64::MIN,
+            DType::F32 => f32::MIN as f64,
+            // 0xff7f: the largest bf16 below f32::MIN's rounding to −∞.
+            DType::BF16 => -3.3895313892515355e38,
+            DType::F16 => -65504.0,
+            _ => 0.0,
+        }
+    }
+
     /// True for f32, f16 and bf16.
     pub fn is_float(self) -> bool {
         matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)

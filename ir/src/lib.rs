@@ -6,6 +6,7 @@
 //! - [`verify()`]: the verifier; [`interp::interpret`]: the reference interpreter (the oracle).
 //! - [`serialize`]: versioned JSON encoding; [`display`]: text and Graphviz dumps.
 
+pub mod attention;
 pub mod autodiff;
 pub mod builder;
 pub mod composite;
@@ -25,6 +26,7 @@ pub mod shape;
 pub mod tensor;
 pub mod verify;
 
+pub use attention::AttentionDims;
 pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use fused::{BodyNode, FusedBody, Operand};

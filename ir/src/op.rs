@@ -517,6 +517,23 @@ pub enum Op {
         /// Philox stream of the Gumbel noise (the uniform numbers use `stream + 1`).
         stream: u32,
     },
+    /// Bidirectional scaled dot-product attention, fused (spec §1.3): 3 operands `q` `[B, H,
+    /// T, D]`, `k` `[B, Hk, S, D]`, `v` `[B, Hk, S, Dv]` of one float dtype, and with `masked`
+    /// a 4th, the key mask (bool `[B, S]`, true = attend); result `[B, H, T, Dv]`. Query head
+    /// `h` reads key/value head `h / (H / Hk)` (grouped K/V heads; `H` a multiple of `Hk`), and
+    /// `T` may differ from `S` (a block of queries against a longer cached K/V). Per row:
+    /// `s = (q · kᵀ) · scale`, plus the dtype's minimum at keys the mask disallows (as the
+    /// reference's boolean bias), `p = softmax(s)`, `o = p · v`.
+    /// [`crate::Graph::attention_unfused`] builds this from primitive ops and *is* the
+    /// semantics (the interpreter evaluates it); the `fuse_attention` pass recognises it.
+    /// Kernels stream over key blocks with a running maximum and sum: no `[B, H, T, S]`
+    /// buffer.
+    Attention {
+        /// Score scale, usually `1/√D`, rounded to the dtype.
+        scale: f64,
+        /// Whether the 4th operand, the key mask, is present.
+        masked: bool,
+    },
     /// A fused group of ops created by a pass. Operands are the body's arguments in order.
     /// Semantics are exactly those of the body (see [`FusedBody`]).
     Fused {
@@ -555,6 +572,7 @@ impl Op {
             Op::Conv2dInputGrad { .. } => "conv2d_input_grad".into(),
             Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad".into(),
             Op::Remask { .. } => "remask".into(),
+            Op::Attention { .. } => "attention".into(),
             Op::Fused { .. } => "fused".into(),
         }
     }
@@ -584,6 +602,7 @@ impl Op {
             | Op::Conv2dWeightGrad { .. } => 2,
             Op::Where | Op::ScatterAdd { .. } => 3,
             Op::Remask { .. } => 8,
+            Op::Attention { masked, .. } => 3 + *masked as usize,
             Op::Concat { count, .. } => *count,
             Op::Fused { body } => body.num_args,
         }
@@ -1018,6 +1037,9 @@ impl Op {
                     }
                 }
                 Ok((DType::I64, sx.clone()))
+            }
+            Op::Attention { scale, masked } => {
+                crate::attention::check(operands, *scale, *masked).map_err(bad)
             }
             Op::Fused { body } => {
                 body.check_args(operands).map_err(bad)?;

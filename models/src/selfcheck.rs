@@ -79,6 +79,13 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
         "remask",
         g.remask(args, 6, mmada_ir::Remasking::LowConfidence, 3)?,
     );
+    // Fused attention: grouped K/V heads (4 query heads over 2), 3 queries against 5 keys,
+    // a key mask.
+    let aq = g.input("att_q", dt, [2, 4, 3, 6])?;
+    let ak = g.input("att_k", dt, [2, 2, 5, 6])?;
+    let av = g.input("att_v", dt, [2, 2, 5, 4])?;
+    let am = g.input("att_mask", DType::Bool, [2, 5])?;
+    out("attention", g.attention(aq, ak, av, Some(am), 0.4)?);
     let img = g.input("img", dt, [2, 4, 6, 5])?;
     let w = g.input("w", dt, [6, 2, 3, 3])?;
     let geom = ConvGeom {

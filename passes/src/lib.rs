@@ -10,6 +10,7 @@ pub mod cse;
 pub mod dce;
 pub mod dump;
 pub mod error;
+pub mod fuse_attention;
 pub mod fuse_elementwise;
 pub mod fuse_remask;
 pub mod manager;
@@ -20,13 +21,14 @@ pub use cse::Cse;
 pub use dce::Dce;
 pub use dump::DumpSink;
 pub use error::PassError;
+pub use fuse_attention::FuseAttention;
 pub use fuse_elementwise::FuseElementwise;
 pub use fuse_remask::FuseRemask;
 pub use manager::{Pass, PassManager};
 pub use simplify_transposes::SimplifyTransposes;
 
 /// The default optimisation pipeline: DCE, convolutions to im2col + GEMM, transpose
-/// simplification, DCE, CSE, remask fusion, elementwise fusion, DCE.
+/// simplification, DCE, CSE, attention fusion, remask fusion, elementwise fusion, DCE.
 pub fn default_pipeline() -> PassManager {
     let mut pm = PassManager::new();
     pm.add(Dce);
@@ -34,6 +36,8 @@ pub fn default_pipeline() -> PassManager {
     pm.add(SimplifyTransposes);
     pm.add(Dce);
     pm.add(Cse);
+    pm.add(FuseAttention);
+    pm.add(Dce);
     pm.add(FuseRemask);
     pm.add(FuseElementwise::default());
     pm.add(Dce);

@@ -2,12 +2,14 @@
 //! across threads (blocks of one launch are independent by construction). Each launch is
 //! dispatched on its host [`Dispatch`]: a generated kernel over its own grid, or a library call.
 
+use crate::cpu_attention::attention_f32;
 use crate::cpu_conv::conv_f32;
 use crate::cpu_gemm::gemm_f32;
 use crate::executable::{Executable, Executor, Transfers};
 use crate::thread_pool::ThreadPool;
 use crate::RuntimeError;
 use indexmap::IndexMap;
+use mmada_codegen::kernels::attention::AttentionShape;
 use mmada_codegen::kernels::conv::ConvShape;
 use mmada_codegen::kernels::matmul::MatMulShape;
 use mmada_codegen::plan::{BufferKind, Dispatch, LibraryCall};
@@ -147,6 +149,8 @@ enum HostLaunch {
     Gemm(MatMulShape),
     /// f32 stride-1 convolution.
     Conv(ConvShape),
+    /// f32 fused attention.
+    Attention(AttentionShape),
 }
 
 /// Runs artifacts on the host.
@@ -190,6 +194,7 @@ impl CpuExecutor {
                 launches.push(match &l.host {
                     Dispatch::Call(LibraryCall::GemmF32(s)) => HostLaunch::Gemm(*s),
                     Dispatch::Call(LibraryCall::ConvF32(s)) => HostLaunch::Conv(*s),
+                    Dispatch::Call(LibraryCall::AttentionF32(s)) => HostLaunch::Attention(*s),
                     Dispatch::Kernel(k) => {
                         let sym = format!("{}__entry", k.kernel);
                         // SAFETY: every kernel entry has the signature `KernelFn`.
@@ -303,6 +308,14 @@ impl CpuExecutor {
                 // SAFETY: the program was validated: x, w and y are f32 buffers that hold this
                 // shape, the shape is consistent, and y is distinct from x and w.
                 unsafe { conv_f32(&s, p(0) as *mut f32, p(1) as *mut f32, p(2) as *mut f32) };
+                return;
+            }
+            HostLaunch::Attention(s) => {
+                // SAFETY: the program was validated: q, k, v and out are f32 buffers (the
+                // mask a bool buffer) that hold this shape, and out is distinct from the rest.
+                let out = p(l.args.len() - 1) as *mut f32;
+                let mask = s.masked.then(|| p(3) as *const u8);
+                unsafe { attention_f32(&s, p(0) as _, p(1) as _, p(2) as _, mask, out) };
                 return;
             }
             HostLaunch::Kernel { entry, grid } => (entry, grid as i64),

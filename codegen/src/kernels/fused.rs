@@ -304,6 +304,7 @@ impl<'b> BodyEval<'b> {
             | Op::ScatterAdd { .. }
             | Op::TopK { .. }
             | Op::Remask { .. }
+            | Op::Attention { .. }
             | Op::CumSum { .. }
             | Op::Softmax { .. }
             | Op::Conv2d { .. }

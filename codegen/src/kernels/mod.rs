@@ -6,8 +6,10 @@
 //! - [`fused`]: fused groups and single elementwise / view / reduction nodes;
 //! - [`softmax`]: row softmaxes; [`matmul`]: batched matrix products; [`conv`]: convolutions;
 //! - [`scan`]: cumulative sums and top-k; [`scatter`]: scatter-adds; [`rng`]: Philox streams;
-//! - [`remask`]: the fused confidence top-k remask of a sampler step.
+//! - [`remask`]: the fused confidence top-k remask of a sampler step;
+//! - [`attention`]: fused attention (online softmax over key tiles).
 
+pub mod attention;
 pub mod conv;
 pub mod fused;
 pub mod index;
@@ -44,6 +46,7 @@ pub fn template_of(g: &Graph, id: NodeId) -> &'static Template {
         Op::ScatterAdd { .. } | Op::Gather { .. } => &template::INDEX,
         Op::Rng { .. } => &template::RNG,
         Op::Remask { .. } => &template::REMASK,
+        Op::Attention { .. } => &template::ATTENTION,
         Op::Fused { body } => root(&body.nodes[body.root].op),
         op => root(op),
     }
@@ -152,6 +155,17 @@ pub fn conv_shape(g: &Graph, id: NodeId) -> Option<conv::ConvShape> {
     };
     let operands = g.operands(id);
     conv::ConvShape::of(&g.node(operands[0]).shape, &g.node(operands[1]).shape, geom)
+}
+
+/// The shape of an attention node (None for other nodes).
+pub fn attention_shape(g: &Graph, id: NodeId) -> Option<attention::AttentionShape> {
+    let Op::Attention { scale, masked } = g.node(id).op else {
+        return None;
+    };
+    let operands = g.operands(id);
+    let shape = |i: usize| &g.node(operands[i]).shape;
+    let dims = mmada_ir::AttentionDims::of(shape(0), shape(1), shape(2)).ok()?;
+    Some(attention::AttentionShape::new(&dims, scale, masked))
 }
 
 /// The kernel computing node `id`, whose operands are the kernel's first parameters (in slot
@@ -277,6 +291,18 @@ fn build(
             let dims = (s.0[0] as u64, s.0[1] as u64, s.0[2] as u64);
             return Ok(Some(remask::remask_kernel(
                 name, dims, *mask_id, *remasking, *stream, block,
+            )));
+        }
+        Op::Attention { .. } => {
+            let Some(a) = attention_shape(g, id) else {
+                return Err(unsupported("attention operands do not fit the op"));
+            };
+            return Ok(Some(attention::attention_kernel(
+                name,
+                a,
+                n.dtype,
+                block,
+                config.get("key_tile"),
             )));
         }
         Op::Fused { body } => (**body).clone(),

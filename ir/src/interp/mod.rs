@@ -5,6 +5,7 @@
 //! Integer arithmetic wraps at the storage width. The interpreter is the oracle every compiled
 //! kernel is tested against, so it favours obviousness over speed.
 
+mod attention;
 mod conv;
 pub mod elementwise;
 mod index_ops;
@@ -124,6 +125,7 @@ pub fn eval_op(op: &Op, dtype: DType, shape: &Shape, operands: &[&Tensor]) -> Re
             remasking,
             stream,
         } => remask::remask(operands, *mask_id, *remasking, *stream),
+        Op::Attention { scale, masked } => attention::attention(operands, *scale, *masked),
         Op::Fused { body } => eval_fused(body, operands),
     }
 }

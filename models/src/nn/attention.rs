@@ -2,7 +2,7 @@
 //! (spec §1.1–1.3).
 
 use super::{bad, compute_dtype, dtype_of, shape_of};
-use mmada_ir::{BinaryOp, DType, Graph, NodeId, Result, Shape, UnaryOp};
+use mmada_ir::{DType, Graph, NodeId, Result, UnaryOp};
 
 /// Rotary position embedding, rotate-half style (spec §1.2): x of shape `[..., T, hd]`,
 /// positions 0..T-1, `inv_freq[i] = θ^(-2i/hd)`, `a' = a cos − b sin`, `b' = b cos + a sin`
@@ -58,9 +58,10 @@ pub fn rope_from(g: &mut Graph, x: NodeId, theta: f64, start: Option<NodeId>) ->
     g.cast(y, dt)
 }
 
-/// Bidirectional scaled dot-product attention over `[B, H, T, hd]` tensors (no causal mask).
-/// With `key_mask` (bool `[B, S]`, true = attend), disallowed keys get the dtype's minimum
-/// added to their scores, as the reference's boolean attention bias does (spec §1.3).
+/// Bidirectional scaled dot-product attention over `[B, H, T, hd]` tensors (no causal mask),
+/// as one fused [`mmada_ir::Op::Attention`] node. With `key_mask` (bool `[B, S]`, true =
+/// attend), disallowed keys get the dtype's minimum added to their scores, as the reference's
+/// boolean attention bias does (spec §1.3).
 pub fn attention(
     g: &mut Graph,
     q: NodeId,
@@ -69,33 +70,16 @@ pub fn attention(
     key_mask: Option<NodeId>,
     scale: f64,
 ) -> Result<NodeId> {
-    let kt = g.transpose(k)?;
-    let scores = g.matmul(q, kt)?;
-    let mut scores = g.binary_scalar(BinaryOp::Mul, scores, scale)?;
     if let Some(m) = key_mask {
-        let ss = shape_of(g, scores)?; // [B, H, T, S]
-        let ms = shape_of(g, m)?;
-        if ms.rank() != 2 || ms.0[0] != ss.0[0] || ms.0[1] != ss.0[3] {
+        let (ms, ks) = (shape_of(g, m)?, shape_of(g, k)?);
+        if ms.rank() != 2 || ks.rank() != 4 || ms.0[0] != ks.0[0] || ms.0[1] != ks.0[2] {
             return Err(bad(
                 "attention",
-                format!("key mask {ms} does not fit scores {ss}"),
+                format!("key mask {ms} does not fit keys {ks}"),
             ));
         }
-        let dt = dtype_of(g, scores)?;
-        let min = if dt == DType::F64 {
-            f64::MIN
-        } else {
-            f32::MIN as f64
-        };
-        let zero = g.full(dt, 0.0, Shape::scalar())?;
-        let neg = g.full(dt, min, Shape::scalar())?;
-        let m4 = g.reshape(m, [ms.0[0], 1, 1, ms.0[1]])?;
-        let m4 = g.broadcast_to(m4, ss.clone())?;
-        let bias = g.where_(m4, zero, neg)?;
-        scores = g.add2(scores, bias)?;
     }
-    let p = g.softmax(scores, -1)?;
-    g.matmul(p, v)
+    g.attention(q, k, v, key_mask, scale)
 }
 
 /// The LLaDA/MMaDA MLP (spec §1.1): `ff_out(silu(ff_proj(x)) ⊙ up_proj(x))`, weights `[out, in]`.
