@@ -30,6 +30,7 @@ const CASES: &[Case] = &[
     (1, 2, 2, 9, 130, 32, 32, true), // keys over five tiles of 32
     (3, 1, 1, 4, 6, 3, 2, true),
     (1, 2, 1, 40, 45, 72, 20, true), // head dim above 64: query rows in shared memory
+    (1, 1, 1, 33, 21, 160, 9, false), // above 128: query rows read from q
 ];
 
 /// `attention(q, k, v[, mask])` with the given scale, fused or unfused.

@@ -57,6 +57,7 @@ pub const COS_COEFFS: [f32; 6] = [
 ];
 
 /// NaN-propagating max (MLIR `arith.maximumf`).
+#[inline]
 fn maximum(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
@@ -66,6 +67,7 @@ fn maximum(a: f32, b: f32) -> f32 {
 }
 
 /// NaN-propagating min (MLIR `arith.minimumf`).
+#[inline]
 fn minimum(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
@@ -75,6 +77,7 @@ fn minimum(a: f32, b: f32) -> f32 {
 }
 
 /// Horner evaluation with fma, highest coefficient first, as the kernels do.
+#[inline]
 pub fn horner(z: f32, c: &[f32]) -> f32 {
     let mut acc = c[c.len() - 1];
     for &ci in c[..c.len() - 1].iter().rev() {
@@ -83,11 +86,13 @@ pub fn horner(z: f32, c: &[f32]) -> f32 {
     acc
 }
 
+#[inline]
 fn pow2i(k: i32) -> f32 {
     f32::from_bits(((k + 127) << 23) as u32)
 }
 
 /// e^x, as the kernels compute it.
+#[inline]
 pub fn exp(x: f32) -> f32 {
     let xc = minimum(maximum(x, -104.0), 89.0);
     let kf = xc.mul_add(std::f32::consts::LOG2_E, 0.5).floor();

@@ -1,20 +1,22 @@
 //! Fused attention on the host, f32 ([`mmada_ir::Op::Attention`]): per (batch, head, block of
 //! query rows), the block's scores `[rows, S]` are computed into a per-thread scratch by the
 //! `gemm` crate, scaled, biased and turned into probabilities in place (one row at a time, in
-//! cache), then multiplied by V into the output. The scratch is `QUERY_ROWS · S` f32 (64 KiB at
-//! S = 256), so no `[B, H, T, S]` buffer exists and the scores never leave the cache.
+//! cache), then multiplied by V into the output. The scratch holds at most 2^16 scores (256 KiB), so no `[B, H, T, S]` buffer exists and the scores never leave the cache.
 //!
 //! The arithmetic is the unfused graph's, in its order: `(q · kᵀ) · scale`, plus `f32::MIN` at
-//! masked keys, `exp(x − max)` scaled by the reciprocal of the row's sum, then `p · v`; it
-//! differs from the generated kernels only in the products' summation order and in `exp`
-//! (the standard library's instead of our math library's), a few ulps.
+//! masked keys, `exp(x − max)` (our math library's, as in the kernels) scaled by the
+//! reciprocal of the row's sum, then `p · v`; it differs from the generated kernels only in
+//! summation order. The row passes run on AVX-512 or AVX2 where the CPU has them (the gemm
+//! crate picks its own kernels).
 
 use crate::thread_pool::ThreadPool;
 use mmada_codegen::kernels::attention::AttentionShape;
 use std::cell::RefCell;
 
-/// Query rows per task.
-const QUERY_ROWS: usize = 64;
+/// Score elements per task's scratch (256 KiB of f32: an L2-sized block of scores).
+const SCRATCH_SCORES: usize = 1 << 16;
+/// The fewest query rows per task (below this the products are too small for the gemm crate).
+const MIN_ROWS: usize = 16;
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -40,7 +42,14 @@ pub unsafe fn attention_f32(
         return;
     }
     let group = h / hk.max(1);
-    let blocks = t.div_ceil(QUERY_ROWS);
+    // Rows per task: as many as the scratch holds, fewer when there would be fewer tasks than
+    // threads.
+    let threads = ThreadPool::global().threads();
+    let mut per = (SCRATCH_SCORES / s.max(1)).clamp(MIN_ROWS, t.max(MIN_ROWS));
+    while per > MIN_ROWS && b * h * t.div_ceil(per) < threads {
+        per /= 2;
+    }
+    let blocks = t.div_ceil(per);
     let scale = a.scale();
     let (pq, pk, pv, po) = (q as usize, k as usize, v as usize, out as usize);
     let pm = mask.map(|m| m as usize);
@@ -48,8 +57,8 @@ pub unsafe fn attention_f32(
         let (bh, blk) = (task / blocks, task % blocks);
         let (bi, hi) = (bh / h, bh % h);
         let kv = bi * hk + hi / group;
-        let r0 = blk * QUERY_ROWS;
-        let rows = QUERY_ROWS.min(t - r0);
+        let r0 = blk * per;
+        let rows = per.min(t - r0);
         // SAFETY: every offset below lies inside the caller's buffers (see the contract);
         // tasks write disjoint rows of `out`.
         unsafe {
@@ -82,33 +91,117 @@ pub unsafe fn attention_f32(
     ThreadPool::global().run(b * h * blocks, &task);
 }
 
-/// The row's scores in place: scaled, biased, `exp(x − max) · (1 / Σ)`.
+/// Partial maxima and sums per row pass: as many as a 512-bit vector holds, so the loops
+/// vectorise.
+const LANES: usize = 16;
+
+/// The row's scores in place: scaled, biased, `exp(x − max) · (1 / Σ)`, on the widest vector
+/// unit this CPU has (AVX-512, AVX2 with FMA, or the baseline).
 fn probabilities(row: &mut [f32], scale: f32, mask: Option<&[u8]>) {
-    for x in row.iter_mut() {
-        *x *= scale;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { probabilities_avx512(row, scale, mask) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { probabilities_avx2(row, scale, mask) };
+        }
     }
-    if let Some(m) = mask {
-        for (x, &allowed) in row.iter_mut().zip(m) {
-            if allowed == 0 {
-                *x += f32::MIN;
+    probabilities_body(row, scale, mask)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn probabilities_avx512(row: &mut [f32], scale: f32, mask: Option<&[u8]>) {
+    probabilities_body(row, scale, mask)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn probabilities_avx2(row: &mut [f32], scale: f32, mask: Option<&[u8]>) {
+    probabilities_body(row, scale, mask)
+}
+
+/// [`probabilities`], written so that each loop vectorises: `LANES` partial maxima and sums,
+/// a branch-free exponential ([`exp`]).
+#[inline(always)]
+fn probabilities_body(row: &mut [f32], scale: f32, mask: Option<&[u8]>) {
+    match mask {
+        Some(m) => {
+            for (x, &allowed) in row.iter_mut().zip(m) {
+                let bias = if allowed == 0 { f32::MIN } else { 0.0 };
+                *x = *x * scale + bias;
+            }
+        }
+        None => {
+            for x in row.iter_mut() {
+                *x *= scale;
             }
         }
     }
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| {
-        if m.is_nan() || x.is_nan() {
-            f32::NAN
-        } else {
-            m.max(x)
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    let mut nan = false;
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &x) in maxima.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+            nan |= x.is_nan();
         }
-    });
-    let mut sum = 0f32;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
     }
-    let inv = 1.0 / sum;
+    for (m, &x) in maxima.iter_mut().zip(chunks.remainder()) {
+        *m = if x > *m { x } else { *m };
+        nan |= x.is_nan();
+    }
+    let max = if nan {
+        f32::NAN
+    } else {
+        maxima.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+    };
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, x) in sums.iter_mut().zip(c.iter_mut()) {
+            *x = exp(*x - max);
+            *s += *x;
+        }
+    }
+    for (s, x) in sums.iter_mut().zip(chunks.into_remainder()) {
+        *x = mmada_ir::mathlib::exp(*x - max);
+        *s += *x;
+    }
+    let inv = 1.0 / sums.iter().sum::<f32>();
     for x in row.iter_mut() {
         *x *= inv;
+    }
+}
+
+/// e^x for x ≤ 0 (a score minus its row's maximum; NaN passes through), in plain f32
+/// arithmetic that vectorises on every x86 level: `x = k·ln 2 + r` with k rounded by the
+/// 1.5·2^23 shift (no float-to-int conversion), e^r by its degree-7 Taylor polynomial on
+/// |r| ≤ ln 2 / 2 (relative error below 2e-7), 2^k built in the exponent bits. Below −87.3
+/// (where 2^k would be subnormal) the result is 0. Our kernels' math library
+/// ([`mmada_ir::mathlib::exp`]) uses fma and a float-to-int conversion, which without FMA
+/// hardware are library calls: 12× slower here on SSE2.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 · 2^23
+    let xc = if x < -87.3 { -87.3 } else { x };
+    let kf = (xc * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let r = xc - kf * mmada_ir::mathlib::LN2_HI - kf * mmada_ir::mathlib::LN2_LO;
+    let c = &mmada_ir::mathlib::EXP_COEFFS;
+    let mut p = c[7];
+    for &ci in c[..7].iter().rev() {
+        p = p * r + ci;
+    }
+    // k + 127 in the low bits of (k + 127 + SHIFT); k ∈ [−126, 0].
+    let biased = (kf + (SHIFT + 127.0)).to_bits() & 0xff;
+    let e = p * f32::from_bits(biased << 23);
+    if x < -87.3 {
+        0.0
+    } else {
+        e
     }
 }
 
@@ -147,4 +240,27 @@ unsafe fn product(
         false,
         gemm::Parallelism::None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// The vectorised exponential against f64 over [−100, 0] and at its edges.
+    #[test]
+    fn exp_is_accurate_on_the_softmax_range() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -100.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            let got = super::exp(x) as f64;
+            if x >= -87.0 {
+                worst = worst.max((got - want).abs() / want);
+            } else {
+                assert!(got <= 1e-37, "exp({x}) = {got}");
+            }
+        }
+        assert!(worst < 3e-7, "relative error {worst:e}");
+        assert_eq!(super::exp(0.0), 1.0);
+        assert_eq!(super::exp(f32::MIN), 0.0);
+        assert!(super::exp(f32::NAN).is_nan());
+    }
 }

@@ -6,7 +6,8 @@
 //! - The thread keeps its query row, its output accumulator (`Dv` f32) and its running maximum
 //!   and sum in private buffers across the key loop (registers: the loops over the head dims
 //!   are unrolled). Above head dim 64 the query rows move to shared memory, transposed, and a
-//!   block takes 32 rows: at 128, query row and accumulator together spill.
+//!   block takes 32 rows: at 128, query row and accumulator together spill. Above 128 they
+//!   are read from the q buffer itself.
 //! - Per key tile: the block stages `key_tile` rows of K and V (and the mask's bias) in shared
 //!   memory; barrier; each thread computes the tile's scores `(q · k) · scale (+ bias)` into a
 //!   private row, their maximum, rescales its accumulator and sum once by `exp(m_old − m_new)`,
@@ -26,6 +27,17 @@ use mmada_ir::{AttentionDims, DType};
 
 /// The largest head dim whose query row a thread keeps in registers.
 const QUERY_IN_REGISTERS_MAX: u64 = 64;
+
+/// Where a thread keeps its query row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QueryRow {
+    /// A private buffer (registers).
+    Registers,
+    /// A shared tile, transposed.
+    Shared,
+    /// The q parameter itself.
+    Global,
+}
 
 /// The facts one attention kernel is built from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -90,12 +102,19 @@ pub fn attention_kernel(
         dv,
         ..
     } = a;
-    // Head dims above this keep the query rows in shared memory (transposed, so a warp reads
-    // 32 consecutive words) rather than registers: at 128, registers for the query row and the
-    // accumulator together spill on sm_80/sm_90.
-    let q_shared = d > QUERY_IN_REGISTERS_MAX;
+    // Where a thread's query row lives: registers up to head dim 64; above, shared memory
+    // (transposed, so a warp reads 32 consecutive words; at 128, registers for the query row
+    // and the accumulator together spill on sm_80/sm_90), with 32 rows per block; above 128
+    // (MAGVIT-v2's 512-channel attention), the q buffer itself.
+    let q_mode = if d <= QUERY_IN_REGISTERS_MAX {
+        QueryRow::Registers
+    } else if d <= 2 * QUERY_IN_REGISTERS_MAX {
+        QueryRow::Shared
+    } else {
+        QueryRow::Global
+    };
     let mut block = next_pow2(t).clamp(32, max_block.max(32));
-    if q_shared {
+    if q_mode != QueryRow::Registers {
         block = block.min(32);
     }
     let q_blocks = t.div_ceil(block).max(1);
@@ -113,7 +132,11 @@ pub fn attention_kernel(
     let masked_bias = dtype.lowest() as f32;
     let lowest = f32::MIN;
     // Keys per tile: the knob, fewer when the tiles would pass the static shared limit.
-    let q_bytes = if q_shared { block * d * 4 } else { 0 };
+    let q_bytes = if q_mode == QueryRow::Shared {
+        block * d * 4
+    } else {
+        0
+    };
     let mut bk = key_tile.max(1);
     while bk > 1 && q_bytes + (bk * (d + dv + 1) * 4) > GPU_STATIC_SHARED_BYTES {
         bk /= 2;
@@ -121,18 +144,17 @@ pub fn attention_kernel(
     let k_tile = kb.shared("k_tile", DType::F32, bk * d);
     let v_tile = kb.shared("v_tile", DType::F32, bk * dv);
     let bias_tile = kb.shared("bias_tile", DType::F32, bk);
-    // Element i of the thread's query row: q_row[i] (private) or q_tile[i·block + thread].
-    let q_row = if q_shared {
-        kb.shared("q_tile", DType::F32, d * block)
-    } else {
-        kb.private("q_row", DType::F32, d.max(1))
+    // Element i of the thread's query row (whose first element is q[base]): q_row[i]
+    // (private), q_tile[i·block + thread] (shared) or q[base + i].
+    let q_row = match q_mode {
+        QueryRow::Registers => kb.private("q_row", DType::F32, d.max(1)),
+        QueryRow::Shared => kb.shared("q_tile", DType::F32, d * block),
+        QueryRow::Global => q,
     };
-    let q_at = move |i: u64| {
-        if q_shared {
-            add(Expr::idx(i * block), Expr::ThreadId)
-        } else {
-            Expr::idx(i)
-        }
+    let q_at = move |i: u64, base: &Expr| match q_mode {
+        QueryRow::Registers => Expr::idx(i),
+        QueryRow::Shared => add(Expr::idx(i * block), Expr::ThreadId),
+        QueryRow::Global => add(base.clone(), Expr::idx(i)),
     };
     let acc = kb.private("acc", DType::F32, dv.max(1));
     let stats = kb.private("max_sum", DType::F32, 2);
@@ -161,9 +183,11 @@ pub fn attention_kernel(
             row.clone().lt(Expr::idx(t)),
             |s_| {
                 let base = s_.let_(mul(add(mul(bh, Expr::idx(t)), row), Expr::idx(d)));
-                for i in 0..d {
-                    let x = Expr::load(q, add(base.clone(), Expr::idx(i)));
-                    s_.store(q_row, q_at(i), x);
+                if q_mode != QueryRow::Global {
+                    for i in 0..d {
+                        let x = Expr::load(q, add(base.clone(), Expr::idx(i)));
+                        s_.store(q_row, q_at(i, &base), x);
+                    }
                 }
                 for i in 0..dv {
                     s_.store(acc, Expr::idx(i), Expr::f32(0.0));
@@ -215,8 +239,9 @@ pub fn attention_kernel(
             }
         });
         let update = kb.phase(|s_| {
-            let (_, row, _, _) = coords(s_);
+            let (bh, row, _, _) = coords(s_);
             let key0 = s_.let_(mul(kt.clone(), Expr::idx(bk)));
+            let q_base = s_.let_(mul(add(mul(bh, Expr::idx(t)), row.clone()), Expr::idx(d)));
             s_.if_(
                 row.lt(Expr::idx(t)),
                 |s_| {
@@ -232,7 +257,7 @@ pub fn attention_kernel(
                                 let kb_ = s_.let_(mul(j.clone(), Expr::idx(d)));
                                 for i in 0..d {
                                     let kx = Expr::load(k_tile, add(kb_.clone(), Expr::idx(i)));
-                                    let qx = Expr::load(q_row, q_at(i));
+                                    let qx = Expr::load(q_row, q_at(i, &q_base));
                                     s_.set(dot, Expr::fma(qx, kx, Expr::Local(dot)));
                                 }
                                 let mut sc = Expr::bin(
