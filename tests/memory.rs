@@ -51,3 +51,20 @@ fn shared_buffers_keep_results_exact() {
     let worst = worst_error_cpu(&g, &art, &[1, 2, 3], -1.0, 1.0, 1.0);
     assert!(worst <= 1e-5, "worst relative error {worst:e}");
 }
+
+/// Issue 12: with fused attention, the bench-tiny forward (batch 1, sequence 256, 8 heads)
+/// computes no `[B, H, L, L]` tensor: no launch writes one (each launch names its node with
+/// the result's shape), so no buffer is planned for one.
+#[test]
+fn the_bench_tiny_forward_plans_no_attention_scores() {
+    let cfg = mmada_models::config::LladaConfig::preset("bench-tiny").unwrap();
+    let (b, l) = (1, 256);
+    let g = mmada_models::llada::forward_graph(&cfg, b, l, false).unwrap();
+    let prog = common::program(&compile_all(&g));
+    let scores = format!("[{b}, {}, {l}, {l}]", cfg.n_heads);
+    let launches: Vec<&String> = prog.entries[0].launches.iter().map(|l| &l.node).collect();
+    assert!(launches.iter().any(|n| n.contains("(attention)")));
+    for n in launches {
+        assert!(!n.contains(&scores), "{n} writes attention scores");
+    }
+}

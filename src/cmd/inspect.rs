@@ -76,6 +76,22 @@ pub fn run(a: Args) -> Result<(), CliError> {
             e.updates.len(),
             &info.graph_sha256[..16],
         );
+        let (planned, largest) = entry_intermediates(prog, e);
+        let resident_used: u64 = e
+            .inputs
+            .iter()
+            .map(|b| prog.buffers[b.buffer].len * b.dtype.size_bytes() as u64)
+            .sum();
+        let largest = largest.map_or("none".into(), |(bytes, node)| {
+            format!("{:.2} MiB, written by {node}", mib(bytes))
+        });
+        println!(
+            "      planned peak {:.2} MiB: inputs {:.2} MiB, intermediates and outputs {:.2} \
+             MiB; largest intermediate {largest}",
+            mib(resident_used + planned),
+            mib(resident_used),
+            mib(planned),
+        );
     }
     if !m.choices.settings.is_empty() {
         let set: Vec<String> = m
@@ -126,4 +142,34 @@ pub fn run(a: Args) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// The bytes of the intermediate buffers an entry's launches use (the memory it needs besides
+/// its inputs: buffers are planned for the whole artifact, so this is what the entry holds at
+/// its peak), and its largest intermediate with the node that writes it.
+fn entry_intermediates(
+    prog: &mmada_codegen::program::Program,
+    e: &mmada_codegen::program::Entry,
+) -> (u64, Option<(u64, String)>) {
+    let bytes = |i: usize| {
+        let b = &prog.buffers[i];
+        b.len * b.dtype.size_bytes() as u64
+    };
+    let mut used = std::collections::BTreeSet::new();
+    let mut largest: Option<(u64, String)> = None;
+    for l in &e.launches {
+        for &a in &l.args {
+            if prog.buffers[a].kind == BufferKind::Intermediate {
+                used.insert(a);
+            }
+        }
+        if let Some(&out) = l.args.last() {
+            let n = bytes(out);
+            let bigger = largest.as_ref().is_none_or(|(m, _)| n > *m);
+            if prog.buffers[out].kind == BufferKind::Intermediate && bigger {
+                largest = Some((n, l.node.clone()));
+            }
+        }
+    }
+    (used.iter().map(|&i| bytes(i)).sum(), largest)
 }
