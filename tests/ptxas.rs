@@ -115,3 +115,39 @@ fn attention_kernels_assemble_without_spills_at_model_head_dims() {
         }
     }
 }
+
+/// The tensor-core GEMM (bf16, `mma.sync` m16n8k16) at a model-sized product, plain and with
+/// B read transposed: 32 f32 accumulators and 24 bf16 fragment slots per thread in registers.
+#[test]
+fn tensor_core_matmul_assembles_without_spills() {
+    let Some(ptxas) = ptxas_or_skip() else { return };
+    for b_trans in [false, true] {
+        let dt = mmada_ir::DType::BF16;
+        let mut g = mmada_ir::Graph::new();
+        let a = g.input("a", dt, [256, 2048]).unwrap();
+        let b_shape = if b_trans { [1024, 2048] } else { [2048, 1024] };
+        let mut b = g.input("b", dt, b_shape).unwrap();
+        if b_trans {
+            b = g.transpose(b).unwrap();
+        }
+        let c = g.matmul(a, b).unwrap();
+        g.set_output("c", c).unwrap();
+        let art = common::compile_all(&g);
+        for arch in [SmArch::SM80, SmArch::SM90] {
+            let ptx = art.section_str(&format!("ptx.{arch}")).unwrap();
+            assert!(ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+            let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
+            let k = report
+                .iter()
+                .find(|k| k.name.starts_with("matmul"))
+                .expect("matmul kernel");
+            eprintln!(
+                "tensor-core matmul b_trans {b_trans} {arch}: {} registers, {} spill bytes, {} shared",
+                k.registers,
+                k.spill_stores + k.spill_loads,
+                k.shared_bytes
+            );
+            assert_eq!(k.spill_stores + k.spill_loads, 0, "{arch}");
+        }
+    }
+}

@@ -173,6 +173,113 @@ pub fn compile_entries(
         }
         plans.push((name, planned.plan, planned.constants));
     }
+    let art = finish(
+        opts,
+        &choices,
+        &mut report,
+        (sources, planned_graphs),
+        plans,
+        kernels,
+    )?;
+    Ok((art, report))
+}
+
+/// Compiles one hand-built kernel into an artifact whose entry `main` runs it once: each
+/// read-only parameter is an input named after it (a flat tensor of its length), each
+/// write-only parameter an output. For testing and measuring kernels on their own; the
+/// entry's "source" section holds the kernel's KIR as JSON instead of a graph.
+pub fn compile_kernel(kernel: &Kernel, opts: &CompileOptions) -> Result<Artifact, CodegenError> {
+    use crate::kir::Access;
+    use crate::plan::{Binding, BufferDesc, BufferKind, Dispatch, KernelLaunch, Launch, Plan};
+    crate::kir::check(kernel).map_err(CodegenError::Kir)?;
+    let mut choices = opts.choices.clone();
+    choices.targets = TargetLimits::new(opts.backend.host.as_ref(), &opts.backend.gpu_archs);
+    let mut plan = Plan {
+        buffers: Vec::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        launches: Vec::new(),
+        updates: Vec::new(),
+    };
+    for (i, p) in kernel.params.iter().enumerate() {
+        if kernel.params[..i].iter().any(|q| q.name == p.name) {
+            return Err(CodegenError::Kir(format!(
+                "kernel {}: two parameters are named '{}'",
+                kernel.name, p.name
+            )));
+        }
+        let binding = Binding {
+            name: p.name.clone(),
+            buffer: i,
+            dtype: p.dtype,
+            shape: mmada_ir::Shape(vec![p.len as usize]),
+            role: mmada_ir::Role::Data,
+        };
+        let kind = match p.access {
+            Access::Read => {
+                plan.inputs.push(binding);
+                BufferKind::Input {
+                    name: p.name.clone(),
+                }
+            }
+            Access::Write => {
+                plan.outputs.push(binding);
+                BufferKind::Intermediate
+            }
+            Access::ReadWrite => {
+                return Err(CodegenError::Kir(format!(
+                    "kernel {}: parameter '{}' is read and written; a kernel artifact takes \
+                     inputs and outputs apart",
+                    kernel.name, p.name
+                )))
+            }
+        };
+        plan.buffers.push(BufferDesc {
+            dtype: p.dtype,
+            len: p.len,
+            kind,
+        });
+    }
+    let launch = KernelLaunch {
+        kernel: kernel.name.clone(),
+        grid: kernel.grid,
+        block: kernel.block,
+        shared_bytes: kernel.dynamic_shared_layout().1 as u32,
+    };
+    plan.launches.push(Launch {
+        node: kernel.name.clone(),
+        args: (0..kernel.params.len()).collect(),
+        gpu: launch.clone(),
+        host: Dispatch::Kernel(launch),
+    });
+    let source = json(kernel)?;
+    let mut report = Report::default();
+    finish(
+        opts,
+        &choices,
+        &mut report,
+        (
+            vec![("main".into(), source.clone())],
+            vec![("main".into(), source)],
+        ),
+        vec![("main".into(), plan, Vec::new())],
+        vec![kernel.clone()],
+    )
+}
+
+/// (entry name, text) pairs: graph sources, planned graphs.
+type NamedTexts = Vec<(String, String)>;
+
+/// Stages 5–9 (link to package) over planned entries.
+fn finish(
+    opts: &CompileOptions,
+    choices: &Choices,
+    report: &mut Report,
+    (sources, planned_graphs): (NamedTexts, NamedTexts),
+    plans: Vec<(String, crate::plan::Plan, Vec<u8>)>,
+    kernels: Vec<Kernel>,
+) -> Result<Artifact, CodegenError> {
+    let dump = &opts.dump;
     let (program, constants) = report.time("link", || Program::link(plans))?;
     dump.write("program.json", &json(&program)?)?;
     let disjoint = disjoint_kernels(program.entries.iter().flat_map(|e| &e.launches), &kernels);
@@ -261,5 +368,5 @@ pub fn compile_entries(
         dump.write("manifest.json", &json(&manifest)?)?;
         Ok(Artifact { manifest, sections })
     })?;
-    Ok((art, report))
+    Ok(art)
 }

@@ -347,15 +347,16 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                     shared_bytes: k.dynamic_shared_layout().1 as u32,
                     kernel: intern(k, kind_name(op))?,
                 };
-                let host_kernel = match kernels::host_variant(g, id, &provisional, choices)? {
-                    Some(hk) => Some(KernelLaunch {
-                        grid: hk.grid,
-                        block: hk.block,
-                        shared_bytes: hk.dynamic_shared_layout().1 as u32,
-                        kernel: intern(hk, &format!("host_{}", kind_name(op)))?,
-                    }),
-                    None => None,
-                };
+                let host_kernel =
+                    match kernels::host_variant(g, id, &provisional, &absorbed, choices)? {
+                        Some(hk) => Some(KernelLaunch {
+                            grid: hk.grid,
+                            block: hk.block,
+                            shared_bytes: hk.dynamic_shared_layout().1 as u32,
+                            kernel: intern(hk, &format!("host_{}", kind_name(op)))?,
+                        }),
+                        None => None,
+                    };
                 let source = |o: &NodeId| -> usize {
                     if absorbed.contains(o) {
                         buf_of[&g.operands(*o)[0]]
@@ -541,8 +542,8 @@ fn redirect_block_stores(b: &mut BlockStmt, from: BufRef, to: BufRef) {
         BlockStmt::Phase(stmts) | BlockStmt::LanePhase { body: stmts, .. } => {
             stmts.iter_mut().for_each(|s| redirect_stores(s, from, to))
         }
-        // Barriers store nothing; shuffles store private slots only.
-        BlockStmt::Barrier | BlockStmt::Shuffle { .. } => {}
+        // Barriers store nothing; shuffles and products store private slots only.
+        BlockStmt::Barrier | BlockStmt::Shuffle { .. } | BlockStmt::Mma(_) => {}
         BlockStmt::For { body, .. } => body
             .iter_mut()
             .for_each(|s| redirect_block_stores(s, from, to)),

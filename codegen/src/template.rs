@@ -12,7 +12,7 @@
 //! | `elementwise` | `block` (256) | fused elementwise groups, views, casts |
 //! | `reduction` | `block` (256), `host_lanes` (CPU) | sums, max/min over axes, fused into their inputs |
 //! | `softmax` | `block` (256), `host_lanes` (CPU) | row softmax, fused into its input |
-//! | `matmul` | `tile` (16) | batched matrix products (generated kernel; the CPU calls gemm) |
+//! | `matmul` | `tile` (16), `mma` (1) | batched matrix products (generated kernel; the CPU calls gemm for f32; bf16 on the GPU uses tensor cores when `mma = 1`) |
 //! | `conv` | `block` (256) | 2-D convolution and its gradients |
 //! | `conv_gemm` | `tile` (16) | stride-1 convolutions as an implicit GEMM (generated kernel; the CPU calls its shifted-product routine) |
 //! | `scan` | `block` (256) | cumulative sums, top-k |
@@ -133,6 +133,13 @@ const TILE: Knob = Knob {
     doc: "output tile edge: tile × tile threads per block, two tile² f32 shared tiles",
 };
 
+const MMA: Knob = Knob {
+    name: "mma",
+    values: &[0, 1],
+    doc: "bf16 products on tensor cores on the GPU (mma.sync m16n8k16, f32 accumulate, \
+          64 × 64 tiles of 4 warps); 0 keeps the SIMT kernel",
+};
+
 const KEY_TILE: Knob = Knob {
     name: "key_tile",
     values: &[8, 16, 32, 64],
@@ -203,16 +210,20 @@ pub static SOFTMAX: Template = Template {
 /// See the table in the module docs.
 pub static MATMUL: Template = Template {
     key: "matmul",
-    knobs: &[TILE],
-    shared_bytes: |c| 2 * c.get("tile") * c.get("tile") * 4,
-    threads: |c| c.get("tile") * c.get("tile"),
-    default: |_| Config(BTreeMap::from([("tile".into(), 16)])),
+    knobs: &[TILE, MMA],
+    // The SIMT kernel's two f32 tiles, or the tensor-core kernel's two padded bf16 tiles.
+    shared_bytes: |c| (2 * c.get("tile") * c.get("tile") * 4).max(10_240),
+    threads: |c| (c.get("tile") * c.get("tile")).max(128),
+    default: |_| Config(BTreeMap::from([("tile".into(), 16), ("mma".into(), 1)])),
 };
 
 /// See the table in the module docs.
 pub static CONV_GEMM: Template = Template {
     key: "conv_gemm",
-    ..MATMUL
+    knobs: &[TILE],
+    shared_bytes: |c| 2 * c.get("tile") * c.get("tile") * 4,
+    threads: |c| c.get("tile") * c.get("tile"),
+    default: |_| Config(BTreeMap::from([("tile".into(), 16)])),
 };
 
 /// See the table in the module docs.

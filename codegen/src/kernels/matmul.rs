@@ -2,8 +2,8 @@
 //! `matmul`, knob `tile`, 16 by default), one output per thread, A and B tiles staged through shared memory, the accumulator in a private buffer
 //! across the k-loop's barriers; f32 accumulation with fma.
 //!
-//! This is the correctness baseline; tuned variants (register tiling, tensor cores) come with
-//! autotuning.
+//! This is the f32 kernel and the host's kernel for 16-bit operands; on the GPU, bf16 products
+//! take the tensor-core kernel of [`super::tensor_core_matmul`] (knob `mma`).
 
 use super::fused::round_to;
 use super::index::{add, mul};
@@ -43,22 +43,10 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType, tile: u64) -> Ker
     let b = kb.param("b", dtype, s.batch * s.k * s.n, Access::Read);
     let c = kb.param("c", dtype, s.batch * s.m * s.n, Access::Write);
     let (m, k, n) = (s.m, s.k, s.n);
-    let a_at = move |_: &mut Scope, batch: Expr, row: Expr, ak: Expr| {
-        let at = if s.a_trans {
-            add(mul(ak, Expr::idx(m)), row)
-        } else {
-            add(mul(row, Expr::idx(k)), ak)
-        };
-        (add(mul(batch, Expr::idx(m * k)), at), None)
-    };
-    let b_at = move |_: &mut Scope, batch: Expr, col: Expr, bk: Expr| {
-        let at = if s.b_trans {
-            add(mul(col, Expr::idx(k)), bk)
-        } else {
-            add(mul(bk, Expr::idx(n)), col)
-        };
-        (add(mul(batch, Expr::idx(k * n)), at), None)
-    };
+    let a_at =
+        move |_: &mut Scope, batch: Expr, row: Expr, ak: Expr| (a_index(&s, batch, row, ak), None);
+    let b_at =
+        move |_: &mut Scope, batch: Expr, col: Expr, bk: Expr| (b_index(&s, batch, col, bk), None);
     let dims = Product {
         batch: s.batch,
         m,
@@ -66,6 +54,26 @@ pub fn matmul_kernel(name: &str, s: MatMulShape, dtype: DType, tile: u64) -> Ker
         n,
     };
     tiled_product(kb, dims, tile, (a, &a_at), (b, &b_at), c, dtype)
+}
+
+/// The flat index of `A[batch][row][ak]` (read transposed when `s.a_trans`).
+pub(super) fn a_index(s: &MatMulShape, batch: Expr, row: Expr, ak: Expr) -> Expr {
+    let at = if s.a_trans {
+        add(mul(ak, Expr::idx(s.m)), row)
+    } else {
+        add(mul(row, Expr::idx(s.k)), ak)
+    };
+    add(mul(batch, Expr::idx(s.m * s.k)), at)
+}
+
+/// The flat index of `B[batch][bk][col]` (read transposed when `s.b_trans`).
+pub(super) fn b_index(s: &MatMulShape, batch: Expr, col: Expr, bk: Expr) -> Expr {
+    let at = if s.b_trans {
+        add(mul(col, Expr::idx(s.k)), bk)
+    } else {
+        add(mul(bk, Expr::idx(s.n)), col)
+    };
+    add(mul(batch, Expr::idx(s.k * s.n)), at)
 }
 
 /// The sizes of a batched product `C[b] = A[b] · B[b]`, `[m, k] × [k, n]`.

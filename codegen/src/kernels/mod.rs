@@ -4,7 +4,8 @@
 //! kernel is built from the configuration the [`Choices`] resolve for that family.
 //!
 //! - [`fused`]: fused groups and single elementwise / view / reduction nodes;
-//! - [`softmax`]: row softmaxes; [`matmul`]: batched matrix products; [`conv`]: convolutions;
+//! - [`softmax`]: row softmaxes; [`matmul`]: batched matrix products (on tensor cores for bf16:
+//!   [`tensor_core_matmul`]); [`conv`]: convolutions;
 //! - [`scan`]: cumulative sums and top-k; [`scatter`]: scatter-adds; [`rng`]: Philox streams;
 //! - [`remask`]: the fused confidence top-k remask of a sampler step;
 //! - [`attention`]: fused attention (online softmax over key tiles).
@@ -20,6 +21,7 @@ pub mod rows;
 pub mod scan;
 pub mod scatter;
 pub mod softmax;
+pub mod tensor_core_matmul;
 
 use crate::kir::Kernel;
 use crate::template::{self, Choices, Template, TemplateUse};
@@ -67,14 +69,31 @@ fn resolve(
 
 /// A host-specific variant of the node's kernel, when one is better on a CPU: reductions over
 /// more than `host_lanes` elements use lane-parallel accumulators, softmaxes one thread per
-/// row.
+/// row, and bf16 products whose GPU kernel uses tensor cores the tiled SIMT kernel (the
+/// emulated tensor-core kernel is exact but slow; tests run it through the GPU launch).
 pub fn host_variant(
     g: &Graph,
     id: NodeId,
     name: &str,
+    absorbed: &HashSet<NodeId>,
     choices: &Choices,
 ) -> Result<Option<Kernel>, CodegenError> {
     let t = template_of(g, id);
+    if t.key == template::MATMUL.key {
+        let used = resolve(g, id, t, choices)?;
+        let n = g.node(id);
+        if used.config.get("mma") != 1 || !tensor_core_matmul::applies(n.dtype) {
+            return Ok(None);
+        }
+        let mut k = matmul::matmul_kernel(
+            name,
+            matmul_shape(g, id, absorbed),
+            n.dtype,
+            used.config.get("tile"),
+        );
+        k.template = Some(used);
+        return Ok(Some(k));
+    }
     if t.key != template::REDUCTION.key && t.key != template::SOFTMAX.key {
         return Ok(None);
     }
@@ -275,6 +294,11 @@ fn build(
         }
         Op::MatMul => {
             let shape = matmul_shape(g, id, absorbed);
+            if config.get("mma") == 1 && tensor_core_matmul::applies(n.dtype) {
+                return Ok(Some(tensor_core_matmul::tensor_core_matmul_kernel(
+                    name, shape,
+                )));
+            }
             return Ok(Some(matmul::matmul_kernel(
                 name,
                 shape,

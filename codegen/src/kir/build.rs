@@ -31,6 +31,11 @@ impl KernelBuilder {
         }
     }
 
+    /// A builder adding to `k`'s declarations (its body is replaced by [`Self::finish`]).
+    pub fn resume(k: Kernel) -> KernelBuilder {
+        KernelBuilder { k }
+    }
+
     /// The same builder launching `grid` blocks of `block` threads, for kernels whose launch
     /// is decided after their parameters are declared.
     pub fn with_launch(mut self, grid: u64, block: u32) -> KernelBuilder {

@@ -284,6 +284,46 @@ impl Checker<'_> {
         Ok(())
     }
 
+    fn mma(&self, ops: &super::mma::MmaOperands) -> Result<(), String> {
+        use super::mma::{A_SLOTS, B_SLOTS, C_SLOTS};
+        if !self.k.block.is_multiple_of(WARP) {
+            return Err(format!(
+                "a tensor-core product needs whole warps, the block has {} threads",
+                self.k.block
+            ));
+        }
+        let mut seen = Vec::new();
+        for (what, (b, first), slots, dtype) in [
+            ("A", ops.a, A_SLOTS, mmada_ir::DType::BF16),
+            ("B", ops.b, B_SLOTS, mmada_ir::DType::BF16),
+            ("accumulator", ops.acc, C_SLOTS, mmada_ir::DType::F32),
+        ] {
+            let BufRef::Private(p) = b else {
+                return Err(format!("mma {what} fragment must be private, not {b:?}"));
+            };
+            let decl = &self.k.private[p as usize];
+            if decl.dtype != dtype {
+                return Err(format!(
+                    "mma {what} fragment {} is {}, must be {dtype}",
+                    decl.name, decl.dtype
+                ));
+            }
+            if first + slots > decl.len {
+                return Err(format!(
+                    "mma {what} fragment {}[{first}..{}] passes its length {}",
+                    decl.name,
+                    first + slots,
+                    decl.len
+                ));
+            }
+            seen.push(p);
+        }
+        if seen[2] == seen[0] || seen[2] == seen[1] {
+            return Err("the mma accumulator shares a buffer with an input fragment".into());
+        }
+        Ok(())
+    }
+
     fn block_stmts(&mut self, stmts: &[BlockStmt]) -> Result<(), String> {
         for s in stmts {
             match s {
@@ -311,6 +351,7 @@ impl Checker<'_> {
                     self.defined.remove(&lane.0);
                 }
                 BlockStmt::Barrier => {}
+                BlockStmt::Mma(ops) => self.mma(ops)?,
                 BlockStmt::Shuffle {
                     mode,
                     src,

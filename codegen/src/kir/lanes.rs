@@ -51,7 +51,7 @@ pub fn with_lane_vars(k: &Kernel) -> (Kernel, u32) {
             .map(|s| match s {
                 BlockStmt::Phase(body) | BlockStmt::LanePhase { body, .. } => lets(body),
                 BlockStmt::For { body, .. } => most(body),
-                BlockStmt::Barrier | BlockStmt::Shuffle { .. } => 0,
+                BlockStmt::Barrier | BlockStmt::Shuffle { .. } | BlockStmt::Mma(_) => 0,
             })
             .max()
             .unwrap_or(0)

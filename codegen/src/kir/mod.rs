@@ -25,6 +25,7 @@
 mod build;
 pub(crate) mod check;
 pub mod lanes;
+pub mod mma;
 pub mod passes;
 mod print;
 
@@ -192,6 +193,11 @@ pub enum BlockStmt {
         /// Element of `dst` written.
         dst_index: u64,
     },
+    /// A warp-wide tensor-core product `acc += A·B` (m16n8k16, bf16 inputs, f32 accumulate)
+    /// over each warp's fragments; every thread of the block takes part, and the fragment
+    /// layouts are those of [`mma::PTX`]. On the GPU, `nvvm.mma.sync`; on the host, the exact
+    /// emulation of [`mma::emulate`] (a host KIR pass rewrites it before lowering).
+    Mma(mma::MmaOperands),
     /// Host only, made by the lane-split pass ([`passes::LaneSplit`]): a phase whose thread
     /// loop runs as `for base in (0..block).step_by(lanes) { for lane in 0..lanes }`, the
     /// thread id being `base + lane`, with `body`'s index arithmetic rewritten as

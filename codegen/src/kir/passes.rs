@@ -1,6 +1,7 @@
 //! KIR transforms as a list of passes, each visiting every kernel, with a dump after each.
 //!
-//! The host pipeline is [`LaneSplit`] (see [`super::lanes`]); the GPU pipeline is empty. The
+//! The host pipeline is [`EmulateMma`] (tensor-core products, see [`super::mma`]) then
+//! [`LaneSplit`] (see [`super::lanes`]); the GPU pipeline is empty. The
 //! kernels stored in an artifact are the ones before any pass: both targets start from the same
 //! description, and a pass only rewrites it for one target's lowering.
 
@@ -57,6 +58,7 @@ impl KirPass for LaneSplit {
                         BlockStmt::For { body, .. } => walk(body, block, lanes, first, changed),
                         BlockStmt::Barrier
                         | BlockStmt::Shuffle { .. }
+                        | BlockStmt::Mma(_)
                         | BlockStmt::LanePhase { .. } => {}
                     }
                 }
@@ -71,9 +73,23 @@ impl KirPass for LaneSplit {
     }
 }
 
+/// Host only: every [`BlockStmt::Mma`] becomes its exact emulation over shared memory under
+/// the hardware's fragment layout ([`super::mma::emulate`] with [`super::mma::PTX`]).
+pub struct EmulateMma;
+
+impl KirPass for EmulateMma {
+    fn name(&self) -> &'static str {
+        "emulate-mma"
+    }
+
+    fn run(&self, k: &mut Kernel) -> Result<bool, CodegenError> {
+        Ok(super::mma::emulate(k, &super::mma::PTX))
+    }
+}
+
 /// The passes of the host lowering.
 pub fn host_pipeline(lanes: u64) -> Vec<Box<dyn KirPass>> {
-    vec![Box::new(LaneSplit { lanes })]
+    vec![Box::new(EmulateMma), Box::new(LaneSplit { lanes })]
 }
 
 /// Runs `passes` over every kernel in order, checking each result and writing

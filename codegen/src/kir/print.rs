@@ -111,6 +111,18 @@ fn block_stmts(out: &mut String, ss: &[BlockStmt], ind: usize) {
                 stmts(out, body, ind + 1);
                 let _ = writeln!(out, "{pad}}}");
             }
+            BlockStmt::Mma(ops) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}mma.m16n8k16 {}[{}..+4] += {}[{}..+8] x {}[{}..+4]",
+                    buf(&ops.acc.0),
+                    ops.acc.1,
+                    buf(&ops.a.0),
+                    ops.a.1,
+                    buf(&ops.b.0),
+                    ops.b.1
+                );
+            }
             BlockStmt::Barrier => {
                 let _ = writeln!(out, "{pad}barrier");
             }

@@ -414,6 +414,16 @@ impl<'c, 'k> Emitter<'c, 'k> {
                     }
                     Target::Gpu => self.stmts(b, body)?,
                 },
+                BlockStmt::Mma(ops) => match self.target {
+                    Target::Host => {
+                        return Err(CodegenError::Kir(format!(
+                            "kernel {}: tensor-core products reach the host lowering only \
+                             through the emulation pass (kir::passes::EmulateMma)",
+                            self.k.name
+                        )))
+                    }
+                    Target::Gpu => self.mma_gpu(b, ops)?,
+                },
                 BlockStmt::Barrier => {
                     if self.target == Target::Gpu {
                         self.op(b, "gpu.barrier", &[], &[], &[])?;
@@ -501,6 +511,95 @@ impl<'c, 'k> Emitter<'c, 'k> {
             this.op(blk, "memref.store", &[v, md, to], &[], &[])?;
             Ok(())
         })
+    }
+
+    /// A tensor-core product on the GPU: the bf16 slot pairs `2r, 2r + 1` of A and B packed
+    /// into 32-bit registers (the lower slot in the low half), one `nvvm.mma.sync` m16n8k16
+    /// (row-major A, column-major B, f32 accumulate), the four results stored back.
+    fn mma_gpu(
+        &mut self,
+        b: &Block<'c>,
+        ops: &crate::kir::mma::MmaOperands,
+    ) -> Result<(), CodegenError> {
+        use crate::kir::mma::{A_SLOTS, B_SLOTS, C_SLOTS};
+        let i32t = self.i(32);
+        let raw = |this: &Self, buf: BufRef, slot: u64| -> Result<V, CodegenError> {
+            let i = this.idx(b, slot)?;
+            let (m, i) = this.locate(b, buf, i)?;
+            this.op1(b, "memref.load", &[m, i], this.i(16))
+        };
+        let sixteen = self.cst(b, Const::I32(16))?;
+        let pack = |this: &Self, buf: BufRef, first: u64, n: u64| {
+            (0..n / 2)
+                .map(|r| -> Result<V, CodegenError> {
+                    let lo = raw(this, buf, first + 2 * r)?;
+                    let hi = raw(this, buf, first + 2 * r + 1)?;
+                    let lo = this.cast(b, "arith.extui", lo, i32t)?;
+                    let hi = this.cast(b, "arith.extui", hi, i32t)?;
+                    let hi = this.bin(b, "arith.shli", hi, sixteen)?;
+                    this.bin(b, "arith.ori", lo, hi)
+                })
+                .collect::<Result<Vec<V>, CodegenError>>()
+        };
+        let a = pack(self, ops.a.0, ops.a.1, A_SLOTS)?;
+        let bb = pack(self, ops.b.0, ops.b.1, B_SLOTS)?;
+        let mut c = Vec::new();
+        for s in 0..C_SLOTS {
+            let i = self.idx(b, ops.acc.1 + s)?;
+            c.push(self.load(b, ops.acc.0, i)?);
+        }
+        let f32t = Type::float32(self.c);
+        let result = Type::parse(self.c, "!llvm.struct<(f32, f32, f32, f32)>")
+            .ok_or_else(|| CodegenError::Mlir("mma result type".into()))?;
+        let attr = |s: &str| {
+            Attribute::parse(self.c, s).ok_or_else(|| CodegenError::Mlir(format!("attr {s}")))
+        };
+        let operands: Vec<Value> = a.iter().chain(&bb).chain(&c).map(|&v| val(v)).collect();
+        let op = OperationBuilder::new("nvvm.mma.sync", self.loc)
+            .add_operands(&operands)
+            .add_results(&[result])
+            .add_attributes(&[
+                (
+                    Identifier::new(self.c, "layoutA"),
+                    attr("#nvvm.mma_layout<row>")?,
+                ),
+                (
+                    Identifier::new(self.c, "layoutB"),
+                    attr("#nvvm.mma_layout<col>")?,
+                ),
+                (
+                    Identifier::new(self.c, "multiplicandAPtxType"),
+                    attr("#nvvm.mma_type<bf16>")?,
+                ),
+                (
+                    Identifier::new(self.c, "multiplicandBPtxType"),
+                    attr("#nvvm.mma_type<bf16>")?,
+                ),
+                (
+                    Identifier::new(self.c, "shape"),
+                    attr("#nvvm.shape<m = 16, n = 8, k = 16>")?,
+                ),
+                (
+                    Identifier::new(self.c, "operandSegmentSizes"),
+                    attr("array<i32: 4, 2, 4>")?,
+                ),
+            ])
+            .build()
+            .map_err(|e| CodegenError::Mlir(format!("building nvvm.mma.sync: {e}")))?;
+        let d = b
+            .append_operation(op)
+            .result(0)
+            .map_err(|e| CodegenError::Mlir(e.to_string()))?
+            .to_raw();
+        for s in 0..C_SLOTS {
+            let pos = attr(&format!("array<i64: {s}>"))?;
+            let v = self
+                .op(b, "llvm.extractvalue", &[d], &[f32t], &[("position", pos)])?
+                .ok_or_else(|| CodegenError::Mlir("extractvalue".into()))?;
+            let i = self.idx(b, ops.acc.1 + s)?;
+            self.store(b, ops.acc.0, i, v)?;
+        }
+        Ok(())
     }
 
     /// A warp shuffle on the GPU: `gpu.shuffle` (NVVM `shfl.sync`, full mask) of each thread's

@@ -80,8 +80,8 @@ fn func_type<'c>(c: &'c Context, inputs: &[Type<'c>]) -> Attribute<'c> {
 
 /// Builds the host module (one `func.func` per kernel taking its buffers and a block range),
 /// lowers it and appends the `<name>__entry(void** args, i64 begin, i64 end)` wrappers the
-/// runtime calls. Run the host KIR passes first ([`crate::kir::passes::host_pipeline`]: lane
-/// phases). Returns the LLVM IR.
+/// runtime calls. Run the host KIR passes first ([`crate::kir::passes::host_pipeline`]: the
+/// tensor-core emulation, lane phases). Returns the LLVM IR.
 pub fn host_llvm_ir(
     c: &Context,
     kernels: &[Kernel],
