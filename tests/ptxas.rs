@@ -111,6 +111,9 @@ fn attention_kernels_assemble_without_spills_at_model_head_dims() {
                     assert_eq!(k.spill_stores + k.spill_loads, 0, "d {d} {dt} {arch}");
                 }
                 assert!(report.iter().any(|k| k.name.starts_with("attention")));
+                // bf16 up to head dim 128 runs on tensor cores.
+                let mma = ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
+                assert_eq!(mma, dt == mmada_ir::DType::BF16, "d {d} {dt} {arch}");
             }
         }
     }

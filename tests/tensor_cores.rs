@@ -292,3 +292,113 @@ fn the_ptx_issues_bf16_mma_sync() {
         );
     }
 }
+
+/// (batch, heads, K/V heads, queries, keys, head dim, value dim, masked).
+type AttnCase = (usize, usize, usize, usize, usize, usize, usize, bool);
+
+/// Runs the tensor-core attention kernel `k` on the host with random bf16 q, k, v (and a key
+/// mask whose second batch row, if any, masks every key); returns the worst error against
+/// the interpreter's f32 attention of the same bf16 values, judged against at least 1
+/// (outputs are averages of values in [-2, 2]).
+fn attention_error(kernel: &Kernel, c: AttnCase, seed: u64) -> f64 {
+    let (b, h, hk, t, s, d, dv, masked) = c;
+    let art = compile_kernel(kernel, &host_options()).unwrap();
+    let mut exe = open_artifact(art, Target::Cpu).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut bf16 = |len: usize| -> Vec<f64> {
+        let v: Vec<f64> = (0..len).map(|_| rng.random_range(-2.0..2.0)).collect();
+        Tensor::from_f64(DType::BF16, vec![len], &v)
+            .unwrap()
+            .to_f64_vec()
+    };
+    let (qv, kv, vv) = (
+        bf16(b * h * t * d),
+        bf16(b * hk * s * d),
+        bf16(b * hk * s * dv),
+    );
+    let mv: Vec<f64> = (0..b * s)
+        .map(|i| f64::from(i / s != 1 && i % 3 != 1))
+        .collect();
+    let mut ins = indexmap::IndexMap::new();
+    let mut g = Graph::new();
+    let mut want_ins = indexmap::IndexMap::new();
+    let mut operands = Vec::new();
+    for (name, vals, shape) in [
+        ("q", &qv, [b, h, t, d]),
+        ("k", &kv, [b, hk, s, d]),
+        ("v", &vv, [b, hk, s, dv]),
+    ] {
+        ins.insert(
+            name.to_string(),
+            Tensor::from_f64(DType::BF16, vec![vals.len()], vals).unwrap(),
+        );
+        operands.push(g.input(name, DType::F32, shape).unwrap());
+        want_ins.insert(
+            name.to_string(),
+            Tensor::from_f64(DType::F32, shape.to_vec(), vals).unwrap(),
+        );
+    }
+    let m = masked.then(|| {
+        ins.insert(
+            "key_mask".to_string(),
+            Tensor::from_f64(DType::Bool, vec![b * s], &mv).unwrap(),
+        );
+        want_ins.insert(
+            "mask".to_string(),
+            Tensor::from_f64(DType::Bool, vec![b, s], &mv).unwrap(),
+        );
+        g.input("mask", DType::Bool, [b, s]).unwrap()
+    });
+    let scale = 1.0 / (d as f64).sqrt();
+    let o = g
+        .attention(operands[0], operands[1], operands[2], m, scale)
+        .unwrap();
+    g.set_output("o", o).unwrap();
+    let want = interp::interpret(&g, &want_ins).unwrap()["o"].to_f64_vec();
+    let got = exe.run(&ins).unwrap()["out"].to_f64_vec();
+    want.iter()
+        .zip(&got)
+        .map(|(w, x)| (w - x).abs() / w.abs().max(1.0))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn tensor_core_attention_matches_f32_and_fails_under_a_wrong_emulation() {
+    use mmada_codegen::kernels::attention::AttentionShape;
+    use mmada_codegen::kernels::tensor_core_attention::tensor_core_attention_kernel;
+    let cases: &[AttnCase] = &[
+        (2, 2, 1, 70, 45, 64, 64, true), // grouped heads, two query blocks, an all-masked row
+        (1, 1, 1, 17, 100, 128, 128, false), // four key tiles, the largest head dim
+        (1, 4, 2, 5, 33, 40, 24, true),  // head dims padded to 48 and 24
+    ];
+    for &c in cases {
+        let (b, h, hk, t, s, d, dv, masked) = c;
+        let shape = AttentionShape {
+            b: b as u64,
+            h: h as u64,
+            hk: hk as u64,
+            t: t as u64,
+            s: s as u64,
+            d: d as u64,
+            dv: dv as u64,
+            scale_bits: ((1.0 / (d as f64).sqrt()) as f32).to_bits(),
+            masked,
+        };
+        let kernel = tensor_core_attention_kernel("tc_attention", shape);
+        assert!(has_mma(&kernel.body));
+        // P is rounded to bf16 (2^-9) before P·V, the output once more: about 1e-2 at worst
+        // for averages judged against 1.
+        let e = attention_error(&kernel, c, 5);
+        eprintln!("attention {c:?}: {e:e}");
+        assert!(e <= 1e-2, "{c:?}: {e:e}");
+        // The wrong layouts on the first case only (each run emulates every product).
+        let wrong = if c == cases[0] { corrupted() } else { vec![] };
+        for (what, layout) in wrong {
+            let mut k = kernel.clone();
+            assert!(mma::emulate(&mut k, &layout));
+            let e = attention_error(&k, c, 5);
+            eprintln!("attention {c:?}, emulation with {what}: {e:e}");
+            assert!(e > 0.1, "{c:?} {what}: {e:e}");
+        }
+    }
+}

@@ -19,7 +19,7 @@
 //! | `index` | `block` (256) | gathers, scatter-adds |
 //! | `rng` | `block` (256) | Philox random streams |
 //! | `remask` | `block` (256) | the fused confidence top-k remask of a sampler step (one block per row) |
-//! | `attention` | `block` (64), `key_tile` (32) | fused attention forward: `block` query rows per block, K/V staged `key_tile` keys at a time (generated kernel; the CPU calls its per-head routine for f32) |
+//! | `attention` | `block` (64), `key_tile` (32), `mma` (1) | fused attention forward: `block` query rows per block, K/V staged `key_tile` keys at a time (generated kernel; the CPU calls its per-head routine for f32); bf16 on the GPU on tensor cores when `mma = 1` |
 //!
 //! A knob's value is an upper bound where the problem is smaller (a row of 40 elements gets a
 //! block of 64 under `block = 256`). `host_lanes` is the width of the host variants' partial
@@ -140,6 +140,14 @@ const MMA: Knob = Knob {
           64 × 64 tiles of 4 warps); 0 keeps the SIMT kernel",
 };
 
+const MMA_ATTENTION: Knob = Knob {
+    name: "mma",
+    values: &[0, 1],
+    doc: "bf16 attention with head dims up to 128 on tensor cores on the GPU (FlashAttention-2 \
+          on mma.sync m16n8k16: 64 query rows of 4 warps, 32-key tiles, P from registers); 0 \
+          keeps the SIMT kernel",
+};
+
 const KEY_TILE: Knob = Knob {
     name: "key_tile",
     values: &[8, 16, 32, 64],
@@ -229,14 +237,16 @@ pub static CONV_GEMM: Template = Template {
 /// See the table in the module docs.
 pub static ATTENTION: Template = Template {
     key: "attention",
-    knobs: &[BLOCK, KEY_TILE],
-    // K, V (head dims up to 128) and the bias of one key tile.
-    shared_bytes: |c| c.get("key_tile") * (128 + 128 + 1) * 4,
-    threads: block_threads,
+    knobs: &[BLOCK, KEY_TILE, MMA_ATTENTION],
+    // SIMT: K, V (head dims up to 128) and the bias of one key tile. Tensor cores: padded bf16
+    // tiles of 64 query rows and 32 keys at head dim 128, and the bias.
+    shared_bytes: |c| (c.get("key_tile") * (128 + 128 + 1) * 4).max(34_944),
+    threads: |c| c.get("block").max(128),
     default: |_| {
         Config(BTreeMap::from([
             ("block".into(), 64),
             ("key_tile".into(), 32),
+            ("mma".into(), 1),
         ]))
     },
 };

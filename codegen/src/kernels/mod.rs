@@ -8,7 +8,8 @@
 //!   [`tensor_core_matmul`]); [`conv`]: convolutions;
 //! - [`scan`]: cumulative sums and top-k; [`scatter`]: scatter-adds; [`rng`]: Philox streams;
 //! - [`remask`]: the fused confidence top-k remask of a sampler step;
-//! - [`attention`]: fused attention (online softmax over key tiles).
+//! - [`attention`]: fused attention (online softmax over key tiles; on tensor cores for bf16:
+//!   [`tensor_core_attention`]).
 
 pub mod attention;
 pub mod conv;
@@ -21,6 +22,7 @@ pub mod rows;
 pub mod scan;
 pub mod scatter;
 pub mod softmax;
+pub mod tensor_core_attention;
 pub mod tensor_core_matmul;
 
 use crate::kir::Kernel;
@@ -69,8 +71,8 @@ fn resolve(
 
 /// A host-specific variant of the node's kernel, when one is better on a CPU: reductions over
 /// more than `host_lanes` elements use lane-parallel accumulators, softmaxes one thread per
-/// row, and bf16 products whose GPU kernel uses tensor cores the tiled SIMT kernel (the
-/// emulated tensor-core kernel is exact but slow; tests run it through the GPU launch).
+/// row, and bf16 products and attentions whose GPU kernel uses tensor cores the SIMT kernel
+/// (the emulated tensor-core kernel is exact but slow; tests run it through the GPU launch).
 pub fn host_variant(
     g: &Graph,
     id: NodeId,
@@ -90,6 +92,25 @@ pub fn host_variant(
             matmul_shape(g, id, absorbed),
             n.dtype,
             used.config.get("tile"),
+        );
+        k.template = Some(used);
+        return Ok(Some(k));
+    }
+    if t.key == template::ATTENTION.key {
+        let used = resolve(g, id, t, choices)?;
+        let n = g.node(id);
+        let Some(a) = attention_shape(g, id) else {
+            return Ok(None);
+        };
+        if used.config.get("mma") != 1 || !tensor_core_attention::applies(&a, n.dtype) {
+            return Ok(None);
+        }
+        let mut k = attention::attention_kernel(
+            name,
+            a,
+            n.dtype,
+            used.config.get("block"),
+            used.config.get("key_tile"),
         );
         k.template = Some(used);
         return Ok(Some(k));
@@ -321,6 +342,11 @@ fn build(
             let Some(a) = attention_shape(g, id) else {
                 return Err(unsupported("attention operands do not fit the op"));
             };
+            if config.get("mma") == 1 && tensor_core_attention::applies(&a, n.dtype) {
+                return Ok(Some(tensor_core_attention::tensor_core_attention_kernel(
+                    name, a,
+                )));
+            }
             return Ok(Some(attention::attention_kernel(
                 name,
                 a,
