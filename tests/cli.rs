@@ -377,6 +377,33 @@ fn bad_specs_name_the_field() {
     );
 }
 
+/// Model compile options that cannot hold are refused by name.
+#[test]
+fn bad_model_compile_options_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = ["compile", "--preset", "tiny", "-o", "x.mmada"];
+    for (extra, want) in [
+        (&["--dtype", "f16"][..], "--dtype must be f32 or bf16"),
+        (
+            &["--dtype", "bf16", "--graph", "train-step"][..],
+            "bf16 training",
+        ),
+        (
+            &["--graph", "dual-cache-step", "--block", "0"][..],
+            "--block",
+        ),
+        (
+            &["--graph", "dual-cache-step", "--seq", "16", "--block", "32"][..],
+            "longer than --seq",
+        ),
+        (&["--graph", "backward"][..], "dual-cache-step"),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        assert_one_line_error(mmada(&args, d), want);
+    }
+}
+
 /// `mmada bench` times both bench-tiny figures and reports positive rates and ratios; with
 /// `--profile` it prints the per-kernel table whose launches add up to the run's.
 #[test]

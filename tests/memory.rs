@@ -68,3 +68,45 @@ fn the_bench_tiny_forward_plans_no_attention_scores() {
         assert!(!n.contains(&scores), "{n} writes attention scores");
     }
 }
+
+/// Issue 12: MMaDA-8B at the packed length 1539 in bf16 (`mmada compile --dtype bf16`): the
+/// forward plan and the dual-cache sampler step's plan, as `mmada inspect` reports them, each
+/// fit in 24 GB (weights 16.2 GB; the step also holds every layer's K/V cache, 0.8 GB).
+#[test]
+fn mmada_8b_bf16_inference_plans_fit_in_24_gb() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = common::mmada_cli(
+        &[
+            "compile",
+            "--preset",
+            "mmada-8b",
+            "--graph",
+            "forward,dual-cache-step",
+            "--dtype",
+            "bf16",
+            "--seq",
+            "1539",
+            "--targets",
+            "sm_90",
+            "--no-ptxas",
+            "-o",
+            "m.mmada",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = common::mmada_cli(&["inspect", "m.mmada"], dir.path());
+    assert!(ok, "{err}");
+    let peaks: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("planned peak "))
+        .map(|l| l.split(' ').next().unwrap().parse::<f64>().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 2, "{out}");
+    for (entry, mib) in ["forward", "dual-cache-step"].iter().zip(&peaks) {
+        let gb = mib * 1048576.0 / 1e9;
+        eprintln!("mmada-8b bf16 {entry}: planned peak {mib:.2} MiB = {gb:.2} GB");
+        // Above the weights alone, so the plan holds them in bf16 and no more.
+        assert!(gb > 16.1 && gb < 24.0, "{entry}: {gb:.2} GB\n{out}");
+    }
+}

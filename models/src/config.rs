@@ -48,6 +48,10 @@ fn default_max_seq() -> usize {
 /// The architecture fields of an MMaDA/LLaDA `config.json`. Unknown fields are ignored (HF
 /// configs carry many); fields that would change the architecture in ways this implementation
 /// does not support are rejected by [`LladaConfig::validate`].
+fn compute_f32() -> mmada_ir::DType {
+    mmada_ir::DType::F32
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LladaConfig {
     /// Hidden size.
@@ -139,6 +143,12 @@ pub struct LladaConfig {
     /// HF architectures list.
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
+    /// The dtype the graphs built from this configuration declare their weights (and the
+    /// samplers' K/V caches) in and compute in: f32, or bf16 for inference (`mmada compile
+    /// --dtype bf16`; norms, RoPE and the softmax statistics stay f32, products accumulate
+    /// in f32). A build option, not a field of config.json.
+    #[serde(skip, default = "compute_f32")]
+    pub dtype: mmada_ir::DType,
     /// The rest of the official configuration, and any field this implementation does not know
     /// (kept as read and written back unchanged).
     #[serde(flatten)]
@@ -545,6 +555,14 @@ impl LladaConfig {
         serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
     }
 
+    /// The same configuration building graphs in `dtype` (see [`LladaConfig::dtype`]).
+    pub fn computing_in(&self, dtype: mmada_ir::DType) -> LladaConfig {
+        LladaConfig {
+            dtype,
+            ..self.clone()
+        }
+    }
+
     /// The config of weights stored as `dtype` (sets `torch_dtype`; a `transformers_version`
     /// is filled in when the config had none).
     pub fn stored_as(&self, dtype: mmada_ir::DType) -> LladaConfig {
@@ -592,6 +610,7 @@ impl LladaConfig {
             model_type: Some("mmada".into()),
             architectures: Some(vec!["MMadaModelLM".into()]),
             hf: HfFields::default(),
+            dtype: mmada_ir::DType::F32,
         };
         Some(match name {
             // The embedded default: the tiny tokenizer's 1041 ids + a 256-code image range.

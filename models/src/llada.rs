@@ -42,11 +42,12 @@ pub fn param_specs(cfg: &LladaConfig) -> Vec<ParamSpec> {
     out
 }
 
-/// Declares every parameter as an f32 `Param` input; returns them by name.
+/// Declares every parameter as a `Param` input of the configuration's dtype (f32 unless
+/// built for bf16); returns them by name.
 pub fn declare_params(g: &mut Graph, cfg: &LladaConfig) -> Result<IndexMap<String, NodeId>> {
     let mut m = IndexMap::new();
     for p in param_specs(cfg) {
-        let id = g.add_input(&p.name, Role::Param, DType::F32, p.shape.clone())?;
+        let id = g.add_input(&p.name, Role::Param, cfg.dtype, p.shape.clone())?;
         m.insert(p.name, id);
     }
     Ok(m)
@@ -213,7 +214,8 @@ pub fn splice_block(g: &mut Graph, cache: NodeId, block: NodeId, start: NodeId) 
 }
 
 /// A complete forward graph: parameters, `input_ids` (i64 `[B, L]`), optionally
-/// `attention_mask` (bool `[B, L]`), and the output `logits` (f32 `[B, L, rows]`).
+/// `attention_mask` (bool `[B, L]`), and the output `logits` (`[B, L, rows]`, in the
+/// configuration's dtype).
 pub fn forward_graph(
     cfg: &LladaConfig,
     batch: usize,

@@ -59,7 +59,8 @@ pub fn cache_names(i: usize) -> (String, String) {
     (format!("cache.k.{i}"), format!("cache.v.{i}"))
 }
 
-/// Declares the caches of every layer (role `State`, f32 `[B, H, L, hd]`).
+/// Declares the caches of every layer (role `State`, `[B, H, L, hd]` in the configuration's
+/// dtype).
 fn declare_caches(
     g: &mut Graph,
     cfg: &LladaConfig,
@@ -71,8 +72,8 @@ fn declare_caches(
         .map(|i| {
             let (kn, vn) = cache_names(i);
             Ok((
-                g.add_input(&kn, Role::State, DType::F32, shape)?,
-                g.add_input(&vn, Role::State, DType::F32, shape)?,
+                g.add_input(&kn, Role::State, cfg.dtype, shape)?,
+                g.add_input(&vn, Role::State, cfg.dtype, shape)?,
             ))
         })
         .collect()
@@ -261,6 +262,8 @@ fn remask_block(
     let (b, l) = (xs.0[0], xs.0[1]);
     let n = g.try_node(xb)?.shape.0[1];
     let end = g.scalar_i64(n as i64)?;
+    // The remask ranks f32 logits (a bf16 build's block logits are widened here).
+    let lg = g.cast(lg, DType::F32)?;
     let args = RemaskArgs {
         logits: lg,
         x: xb,
@@ -323,7 +326,7 @@ fn masked_before(g: &mut Graph, x: NodeId, end: NodeId, mask_id: i64) -> Result<
 /// The number of NaN or infinite values of `x` (f32 scalar): those where `|x| < ∞` is false.
 fn nonfinite_count(g: &mut Graph, x: NodeId) -> Result<NodeId> {
     let a = g.unary(UnaryOp::Abs, x)?;
-    let inf = g.full(DType::F32, f64::INFINITY, Vec::<usize>::new())?;
+    let inf = g.full(g.try_node(a)?.dtype, f64::INFINITY, Vec::<usize>::new())?;
     let finite = g.compare(CompareOp::Lt, a, inf)?;
     let bad = g.unary(UnaryOp::Not, finite)?;
     let bad = g.cast(bad, DType::F32)?;

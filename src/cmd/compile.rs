@@ -18,9 +18,19 @@ pub struct Args {
     #[arg(long)]
     preset: Option<String>,
     /// For models: the graphs, each an entry of the artifact over shared parameters:
-    /// `forward` (logits), `train-step`, or both (`forward,train-step`).
+    /// `forward` (logits), `train-step`, `dual-cache-step` (the text sampler's step over one
+    /// block of --block positions against every layer's K/V cache), or several
+    /// (`forward,train-step`).
     #[arg(long, default_value = "forward", value_delimiter = ',')]
     graph: Vec<String>,
+    /// For models: the dtype of the weights, activations and caches: f32, or bf16 for the
+    /// inference graphs (forward, dual-cache-step; products accumulate in f32, norms and
+    /// softmax statistics are f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// For `dual-cache-step`: positions per block.
+    #[arg(long, default_value_t = 32)]
+    block: usize,
     /// For models: batch size.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -50,15 +60,30 @@ pub struct Args {
     verbose: bool,
 }
 
-/// A model graph by name.
+/// The model graphs `mmada compile --graph` builds.
+pub const MODEL_GRAPHS: [&str; 3] = ["forward", "train-step", "dual-cache-step"];
+
+/// A model graph by name (`dual-cache-step` over blocks of `block` positions).
 pub fn model_graph(
     cfg: &LladaConfig,
     graph: &str,
     batch: usize,
     seq: usize,
+    block: usize,
 ) -> Result<mmada_ir::Graph, CliError> {
     Ok(match graph {
         "forward" => mmada_models::llada::forward_graph(cfg, batch, seq, false)?,
+        "dual-cache-step" => {
+            let spec = mmada_models::sampler_step::TextStepSpec {
+                batch,
+                seq,
+                cfg: false,
+                remasking: mmada_ir::Remasking::LowConfidence,
+                fill_cache: false,
+                head_block: Some(block),
+            };
+            mmada_models::sampler_step::block_step_graph(cfg, spec, block)?
+        }
         "train-step" => mmada_models::train_step::train_step_graph(
             cfg,
             batch,
@@ -67,7 +92,8 @@ pub fn model_graph(
         )?,
         other => {
             return Err(CliError::Usage(format!(
-                "--graph must be forward or train-step, got '{other}'"
+                "--graph must be one of {}, got '{other}'",
+                MODEL_GRAPHS.join(", ")
             )))
         }
     })
@@ -133,15 +159,49 @@ pub fn run(a: Args) -> Result<(), CliError> {
             ))
         }
     };
+    let dtype = match a.dtype.as_str() {
+        "f32" => mmada_ir::DType::F32,
+        "bf16" => mmada_ir::DType::BF16,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--dtype must be f32 or bf16, got '{other}'"
+            )))
+        }
+    };
+    let model = model.map(|(cfg, name)| (cfg.computing_in(dtype), name));
+    if model.is_none() && dtype != mmada_ir::DType::F32 {
+        return Err(CliError::Usage(
+            "--dtype applies to models (--preset or a config.json); a graph spec names its \
+             own dtypes"
+                .into(),
+        ));
+    }
     if let Some((cfg, _)) = &model {
         at_least("--batch", a.batch, 1)?;
         at_least("--seq", a.seq, 1)?;
         cfg.check_shape(a.batch, a.seq).map_err(CliError::Usage)?;
-        for (i, g) in a.graph.iter().enumerate() {
-            if !["forward", "train-step"].contains(&g.as_str()) {
+        if a.graph.iter().any(|g| g == "dual-cache-step") {
+            at_least("--block", a.block, 1)?;
+            if a.block > a.seq {
                 return Err(CliError::Usage(format!(
-                    "--graph must be forward and/or train-step, got '{g}'"
+                    "--block {} is longer than --seq {}",
+                    a.block, a.seq
                 )));
+            }
+        }
+        for (i, g) in a.graph.iter().enumerate() {
+            if !MODEL_GRAPHS.contains(&g.as_str()) {
+                return Err(CliError::Usage(format!(
+                    "--graph must be among {}, got '{g}'",
+                    MODEL_GRAPHS.join(", ")
+                )));
+            }
+            if g == "train-step" && dtype != mmada_ir::DType::F32 {
+                return Err(CliError::Usage(
+                    "--dtype bf16 builds the inference graphs; bf16 training (bf16 compute \
+                     over f32 master weights) is not built yet: compile train-step in f32"
+                        .into(),
+                ));
             }
             if a.graph[..i].contains(g) {
                 return Err(CliError::Usage(format!("--graph names '{g}' twice")));
@@ -165,12 +225,22 @@ pub fn run(a: Args) -> Result<(), CliError> {
             let graphs: Vec<(String, mmada_ir::Graph)> = a
                 .graph
                 .iter()
-                .map(|g| Ok((g.clone(), model_graph(&cfg, g, a.batch, a.seq)?)))
+                .map(|g| Ok((g.clone(), model_graph(&cfg, g, a.batch, a.seq, a.block)?)))
                 .collect::<Result<_, CliError>>()?;
             let entries: Vec<(&str, &mmada_ir::Graph)> =
                 graphs.iter().map(|(n, g)| (n.as_str(), g)).collect();
             let opts = CompileOptions {
-                name: format!("{name} {} b{} l{}", a.graph.join(","), a.batch, a.seq),
+                name: format!(
+                    "{name} {} b{} l{}{}",
+                    a.graph.join(","),
+                    a.batch,
+                    a.seq,
+                    if dtype == mmada_ir::DType::F32 {
+                        ""
+                    } else {
+                        " bf16"
+                    }
+                ),
                 ..opts
             };
             compile_entries(&entries, &opts)?
