@@ -322,3 +322,29 @@ fn bad_attention_operands_are_errors_that_say_why() {
     let e = g.attention(q, k3, vh, None, 0.5).unwrap_err().to_string();
     assert!(e.contains("one float dtype"), "{e}");
 }
+
+/// Graph specs write fused attention as `attention(q, k, v, scale)` (the GPU bundle's
+/// attention cases): the same values as the builder's op; a non-number scale is refused.
+#[test]
+fn graph_specs_build_attention() {
+    let text = "name = \"a\"\n[inputs]\nq = { dtype = \"f32\", shape = [1, 2, 5, 8] }\n\
+                k = { dtype = \"f32\", shape = [1, 1, 7, 8] }\n\
+                v = { dtype = \"f32\", shape = [1, 1, 7, 4] }\n\
+                [outputs]\no = \"attention(q, k, v, 0.35)\"\n";
+    let g = mmada_models::GraphSpec::parse(text, "a.toml")
+        .unwrap()
+        .build("a.toml")
+        .unwrap();
+    let want = graph((1, 2, 1, 5, 7, 8, 4, false), DType::F32, 0.35, true);
+    let ins = random_inputs(&g, 3, -1.0, 1.0);
+    let a = &interp::interpret(&g, &ins).unwrap()["o"];
+    let b = &interp::interpret(&want, &ins).unwrap()["o"];
+    assert_eq!(max_rel_error(a, b, 1e-6), 0.0);
+    let bad = text.replace("0.35", "q");
+    let err = mmada_models::GraphSpec::parse(&bad, "a.toml")
+        .unwrap()
+        .build("a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("scale must be a number"), "{err}");
+}

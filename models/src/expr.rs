@@ -10,7 +10,8 @@
 //! Functions: exp log sin cos sqrt rsqrt recip abs floor sigmoid neg relu silu;
 //! maximum minimum lt le gt ge eq ne where; sum max min mean (x, axis|[axes][, keepdims]);
 //! softmax(x, axis); reshape(x, [dims]); permute(x, [perm]); transpose(x);
-//! broadcast(x, [dims]); cast(x, dtype); matmul(a, b).
+//! broadcast(x, [dims]); cast(x, dtype); matmul(a, b); attention(q, k, v, scale) (fused
+//! softmax attention over `[B, H, T, D]` queries and `[B, Hk, S, D]` keys and values).
 
 use indexmap::IndexMap;
 use mmada_ir::{BinaryOp, CompareOp, DType, Graph, NodeId, ReduceOp, UnaryOp};
@@ -400,6 +401,16 @@ impl Parser<'_> {
                     _ => ir(at, self.g.permute(x, &d))?,
                 };
                 Ok(Val::Tensor(t))
+            }
+            "attention" => {
+                arity(4..=4)?;
+                let q = self.tensor(args[0].1.clone(), args[0].0)?;
+                let k = self.tensor(args[1].1.clone(), args[1].0)?;
+                let v = self.tensor(args[2].1.clone(), args[2].0)?;
+                let Val::Num(scale) = args[3].1 else {
+                    return Err((args[3].0, "the attention scale must be a number".into()));
+                };
+                Ok(Val::Tensor(ir(at, self.g.attention(q, k, v, None, scale))?))
             }
             "transpose" => {
                 arity(1..=1)?;
