@@ -119,8 +119,28 @@ fn attention_kernels_assemble_without_spills_at_model_head_dims() {
     }
 }
 
+/// Host code and PTX for sm_80, sm_90 and sm_90a (ptxas not run by the compiler).
+fn compile_with_sm90a(g: &mmada_ir::Graph) -> mmada_codegen::artifact::Artifact {
+    use mmada_codegen::backend::BackendOptions;
+    use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+    compile(
+        g,
+        &CompileOptions {
+            backend: BackendOptions {
+                host: None,
+                gpu_archs: vec![SmArch::SM80, SmArch::SM90, SmArch::SM90A],
+            },
+            ptx_check: PtxCheck::Skip,
+            ..CompileOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// The tensor-core GEMM (bf16, `mma.sync` m16n8k16) at a model-sized product, plain and with
-/// B read transposed: 32 f32 accumulators and 24 bf16 fragment slots per thread in registers.
+/// B read transposed: 32 f32 accumulators and 24 bf16 fragment slots per thread in registers;
+/// for sm_80, sm_90 and sm_90a (`mma.sync` runs on all three; a wgmma variant for sm_90a is
+/// not built yet).
 #[test]
 fn tensor_core_matmul_assembles_without_spills() {
     let Some(ptxas) = ptxas_or_skip() else { return };
@@ -135,8 +155,8 @@ fn tensor_core_matmul_assembles_without_spills() {
         }
         let c = g.matmul(a, b).unwrap();
         g.set_output("c", c).unwrap();
-        let art = common::compile_all(&g);
-        for arch in [SmArch::SM80, SmArch::SM90] {
+        let art = compile_with_sm90a(&g);
+        for arch in [SmArch::SM80, SmArch::SM90, SmArch::SM90A] {
             let ptx = art.section_str(&format!("ptx.{arch}")).unwrap();
             assert!(ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
             let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
@@ -153,4 +173,34 @@ fn tensor_core_matmul_assembles_without_spills() {
             assert_eq!(k.spill_stores + k.spill_loads, 0, "{arch}");
         }
     }
+}
+
+/// The tensor-core attention (bf16, head dim 128, a key mask) assembles for sm_90a too.
+#[test]
+fn tensor_core_attention_assembles_for_sm90a() {
+    let Some(ptxas) = ptxas_or_skip() else { return };
+    let dt = mmada_ir::DType::BF16;
+    let mut g = mmada_ir::Graph::new();
+    let q = g.input("q", dt, [1, 4, 100, 128]).unwrap();
+    let k = g.input("k", dt, [1, 4, 300, 128]).unwrap();
+    let v = g.input("v", dt, [1, 4, 300, 128]).unwrap();
+    let m = g.input("m", mmada_ir::DType::Bool, [1, 300]).unwrap();
+    let o = g.attention(q, k, v, Some(m), 0.088).unwrap();
+    g.set_output("o", o).unwrap();
+    let art = compile_with_sm90a(&g);
+    let arch = SmArch::SM90A;
+    let ptx = art.section_str(&format!("ptx.{arch}")).unwrap();
+    assert!(ptx.contains(".target sm_90a"));
+    assert!(ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+    let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
+    let k = report
+        .iter()
+        .find(|k| k.name.starts_with("attention"))
+        .expect("attention kernel");
+    eprintln!(
+        "tensor-core attention d 128 {arch}: {} registers, {} spill bytes",
+        k.registers,
+        k.spill_stores + k.spill_loads
+    );
+    assert_eq!(k.spill_stores + k.spill_loads, 0);
 }
