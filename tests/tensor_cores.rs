@@ -17,7 +17,7 @@ use mmada_codegen::kernels::tensor_core_matmul::{
     tensor_core_matmul_kernel, tensor_core_matmul_kernel_with,
 };
 use mmada_codegen::kir::mma::{self, FragmentLayout, FragmentMap};
-use mmada_codegen::kir::{BlockStmt, Kernel};
+use mmada_codegen::kir::Kernel;
 use mmada_codegen::{HostCpu, SmArch};
 use mmada_ir::{interp, max_rel_error, DType, Graph, Tensor};
 use mmada_runtime::{open_artifact, Target};
@@ -54,14 +54,6 @@ fn graph(c: Case) -> Graph {
     g
 }
 
-fn has_mma(stmts: &[BlockStmt]) -> bool {
-    stmts.iter().any(|s| match s {
-        BlockStmt::Mma(_) => true,
-        BlockStmt::For { body, .. } => has_mma(body),
-        _ => false,
-    })
-}
-
 #[test]
 fn bf16_matmuls_on_tensor_cores_match_the_interpreter_through_the_emulation() {
     for &c in CASES {
@@ -76,7 +68,10 @@ fn bf16_matmuls_on_tensor_cores_match_the_interpreter_through_the_emulation() {
             .iter()
             .find(|k| k.name == launch.gpu.kernel)
             .unwrap();
-        assert!(has_mma(&gpu.body), "{c:?}: the GPU kernel has no mma");
+        assert!(
+            mma::contains_mma(&gpu.body),
+            "{c:?}: the GPU kernel has no mma"
+        );
         let host = launch.host.kernel().expect("host kernel");
         assert_ne!(host.kernel, launch.gpu.kernel, "{c:?}");
         let (on_host, replaced) = gpu_kernels_on_host(&art);
@@ -385,7 +380,7 @@ fn tensor_core_attention_matches_f32_and_fails_under_a_wrong_emulation() {
             masked,
         };
         let kernel = tensor_core_attention_kernel("tc_attention", shape);
-        assert!(has_mma(&kernel.body));
+        assert!(mma::contains_mma(&kernel.body));
         // P is rounded to bf16 (2^-9) before P·V, the output once more: about 1e-2 at worst
         // for averages judged against 1.
         let e = attention_error(&kernel, c, 5);

@@ -67,6 +67,35 @@ fn half(layout: &FragmentLayout, i: usize) -> u64 {
     layout.c.offsets[i].0 / 8
 }
 
+/// Combines, with `op`, slots 0 and 1 of `red` (a thread's part of its two score rows) over
+/// the 4 lanes `4g … 4g + 3` that share each row: two butterfly shuffles (xor 1, xor 2)
+/// through `red_in`, leaving every lane with the row's result in `red`.
+fn quad_reduce(kb: &mut KernelBuilder, op: KBinary, red: BufRef, red_in: BufRef) -> Vec<BlockStmt> {
+    let mut out = Vec::new();
+    for mask_bits in [1, 2] {
+        for hf in 0..2 {
+            out.push(BlockStmt::Shuffle {
+                mode: ShuffleMode::Xor(mask_bits),
+                src: red,
+                src_index: hf,
+                dst: red_in,
+                dst_index: hf,
+            });
+        }
+        out.push(kb.phase(|s_| {
+            for hf in 0..2 {
+                let v = Expr::bin(
+                    op,
+                    Expr::load(red, Expr::idx(hf)),
+                    Expr::load(red_in, Expr::idx(hf)),
+                );
+                s_.store(red, Expr::idx(hf), v);
+            }
+        }));
+    }
+    out
+}
+
 /// The tensor-core attention kernel (bf16); parameters q, k, v[, key mask], out.
 pub fn tensor_core_attention_kernel(name: &str, a: AttentionShape) -> Kernel {
     let layout = &mma::PTX;
@@ -323,26 +352,7 @@ pub fn tensor_core_attention_kernel(name: &str, a: AttentionShape) -> Kernel {
             }
         }));
         // The row maxima over the 4 lanes of each row.
-        for mask_bits in [1, 2] {
-            for hf in 0..2 {
-                steps.push(BlockStmt::Shuffle {
-                    mode: ShuffleMode::Xor(mask_bits),
-                    src: red,
-                    src_index: hf,
-                    dst: red_in,
-                    dst_index: hf,
-                });
-            }
-            steps.push(kb.phase(|s_| {
-                for hf in 0..2 {
-                    let m = max(
-                        Expr::load(red, Expr::idx(hf)),
-                        Expr::load(red_in, Expr::idx(hf)),
-                    );
-                    s_.store(red, Expr::idx(hf), m);
-                }
-            }));
-        }
+        steps.extend(quad_reduce(kb, KBinary::Max, red, red_in));
         // New maxima, rescaling, probabilities (as the A fragments of P·V).
         steps.push(kb.phase(|s_| {
             let p = at(s_);
@@ -446,27 +456,7 @@ pub fn tensor_core_attention_kernel(name: &str, a: AttentionShape) -> Kernel {
             s_.store(red, Expr::idx(hf), Expr::load(stats, Expr::idx(2 + hf)));
         }
     }));
-    for mask_bits in [1, 2] {
-        for hf in 0..2 {
-            body.push(BlockStmt::Shuffle {
-                mode: ShuffleMode::Xor(mask_bits),
-                src: red,
-                src_index: hf,
-                dst: red_in,
-                dst_index: hf,
-            });
-        }
-        body.push(kb.phase(|s_| {
-            for hf in 0..2 {
-                let l = Expr::bin(
-                    KBinary::Add,
-                    Expr::load(red, Expr::idx(hf)),
-                    Expr::load(red_in, Expr::idx(hf)),
-                );
-                s_.store(red, Expr::idx(hf), l);
-            }
-        }));
-    }
+    body.extend(quad_reduce(&mut kb, KBinary::Add, red, red_in));
     body.push(kb.phase(|s_| {
         let p = at(s_);
         let mut inv = Vec::new();

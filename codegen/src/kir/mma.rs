@@ -153,7 +153,7 @@ pub struct MmaOperands {
 /// positions, then computes its D slots as `C + Σ_k A·B` in k order. Barriers separate the
 /// phases and the next product. Returns whether the kernel had a product.
 pub fn emulate(k: &mut Kernel, layout: &FragmentLayout) -> bool {
-    if !has_mma(&k.body) {
+    if !contains_mma(&k.body) {
         return false;
     }
     let warps = (k.block as u64).div_ceil(32);
@@ -166,10 +166,11 @@ pub fn emulate(k: &mut Kernel, layout: &FragmentLayout) -> bool {
     true
 }
 
-fn has_mma(stmts: &[BlockStmt]) -> bool {
+/// Whether `stmts` (or a loop inside them) hold a tensor-core product.
+pub fn contains_mma(stmts: &[BlockStmt]) -> bool {
     stmts.iter().any(|s| match s {
         BlockStmt::Mma(_) => true,
-        BlockStmt::For { body, .. } => has_mma(body),
+        BlockStmt::For { body, .. } => contains_mma(body),
         _ => false,
     })
 }
