@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRATES = {"ir": "ir/src", "passes": "passes/src", "codegen": "codegen/src",
           "runtime": "runtime/src", "models": "models/src", "mmada": "src"}
 BUILDERS = ["config.rs", "expr.rs", "llada.rs", "loss.rs", "selfcheck.rs", "spec.rs",
-            "train_step.rs", "magvit.rs", "multimodal_step.rs", "sampler_step.rs", "nn"]
+            "train_step.rs", "magvit.rs", "multimodal_step.rs", "sampler_step.rs", "unigrpo_step.rs",
+            "nn"]
 
 
 def modules(src):

@@ -95,6 +95,18 @@ impl DigitClassifier {
         s
     }
 
+    /// The class probabilities of features `x` (softmax of the scores).
+    pub fn probabilities(&self, x: &[f32]) -> [f32; CLASSES] {
+        let s = self.scores(x);
+        let mx = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut p = s.map(|v| (v - mx).exp());
+        let z: f32 = p.iter().sum();
+        for v in &mut p {
+            *v /= z;
+        }
+        p
+    }
+
     /// The predicted class of features `x` (the lowest of equal scores).
     pub fn predict(&self, x: &[f32]) -> usize {
         let s = self.scores(x);

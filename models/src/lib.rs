@@ -41,6 +41,7 @@ pub mod sampler_step;
 pub mod selfcheck;
 pub mod spec;
 pub mod train_step;
+pub mod unigrpo_step;
 
 // Drivers.
 pub mod bench;
@@ -50,6 +51,7 @@ pub mod digit_classifier;
 pub mod digit_codes;
 pub mod digits;
 pub mod failpoint;
+pub mod grpo_noising;
 pub mod image_io;
 pub mod image_sampler;
 pub mod image_tokenizer;
@@ -57,6 +59,7 @@ pub mod logits;
 pub mod multimodal;
 pub mod plot;
 pub mod prompt;
+pub mod reward;
 pub mod text_sampler;
 pub mod tokenizer;
 pub mod trainer;

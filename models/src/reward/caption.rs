@@ -1,0 +1,56 @@
+//! The digit-caption reward: 1.0 when the answer names the image's digit, 0 otherwise. The
+//! digit an answer names is read as the caption evaluation reads it
+//! ([`crate::digit_classifier::named_digit`]: the first numeral or whole English digit word),
+//! so "It is a seven." and "7" both name 7, and "Eight, not 3" names 8.
+
+use super::{Completion, Reward, Sample};
+use crate::digit_classifier::named_digit;
+use crate::ModelsError;
+
+/// Caption correctness on the embedded digits; the target is the label (`"0"`…`"9"`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptionReward;
+
+impl Reward for CaptionReward {
+    fn name(&self) -> &str {
+        "caption"
+    }
+
+    fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
+        let Completion::Text(text) = s.completion else {
+            return Err(ModelsError::Input(
+                "the caption reward scores text answers, got an image".into(),
+            ));
+        };
+        let want: usize = s.target.trim().parse().map_err(|_| {
+            ModelsError::Input(format!(
+                "the caption reward's target must be a digit label 0-9, got '{}'",
+                s.target
+            ))
+        })?;
+        Ok(f64::from(u8::from(named_digit(text) == Some(want))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_the_digit_score_one() {
+        let r = |t: &str, label: &str| {
+            CaptionReward.score(&Sample {
+                prompt: "What digit is this?",
+                target: label,
+                completion: Completion::Text(t),
+            })
+        };
+        assert_eq!(r("It is a seven.", "7").unwrap(), 1.0);
+        assert_eq!(r("7", "7").unwrap(), 1.0);
+        assert_eq!(r("It is a one.", "7").unwrap(), 0.0);
+        assert_eq!(r("someone", "1").unwrap(), 0.0);
+        assert_eq!(r("Eight, not 3", "3").unwrap(), 0.0);
+        assert_eq!(r("", "0").unwrap(), 0.0);
+        assert!(r("seven", "seven").is_err());
+    }
+}

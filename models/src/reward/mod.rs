@@ -1,0 +1,66 @@
+//! UniGRPO's rewards (spec §5.2), one trait with one implementation per file:
+//! - [`math`]: correctness 2.0 for the right final answer plus format 0.5 for a
+//!   `<think>…</think>` response (GSM8K-style reasoning);
+//! - [`caption`]: the embedded digit captions (is the digit's name in the answer);
+//! - [`digit_image`]: text-to-image on the embedded digits, judged by the committed digit
+//!   classifier;
+//! - [`clip`]: the CLIP image–text score, a plug-in point that needs the user's HF CLIP
+//!   weights and is unavailable, with a clear message, without them.
+//!
+//! A reward may return a non-finite value; the trainer drops that completion from the
+//! objective with a warning and counts it in the metrics (`dropped_nan`).
+
+pub mod caption;
+pub mod clip;
+pub mod digit_image;
+pub mod math;
+
+use crate::ModelsError;
+
+/// What a completion is.
+#[derive(Clone, Copy, Debug)]
+pub enum Completion<'a> {
+    /// Decoded text (special tokens removed, cut at the end of turn).
+    Text(&'a str),
+    /// A generated image, CHW f32 in [−1, 1] (3 × 32 × 32 for the digits).
+    Image(&'a [f32]),
+}
+
+/// One completion to score, with what the task knows about its prompt.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample<'a> {
+    /// The prompt's text (the question, the caption asked for).
+    pub prompt: &'a str,
+    /// The reference answer of the prompt (a number, a digit's name).
+    pub target: &'a str,
+    /// What the policy produced.
+    pub completion: Completion<'a>,
+}
+
+/// A reward function.
+pub trait Reward {
+    /// Name for logs and metrics.
+    fn name(&self) -> &str;
+    /// The reward of one completion.
+    fn score(&self, s: &Sample) -> Result<f64, ModelsError>;
+}
+
+/// The rewards `--reward` names.
+pub const NAMES: [&str; 4] = ["math", "caption", "t2i", "clip"];
+
+/// The reward named `name`; `clip_weights` is the HF CLIP directory for `clip`.
+pub fn by_name(
+    name: &str,
+    clip_weights: Option<&std::path::Path>,
+) -> Result<Box<dyn Reward>, ModelsError> {
+    match name {
+        "math" => Ok(Box::new(math::MathReward::default())),
+        "caption" => Ok(Box::new(caption::CaptionReward)),
+        "t2i" => Ok(Box::new(digit_image::DigitImageReward::embedded()?)),
+        "clip" => Ok(Box::new(clip::ClipReward::open(clip_weights)?)),
+        _ => Err(ModelsError::Options(format!(
+            "--reward must be one of {}, got '{name}'",
+            NAMES.join(", ")
+        ))),
+    }
+}
