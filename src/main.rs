@@ -30,7 +30,7 @@ enum Cmd {
     Inspect(cmd::inspect::Args),
     /// Train an MMaDA model with the masked-diffusion objective (default: the tiny preset on
     /// the embedded dataset).
-    Train(cmd::train::Args),
+    Train(Box<cmd::train::Args>),
     /// Train the tiny MAGVIT-v2 image tokenizer on the embedded digits (compiled training
     /// step), and report PSNR and codebook use on the held-out digits.
     TrainVq(cmd::train_vq::Args),
@@ -62,7 +62,7 @@ fn dispatch(cmd: Cmd) -> Result<(), error::CliError> {
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Inputs(a) => cmd::inputs::run(a),
         Cmd::Inspect(a) => cmd::inspect::run(a),
-        Cmd::Train(a) => cmd::train::run(a),
+        Cmd::Train(a) => cmd::train::run(*a),
         Cmd::TrainVq(a) => cmd::train_vq::run(a),
         Cmd::Logits(a) => cmd::logits::run(a),
         Cmd::Generate(a) => cmd::generate::run(a),

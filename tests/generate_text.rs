@@ -434,6 +434,7 @@ fn the_step_runs_the_head_on_the_block_only_and_a_prompt_with_masks_still_infill
         remasking: mmada_ir::Remasking::LowConfidence,
         fill_cache: false,
         head_block,
+        key_mask: false,
     };
     let largest = |head_block| {
         let art = compile_text_step(&cfg, spec(head_block), host()).unwrap();
@@ -457,4 +458,85 @@ fn the_step_runs_the_head_on_the_block_only_and_a_prompt_with_masks_still_infill
     let mut s = TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
     let got = s.generate(&[prompt.to_vec()], &mut |_, _| {}).unwrap();
     assert_eq!(got.ids[0], want);
+}
+
+#[test]
+fn a_left_padded_prompt_with_its_key_mask_generates_what_the_unpadded_prompt_does() {
+    // UniGRPO batches prompts of different lengths by left padding: with the padding out of
+    // attention (key_mask) and RoPE's relative positions, a padded row is the unpadded row.
+    use mmada_codegen::compile::{compile_entries, CompileOptions, PtxCheck};
+    use mmada_models::sampler_step::{
+        block_step_graph, cache_names, text_step_graph, TextStepSpec, BLOCK_STEP, TEXT_STEP,
+    };
+    use mmada_models::text_sampler::decode;
+    let (cfg, w) = model();
+    let prompt = vec![3i64, 17, 9, 200, 41, 5, 88];
+    let pad = 4;
+    for dual in [false, true] {
+        let mut o = options(16, 16, 8, 0.0);
+        o.dual_cache = dual;
+        let run = |lp: usize, key_mask: bool, prompts: &[Vec<i64>]| {
+            let spec = TextStepSpec {
+                batch: prompts.len(),
+                seq: lp + o.gen_length,
+                cfg: false,
+                remasking: mmada_ir::Remasking::LowConfidence,
+                fill_cache: dual,
+                head_block: Some(o.block_length),
+                key_mask,
+            };
+            let g = text_step_graph(&cfg, spec).unwrap();
+            let mut entries = vec![(TEXT_STEP, g)];
+            if dual {
+                entries.push((BLOCK_STEP, block_step_graph(&cfg, spec, 8).unwrap()));
+            }
+            let refs: Vec<(&str, &mmada_ir::Graph)> =
+                entries.iter().map(|(n, g)| (*n, g)).collect();
+            let copts = CompileOptions {
+                name: "padded".into(),
+                backend: host(),
+                ptx_check: PtxCheck::Skip,
+                ..CompileOptions::default()
+            };
+            let art = compile_entries(&refs, &copts).unwrap().0;
+            let mut exe = mmada_runtime::open_artifact(art, Target::Cpu).unwrap();
+            for (n, t) in &w {
+                exe.set_input(n, t).unwrap();
+            }
+            if key_mask {
+                // Row 0 padded, row 1 a full-length prompt: the mask is per row.
+                let l = spec.seq;
+                let km: Vec<f64> = (0..2 * l)
+                    .map(|i| f64::from(u8::from(i >= l || i % l >= pad)))
+                    .collect();
+                let km = Tensor::from_f64(DType::Bool, [2, l], &km).unwrap();
+                exe.set_input("key_mask", &km).unwrap();
+            }
+            if dual {
+                let shape = Shape(vec![spec.batch, cfg.n_heads, spec.seq, cfg.head_dim()]);
+                for i in 0..cfg.n_layers {
+                    let (k, v) = cache_names(i);
+                    exe.set_input(&k, &Tensor::zeros(DType::F32, shape.clone()))
+                        .unwrap();
+                    exe.set_input(&v, &Tensor::zeros(DType::F32, shape.clone()))
+                        .unwrap();
+                }
+            }
+            decode(exe.as_mut(), &cfg, spec, &o, prompts, &mut |_, _| {}).unwrap()
+        };
+        let want = run(prompt.len(), false, std::slice::from_ref(&prompt));
+        let mut padded = vec![cfg.eos_token_id; pad];
+        padded.extend_from_slice(&prompt);
+        let other: Vec<i64> = (0..padded.len() as i64)
+            .map(|i| (i * 37 + 11) % 1000)
+            .collect();
+        let got = run(padded.len(), true, &[padded.clone(), other]);
+        assert_eq!(got.ids[0], want.ids[0], "dual cache {dual}");
+        // Without the key mask the padding changes the generation (the check can fail).
+        let unmasked = run(padded.len(), false, &[padded.clone(), padded]);
+        assert_ne!(
+            unmasked.ids[0], want.ids[0],
+            "dual cache {dual}: padding had no effect"
+        );
+    }
 }

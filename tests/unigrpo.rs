@@ -57,6 +57,7 @@ fn inputs(
         w.iter().map(|(k, v)| (k.clone(), cast(v, fd))).collect();
     ins.insert("input_ids".into(), batch["input_ids"].clone());
     ins.insert("masked".into(), batch["masked"].clone());
+    ins.insert("key_mask".into(), batch["key_mask"].clone());
     ins.insert("old_logp".into(), cast(&batch["old_logp"], fd));
     ins.insert("ref_logp".into(), cast(&batch["ref_logp"], fd));
     ins.insert("reward".into(), cast(&batch[&format!("{c}.reward")], fd));
@@ -117,11 +118,8 @@ fn every_parameter_gradient_matches_finite_differences_in_f64() {
     let (cfg, _, batch) = fixture();
     let cfg64 = cfg.computing_in(DType::F64);
     let ids: Vec<i64> = batch["input_ids"].to_i64_vec();
-    let masked: Vec<bool> = batch["masked"]
-        .to_f64_vec()
-        .iter()
-        .map(|&v| v != 0.0)
-        .collect();
+    let bools =
+        |k: &str| -> Vec<bool> { batch[k].to_f64_vec().iter().map(|&v| v != 0.0).collect() };
     let specs = param_specs(&cfg64);
     let mut ins: Vec<GradInput> = specs
         .iter()
@@ -138,11 +136,13 @@ fn every_parameter_gradient_matches_finite_differences_in_f64() {
         shape: vec![6, 9],
         fill: Fill::Int(ids),
     });
-    ins.push(GradInput {
-        name: "masked",
-        shape: vec![6, 9],
-        fill: Fill::Bool(masked),
-    });
+    for name in ["masked", "key_mask"] {
+        ins.push(GradInput {
+            name,
+            shape: vec![6, 9],
+            fill: Fill::Bool(bools(name)),
+        });
+    }
     // π_old and π_ref far enough from π_θ that both sides of the clip are exercised.
     ins.push(float("old_logp", &[6, 9], -6.0, -2.0));
     ins.push(float("ref_logp", &[6, 9], -6.0, -2.0));
@@ -161,10 +161,11 @@ fn every_parameter_gradient_matches_finite_differences_in_f64() {
         let b = GrpoBatch {
             input_ids: x[n],
             masked: x[n + 1],
-            old_logp: x[n + 2],
-            ref_logp: x[n + 3],
-            reward: x[n + 4],
-            valid: x[n + 5],
+            key_mask: x[n + 2],
+            old_logp: x[n + 3],
+            ref_logp: x[n + 4],
+            reward: x[n + 5],
+            valid: x[n + 6],
         };
         Ok(objective(g, &cfg64, &params, &spec(false), b)?.objective)
     })

@@ -3,7 +3,8 @@
 //! up) when it reaches the point `name` at that step. Tests use it to crash at an exact place
 //! instead of sleeping and polling; unset, a failpoint costs one environment look-up.
 //!
-//! Points: `save-after-weights`, `save-after-optimizer`, `save-before-publish` (inside
+//! Points: `save-after-weights`, `save-after-optimizer`, `save-after-objective` (the
+//! objective's own state, UniGRPO's), `save-before-publish` (inside
 //! [`crate::trainer::save_checkpoint`], in that order).
 
 /// Kills the process here when `MMADA_FAILPOINT` names this point and step.

@@ -8,12 +8,13 @@
 //!   [`train_step`]: forward, backward, clipping and AdamW in one graph; [`multimodal_step`]:
 //!   the same for a batch of t2i, mmu and text rows; [`sampler_step`]: one step of the text
 //!   sampler (forward, guidance and the confidence top-k remask) over a resident sequence;
+//!   [`unigrpo_step`]: UniGRPO's objective (eqs. 3–5) and its log-probability passes;
 //! - [`spec`] and [`expr`]: graph specs in TOML and their expression language
 //!   (`softmax(x @ w + b, -1)`), the format of `mmada compile SPEC`;
 //! - [`selfcheck`]: the built-in check graphs.
 //!
 //! **Drivers** compile graphs and run them:
-//! - [`trainer`]: the training loop, generic over an objective; [`data`]: datasets and
+//! - [`trainer`]: the training loop, generic over an [`objective`]; [`data`]: datasets and
 //!   batches; [`tokenizer`]: the text tokenizer; [`vocab`]: the unified vocabulary of text ids,
 //!   special ids and image codes; [`prompt`]: the sequence layouts of every task;
 //!   [`checkpoint`]: HF checkpoints and initial weights; [`plot`]: charts; [`failpoint`]: crash
@@ -24,7 +25,9 @@
 //! - [`image_io`]: images in and out; [`image_tokenizer`]: MAGVIT-v2 directories compiled into
 //!   an encoder and a decoder; [`digits`]: the embedded digits; [`digit_classifier`]: the
 //!   classifier that judges generated digits; [`digit_codes`]: the digits as
-//!   image codes; [`vq_trainer`]: training the
+//!   image codes; [`unigrpo`]: the RL stage (rollouts, rewards, inner steps) on the trainer,
+//!   with [`grpo_noising`] (which completion tokens are masked) and [`reward`] (the reward
+//!   functions); [`vq_trainer`]: training the
 //!   tiny image tokenizer; [`multimodal`]: the image–text data and the multimodal objective.
 //!
 //! One error type, [`ModelsError`], for the crate.
@@ -57,12 +60,14 @@ pub mod image_sampler;
 pub mod image_tokenizer;
 pub mod logits;
 pub mod multimodal;
+pub mod objective;
 pub mod plot;
 pub mod prompt;
 pub mod reward;
 pub mod text_sampler;
 pub mod tokenizer;
 pub mod trainer;
+pub mod unigrpo;
 pub mod vocab;
 pub mod vq_trainer;
 

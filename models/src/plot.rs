@@ -155,6 +155,39 @@ pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String
     .write_png(path)
 }
 
+/// A chart of one metric per step (`title`, `y_label`) and its 20-step moving average: the
+/// reward and KL curves of UniGRPO.
+pub fn metric_curve_png(
+    title: &str,
+    y_label: &str,
+    points: &[(usize, f64)],
+    path: &Path,
+) -> Result<(), String> {
+    let raw: Vec<(f64, f64)> = points.iter().map(|&(s, l)| (s as f64, l)).collect();
+    let avg = moving_average(&raw);
+    Chart {
+        title,
+        x_label: "optimiser step",
+        x_integer: true,
+        y_label,
+        series: vec![
+            Series {
+                name: "per step",
+                points: raw,
+                color: RGBColor(150, 170, 220),
+                width: 1,
+            },
+            Series {
+                name: "moving average (20 steps)",
+                points: avg,
+                color: RGBColor(200, 40, 40),
+                width: 2,
+            },
+        ],
+    }
+    .write_png(path)
+}
+
 /// The per-task chart of a mixed batch (`t2i`, `mmu`, `lm`): each task's loss as a 20-step
 /// moving average, before its coefficient.
 pub fn task_losses_png(tasks: &[(String, Vec<(usize, f64)>)], path: &Path) -> Result<(), String> {

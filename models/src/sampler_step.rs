@@ -49,6 +49,19 @@ pub struct TextStepSpec {
     /// earlier blocks are full, so the tokens are those of the whole-sequence head. `None`:
     /// every position (a prompt holding `[MASK]`s to infill).
     pub head_block: Option<usize>,
+    /// Attend only to the keys `key_mask` (bool `[B, L]`, role `State`) allows: left-padded
+    /// prompts of different lengths in one batch (UniGRPO's rollouts). With RoPE's relative
+    /// positions a padded row then gives the unpadded row's logits. Not with guidance.
+    pub key_mask: bool,
+}
+
+/// Declares the resident `key_mask` input when the spec asks for it.
+fn declare_key_mask(g: &mut Graph, spec: &TextStepSpec) -> Result<Option<NodeId>> {
+    if !spec.key_mask {
+        return Ok(None);
+    }
+    let km = g.add_input("key_mask", Role::State, DType::Bool, [spec.batch, spec.seq])?;
+    Ok(Some(km))
 }
 
 /// Name of the cached block-step entry (the forward-with-cache).
@@ -104,6 +117,7 @@ pub fn block_step_graph(cfg: &LladaConfig, spec: TextStepSpec, block: usize) -> 
     let (b, l) = (spec.batch, spec.seq);
     let x = g.add_input("x", Role::State, DType::I64, [b, l])?;
     let caches = declare_caches(&mut g, cfg, b, l)?;
+    let km = declare_key_mask(&mut g, &spec)?;
     let scalar = |g: &mut Graph, name: &str, dt: DType| g.input(name, dt, Vec::<usize>::new());
     let start = scalar(&mut g, "block_start", DType::I64)?;
     let temperature = scalar(&mut g, "temperature", DType::F32)?;
@@ -125,7 +139,7 @@ pub fn block_step_graph(cfg: &LladaConfig, spec: TextStepSpec, block: usize) -> 
         cfg,
         &params,
         xb,
-        None,
+        km,
         Kv::Block {
             start,
             caches: &caches,
@@ -150,6 +164,7 @@ pub fn text_step_graph(cfg: &LladaConfig, spec: TextStepSpec) -> Result<Graph> {
     let params = declare_params(&mut g, cfg)?;
     let (b, l) = (spec.batch, spec.seq);
     let x = g.add_input("x", Role::State, DType::I64, [b, l])?;
+    let km = declare_key_mask(&mut g, &spec)?;
     let scalar = |g: &mut Graph, name: &str, dt: DType| g.input(name, dt, Vec::<usize>::new());
     let temperature = scalar(&mut g, "temperature", DType::F32)?;
     let seed = scalar(&mut g, "seed", DType::I64)?;
@@ -163,12 +178,18 @@ pub fn text_step_graph(cfg: &LladaConfig, spec: TextStepSpec) -> Result<Graph> {
         None => None,
     };
     let lg = if spec.cfg {
+        if km.is_some() {
+            return Err(mmada_ir::IrError::Input {
+                name: "key_mask".into(),
+                msg: "a key mask (padded prompts) with guidance is not supported".into(),
+            });
+        }
         let w = scalar(&mut g, "cfg_scale", DType::F32)?;
         let prompt_len = scalar(&mut g, "prompt_len", DType::I64)?;
         guided_logits(&mut g, cfg, &params, x, w, prompt_len, rows)?
     } else {
         let mut kv = Vec::new();
-        let h = trunk(&mut g, cfg, &params, x, None, Kv::Own, &mut kv)?;
+        let h = trunk(&mut g, cfg, &params, x, km, Kv::Own, &mut kv)?;
         if spec.fill_cache {
             declare_caches(&mut g, cfg, b, l)?;
             update_caches(&mut g, &kv)?;

@@ -210,6 +210,7 @@ impl TextSampler {
             remasking: opts.remasking,
             fill_cache: opts.dual_cache,
             head_block,
+            key_mask: false,
         };
         let art = if opts.dual_cache {
             let full = text_step_graph(&cfg, spec)?;
@@ -244,51 +245,6 @@ impl TextSampler {
         self.exe.as_ref()
     }
 
-    /// Runs one step (global index `step`) committing in positions before `end`; returns the
-    /// `[MASK]`s left there. `at` names the step in errors.
-    fn step_once(
-        &mut self,
-        step: usize,
-        end: usize,
-        k: usize,
-        threshold: f32,
-        at: &str,
-        first_in_block: bool,
-    ) -> Result<f64, ModelsError> {
-        let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
-        let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
-        let (b, l) = (self.spec.batch, self.spec.seq);
-        let draws = (b * l * self.cfg.rows()) as i64;
-        let mut ins = IndexMap::new();
-        ins.insert("temperature".into(), scalar_f(self.opts.temperature)?);
-        ins.insert("seed".into(), scalar_i(self.opts.seed as i64)?);
-        ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
-        ins.insert("k".into(), scalar_i(k as i64)?);
-        ins.insert("threshold".into(), scalar_f(threshold)?);
-        let entry = if self.opts.dual_cache && !first_in_block {
-            let start = end - self.opts.block_length;
-            ins.insert("block_start".into(), scalar_i(start as i64)?);
-            BLOCK_STEP
-        } else {
-            ins.insert("block_end".into(), scalar_i(end as i64)?);
-            TEXT_STEP
-        };
-        if self.spec.cfg {
-            ins.insert("cfg_scale".into(), scalar_f(self.opts.cfg_scale)?);
-            ins.insert("prompt_len".into(), scalar_i(self.prompt_len as i64)?);
-        }
-        self.exe.run_entry(entry, &ins)?;
-        let bad = self.exe.read_output(entry, "nonfinite")?.to_f64_vec();
-        let bad = bad.first().copied().unwrap_or(0.0);
-        if bad != 0.0 {
-            return Err(ModelsError::Input(format!(
-                "{at}: the model produced {bad} NaN or infinite logits; generation stopped"
-            )));
-        }
-        let left = self.exe.read_output(entry, "masked_left")?.to_f64_vec();
-        Ok(left.first().copied().unwrap_or(0.0))
-    }
-
     /// Generates from `prompts` (one per compiled row, each `prompt_len` ids inside the
     /// vocabulary); `on_step(done, total)` is called after every step.
     pub fn generate(
@@ -296,14 +252,7 @@ impl TextSampler {
         prompts: &[Vec<i64>],
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Generation, ModelsError> {
-        let (b, l, lp) = (self.spec.batch, self.spec.seq, self.prompt_len);
-        if prompts.len() != b {
-            return Err(ModelsError::Input(format!(
-                "the sampler was compiled for {b} prompts, got {}",
-                prompts.len()
-            )));
-        }
-        let rows = self.cfg.rows() as i64;
+        let (b, lp) = (self.spec.batch, self.prompt_len);
         let mask = self.cfg.mask_token_id;
         if self.spec.head_block.is_some() && prompts.iter().flatten().any(|&id| id == mask) {
             // [MASK]s in a prompt are filled like generated ones, wherever they are: the
@@ -323,87 +272,169 @@ impl TextSampler {
                 None,
             )?;
         }
-        let mut x = Vec::with_capacity(b * l);
-        for (r, p) in prompts.iter().enumerate() {
-            if p.len() != lp {
-                return Err(ModelsError::Input(format!(
-                    "prompt {r} has {} tokens, the sampler was compiled for {lp}",
-                    p.len()
-                )));
-            }
-            if let Some((i, &id)) = p.iter().enumerate().find(|(_, &id)| id < 0 || id >= rows) {
-                return Err(ModelsError::Input(format!(
-                    "prompt {r}, token {i}: id {id} is outside the vocabulary (0..{rows})"
-                )));
-            }
-            x.extend_from_slice(p);
-            x.extend(std::iter::repeat_n(mask, self.opts.gen_length));
-        }
-        self.exe
-            .set_input("x", &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
-        if self.opts.dual_cache {
-            // Filled by each block's first step before anything reads them.
-            let shape = Shape(vec![b, self.cfg.n_heads, l, self.cfg.head_dim()]);
-            let zeros = Tensor::from_f32(shape.clone(), vec![0.0; shape.numel()])?;
-            for i in 0..self.cfg.n_layers {
-                let (kn, vn) = crate::sampler_step::cache_names(i);
-                self.exe.set_input(&kn, &zeros)?;
-                self.exe.set_input(&vn, &zeros)?;
-            }
-        }
-        let blocks = self.opts.gen_length / self.opts.block_length;
-        let per_block = self.opts.steps_per_block();
-        let mut step = 0usize;
-        for blk in 0..blocks {
-            let end = lp + (blk + 1) * self.opts.block_length;
-            match self.opts.threshold {
-                None => {
-                    for (j, k) in commit_schedule(self.opts.block_length, per_block)
-                        .into_iter()
-                        .enumerate()
-                    {
-                        let at = format!(
-                            "step {} of {} (block {}, step {} of it)",
-                            step + 1,
-                            self.opts.steps,
-                            blk + 1,
-                            j + 1
-                        );
-                        self.step_once(step, end, k, 2.0, &at, j == 0)?;
-                        step += 1;
-                        on_step(step, self.opts.steps);
-                    }
-                }
-                Some(t) => {
-                    // At least one token per step, and every candidate above the threshold;
-                    // the block is done when no [MASK] is left before its end.
-                    for j in 0..self.opts.block_length {
-                        let at = format!(
-                            "step {} (block {}, step {} of it)",
-                            step + 1,
-                            blk + 1,
-                            j + 1
-                        );
-                        let left = self.step_once(step, end, 1, t, &at, j == 0)?;
-                        step += 1;
-                        on_step(step, step + left as usize);
-                        if left == 0.0 {
-                            break;
-                        }
-                    }
-                }
-            }
-            if let Some(eot) = self.opts.early_exit {
-                let x = self.exe.get_input("x")?.to_i64_vec();
-                if (0..b).all(|r| x[r * l + end - 1] == eot) {
-                    break;
-                }
-            }
-        }
-        let x = self.exe.get_input("x")?.to_i64_vec();
-        let ids = (0..b)
-            .map(|r| x[r * l + lp..(r + 1) * l].to_vec())
-            .collect();
-        Ok(Generation { ids, steps: step })
+        decode(
+            self.exe.as_mut(),
+            &self.cfg,
+            self.spec,
+            &self.opts,
+            prompts,
+            on_step,
+        )
     }
+}
+
+/// The sampling loop over an executor whose artifact holds the text step ([`TEXT_STEP`], and
+/// [`BLOCK_STEP`] with the dual cache) compiled for `spec`, with the weights resident: writes
+/// the prompts and `[MASK]`s into `x`, replays the step block by block, and reads the
+/// sequence back. Used by [`TextSampler`] and by UniGRPO's rollouts, whose artifact shares the
+/// parameters with the training step.
+pub fn decode(
+    exe: &mut dyn Executor,
+    cfg: &LladaConfig,
+    spec: TextStepSpec,
+    opts: &TextOptions,
+    prompts: &[Vec<i64>],
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<Generation, ModelsError> {
+    let (b, l) = (spec.batch, spec.seq);
+    let lp = l - opts.gen_length;
+    if prompts.len() != b {
+        return Err(ModelsError::Input(format!(
+            "the sampler was compiled for {b} prompts, got {}",
+            prompts.len()
+        )));
+    }
+    let rows = cfg.rows() as i64;
+    let mask = cfg.mask_token_id;
+    let mut x = Vec::with_capacity(b * l);
+    for (r, p) in prompts.iter().enumerate() {
+        if p.len() != lp {
+            return Err(ModelsError::Input(format!(
+                "prompt {r} has {} tokens, the sampler was compiled for {lp}",
+                p.len()
+            )));
+        }
+        if let Some((i, &id)) = p.iter().enumerate().find(|(_, &id)| id < 0 || id >= rows) {
+            return Err(ModelsError::Input(format!(
+                "prompt {r}, token {i}: id {id} is outside the vocabulary (0..{rows})"
+            )));
+        }
+        x.extend_from_slice(p);
+        x.extend(std::iter::repeat_n(mask, opts.gen_length));
+    }
+    exe.set_input("x", &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
+    if opts.dual_cache {
+        // Filled by each block's first step before anything reads them.
+        let shape = Shape(vec![b, cfg.n_heads, l, cfg.head_dim()]);
+        let zeros = Tensor::from_f32(shape.clone(), vec![0.0; shape.numel()])?;
+        for i in 0..cfg.n_layers {
+            let (kn, vn) = crate::sampler_step::cache_names(i);
+            exe.set_input(&kn, &zeros)?;
+            exe.set_input(&vn, &zeros)?;
+        }
+    }
+    let blocks = opts.gen_length / opts.block_length;
+    let per_block = opts.steps_per_block();
+    let mut step = 0usize;
+    for blk in 0..blocks {
+        let end = lp + (blk + 1) * opts.block_length;
+        match opts.threshold {
+            None => {
+                for (j, k) in commit_schedule(opts.block_length, per_block)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let at = format!(
+                        "step {} of {} (block {}, step {} of it)",
+                        step + 1,
+                        opts.steps,
+                        blk + 1,
+                        j + 1
+                    );
+                    step_once(exe, cfg, spec, opts, lp, step, end, k, 2.0, &at, j == 0)?;
+                    step += 1;
+                    on_step(step, opts.steps);
+                }
+            }
+            Some(t) => {
+                // At least one token per step, and every candidate above the threshold;
+                // the block is done when no [MASK] is left before its end.
+                for j in 0..opts.block_length {
+                    let at = format!(
+                        "step {} (block {}, step {} of it)",
+                        step + 1,
+                        blk + 1,
+                        j + 1
+                    );
+                    let left = step_once(exe, cfg, spec, opts, lp, step, end, 1, t, &at, j == 0)?;
+                    step += 1;
+                    on_step(step, step + left as usize);
+                    if left == 0.0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(eot) = opts.early_exit {
+            let x = exe.get_input("x")?.to_i64_vec();
+            if (0..b).all(|r| x[r * l + end - 1] == eot) {
+                break;
+            }
+        }
+    }
+    let x = exe.get_input("x")?.to_i64_vec();
+    let ids = (0..b)
+        .map(|r| x[r * l + lp..(r + 1) * l].to_vec())
+        .collect();
+    Ok(Generation { ids, steps: step })
+}
+
+/// Runs one step (global index `step`) committing in positions before `end`; returns the
+/// `[MASK]`s left there. `at` names the step in errors.
+#[allow(clippy::too_many_arguments)]
+fn step_once(
+    exe: &mut dyn Executor,
+    cfg: &LladaConfig,
+    spec: TextStepSpec,
+    opts: &TextOptions,
+    prompt_len: usize,
+    step: usize,
+    end: usize,
+    k: usize,
+    threshold: f32,
+    at: &str,
+    first_in_block: bool,
+) -> Result<f64, ModelsError> {
+    let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
+    let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
+    let (b, l) = (spec.batch, spec.seq);
+    let draws = (b * l * cfg.rows()) as i64;
+    let mut ins = IndexMap::new();
+    ins.insert("temperature".into(), scalar_f(opts.temperature)?);
+    ins.insert("seed".into(), scalar_i(opts.seed as i64)?);
+    ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
+    ins.insert("k".into(), scalar_i(k as i64)?);
+    ins.insert("threshold".into(), scalar_f(threshold)?);
+    let entry = if opts.dual_cache && !first_in_block {
+        let start = end - opts.block_length;
+        ins.insert("block_start".into(), scalar_i(start as i64)?);
+        BLOCK_STEP
+    } else {
+        ins.insert("block_end".into(), scalar_i(end as i64)?);
+        TEXT_STEP
+    };
+    if spec.cfg {
+        ins.insert("cfg_scale".into(), scalar_f(opts.cfg_scale)?);
+        ins.insert("prompt_len".into(), scalar_i(prompt_len as i64)?);
+    }
+    exe.run_entry(entry, &ins)?;
+    let bad = exe.read_output(entry, "nonfinite")?.to_f64_vec();
+    let bad = bad.first().copied().unwrap_or(0.0);
+    if bad != 0.0 {
+        return Err(ModelsError::Input(format!(
+            "{at}: the model produced {bad} NaN or infinite logits; generation stopped"
+        )));
+    }
+    let left = exe.read_output(entry, "masked_left")?.to_f64_vec();
+    Ok(left.first().copied().unwrap_or(0.0))
 }

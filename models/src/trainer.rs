@@ -23,12 +23,14 @@ use crate::failpoint;
 use crate::llada::param_specs;
 use crate::loss::row_weights;
 use crate::multimodal::{MixRun, Multimodal, MultimodalOptions};
+pub use crate::objective::Objective;
 use crate::tokenizer::TextTokenizer;
 use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
+use crate::unigrpo::{GrpoOptions, GrpoRun, UniGrpo};
 use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
-use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_codegen::compile::{compile_entries, CompileOptions, PtxCheck};
 use mmada_ir::{DType, Tensor};
 use mmada_runtime::tensor_io::{atomic_write, read_safetensors, write_safetensors};
 use mmada_runtime::{open_artifact, Executor, Target};
@@ -90,6 +92,10 @@ pub struct TrainOptions {
     /// continues exactly.
     #[serde(default = "f32_dtype")]
     pub save_dtype: DType,
+    /// Run UniGRPO (the RL stage) instead of the masked-diffusion objective; `batch` is then
+    /// the prompts per rollout and `seq` the prompt budget plus the generated length.
+    #[serde(default)]
+    pub unigrpo: Option<GrpoOptions>,
 }
 
 fn f32_dtype() -> DType {
@@ -124,6 +130,7 @@ impl Default for TrainOptions {
             out: PathBuf::from("runs/tiny"),
             multimodal: None,
             save_dtype: DType::F32,
+            unigrpo: None,
         }
     }
 }
@@ -183,6 +190,16 @@ impl TrainOptions {
             m.check()?;
             rows += m.batch_t2i + m.batch_mmu;
         }
+        if let Some(u) = &self.unigrpo {
+            if self.multimodal.is_some() {
+                return Err("--stage unigrpo and --multimodal do not go together".into());
+            }
+            u.check()?;
+            rows = self.batch * u.group_size;
+            if let Some(cfg) = cfg {
+                u.check_model(cfg)?;
+            }
+        }
         if let Some(cfg) = cfg {
             cfg.check_shape(rows, self.seq)?;
         }
@@ -208,6 +225,10 @@ pub struct StepRecord {
     /// The loss of each task of a mixed batch (`t2i`, `mmu`, `lm`), before its coefficient.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parts: BTreeMap<String, f64>,
+    /// The objective's own figures (UniGRPO: reward mean and std, KL, clip fraction,
+    /// entropy, tokens per second).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// Trainer state saved with each checkpoint.
@@ -293,6 +314,7 @@ pub fn save_checkpoint(
     cfg: &LladaConfig,
     tok: &TextTokenizer,
     state: &TrainerState,
+    objective_state: &IndexMap<String, Tensor>,
 ) -> Result<PathBuf, ModelsError> {
     let out = &state.options.out;
     let name = format!("checkpoint-{}", state.step);
@@ -320,6 +342,10 @@ pub fn save_checkpoint(
     failpoint::hit("save-after-weights", state.step);
     write_safetensors(&tmp.join("optimizer.safetensors"), &optim)?;
     failpoint::hit("save-after-optimizer", state.step);
+    if !objective_state.is_empty() {
+        write_safetensors(&tmp.join(OBJECTIVE_STATE), objective_state)?;
+    }
+    failpoint::hit("save-after-objective", state.step);
     let js =
         serde_json::to_string_pretty(state).map_err(|e| ModelsError::Options(e.to_string()))?;
     atomic_write(&tmp.join("trainer_state.json"), js.as_bytes())?;
@@ -335,6 +361,10 @@ pub fn save_checkpoint(
     Ok(final_dir)
 }
 
+/// The file of a checkpoint holding the objective's own state (UniGRPO: the reference policy
+/// and the current rollout batch).
+pub const OBJECTIVE_STATE: &str = "objective.safetensors";
+
 /// A loaded checkpoint: config, weights, optimiser moments and trainer state.
 pub struct LoadedCheckpoint {
     /// Model configuration.
@@ -345,6 +375,8 @@ pub struct LoadedCheckpoint {
     pub optim: IndexMap<String, Tensor>,
     /// Trainer state.
     pub state: TrainerState,
+    /// The objective's state ([`OBJECTIVE_STATE`]; empty when the file is absent).
+    pub objective: IndexMap<String, Tensor>,
 }
 
 /// Loads a checkpoint directory written by [`save_checkpoint`].
@@ -399,11 +431,18 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint, ModelsError> {
             }
         }
     }
+    let op = dir.join(OBJECTIVE_STATE);
+    let objective = if op.is_file() {
+        read_safetensors(&op)?
+    } else {
+        IndexMap::new()
+    };
     Ok(LoadedCheckpoint {
         cfg,
         weights,
         optim,
         state,
+        objective,
     })
 }
 
@@ -461,33 +500,6 @@ pub fn optimiser_inputs(
     Ok(m)
 }
 
-/// What a run optimises: the compiled step's graph and each step's data. Everything else —
-/// resident weights and AdamW state, the learning-rate schedule, checkpoints and resume,
-/// metrics and plots — is the trainer's loop, shared by every objective (the masked-diffusion
-/// loss now, UniGRPO later).
-pub trait Objective {
-    /// Name for logs and artifacts.
-    fn name(&self) -> &str;
-    /// The whole step: inputs the parameters (role `Param`, official names), their moments
-    /// (`<name>.exp_avg`, `<name>.exp_avg_sq`), `lr`, `bc1`, `bc2` and the objective's data;
-    /// outputs `loss`, `grad_norm` and the parameters' and moments' in-place updates.
-    fn step_graph(
-        &self,
-        cfg: &LladaConfig,
-        hyper: StepHyper,
-    ) -> Result<mmada_ir::Graph, ModelsError>;
-    /// The data inputs of step `step`, in order from the data position (advances it).
-    fn data(&mut self, step: usize) -> Result<IndexMap<String, Tensor>, ModelsError>;
-    /// Where the data stands, saved in checkpoints so a resumed run continues exactly.
-    fn position(&self) -> DataPosition;
-    /// Where further data streams stand (none by default).
-    fn streams(&self) -> BTreeMap<String, DataPosition> {
-        BTreeMap::new()
-    }
-    /// Tokens one step trains on (for throughput).
-    fn tokens_per_step(&self) -> usize;
-}
-
 /// The masked-diffusion objective (spec §4.2): mixed LM and SFT rows, Philox masking keyed by
 /// the seed and the step.
 pub struct MaskedDiffusion {
@@ -527,7 +539,11 @@ impl Objective for MaskedDiffusion {
         )?)
     }
 
-    fn data(&mut self, step: usize) -> Result<IndexMap<String, Tensor>, ModelsError> {
+    fn data(
+        &mut self,
+        step: usize,
+        _exe: &mut dyn Executor,
+    ) -> Result<IndexMap<String, Tensor>, ModelsError> {
         let batch = self.batcher.next_batch(self.opts.batch);
         batch_inputs(&batch, self.opts.seq, &self.opts, step)
     }
@@ -554,7 +570,11 @@ impl Objective for Multimodal {
         Multimodal::step_graph(self, cfg, hyper)
     }
 
-    fn data(&mut self, step: usize) -> Result<IndexMap<String, Tensor>, ModelsError> {
+    fn data(
+        &mut self,
+        step: usize,
+        _exe: &mut dyn Executor,
+    ) -> Result<IndexMap<String, Tensor>, ModelsError> {
         Multimodal::data(self, step)
     }
 
@@ -598,6 +618,19 @@ pub fn train(
     backend: BackendOptions,
     progress: &mut dyn Progress,
 ) -> Result<Vec<StepRecord>, ModelsError> {
+    train_with(opts, resume, target, backend, progress, None)
+}
+
+/// [`train`] with UniGRPO's reward given instead of named by `--reward` (for rewards of the
+/// library's users, and tests).
+pub fn train_with(
+    opts: &TrainOptions,
+    resume: Option<&Path>,
+    target: Target,
+    backend: BackendOptions,
+    progress: &mut dyn Progress,
+    reward: Option<Box<dyn crate::reward::Reward>>,
+) -> Result<Vec<StepRecord>, ModelsError> {
     opts.check(None).map_err(ModelsError::Options)?;
     // The tokenizer: `--tokenizer`, else the one saved in the `--model` directory, else the
     // embedded tiny one.
@@ -632,6 +665,12 @@ pub fn train(
                 return Err(ModelsError::Options(format!(
                     "resume: the checkpoint was trained with batch {}, seq {}, seed {}, data {:?}; these options must match",
                     o.batch, o.seq, o.seed, o.data
+                )));
+            }
+            if o.unigrpo != opts.unigrpo {
+                return Err(ModelsError::Options(format!(
+                    "resume: the checkpoint was trained with UniGRPO options {:?}, not {:?}; these must match",
+                    o.unigrpo, opts.unigrpo
                 )));
             }
             if o.multimodal != opts.multimodal {
@@ -675,11 +714,36 @@ pub fn train(
             cfg.mask_token_id
         )));
     }
-    let (rows, skipped) = load_rows(&opts, &tok)?;
-    progress.data(rows.len(), skipped);
     let pos = resumed
         .as_ref()
         .map_or(DataPosition::default(), |c| c.state.data);
+    if let Some(u) = &opts.unigrpo {
+        let reward = match reward {
+            Some(r) => r,
+            None => crate::reward::by_name(&u.reward, u.clip_weights.as_deref())?,
+        };
+        let run = GrpoRun {
+            prompts: opts.batch,
+            seed: opts.seed,
+            data: opts.data.clone(),
+            out: opts.out.clone(),
+        };
+        let mut objective = UniGrpo::new(&run, u, &cfg, &tok, reward, pos)?;
+        progress.data(objective.prompts(), objective.skipped());
+        let run = Run {
+            opts: &opts,
+            cfg: &cfg,
+            tok: &tok,
+            weights: &weights,
+            resumed: resumed.as_ref(),
+            hyper,
+            target,
+            backend,
+        };
+        return run_loop(&mut objective, run, progress);
+    }
+    let (rows, skipped) = load_rows(&opts, &tok)?;
+    progress.data(rows.len(), skipped);
     let mut objective: Box<dyn Objective> = match &opts.multimodal {
         None => Box::new(MaskedDiffusion::new(&opts, rows, pos)?),
         Some(m) => {
@@ -760,8 +824,11 @@ pub fn run_loop(
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
 
     let g = objective.step_graph(&cfg, hyper)?;
-    let art = compile(
-        &g,
+    let extra = objective.entries(&cfg)?;
+    let mut entries: Vec<(&str, &mmada_ir::Graph)> = vec![("train_step", &g)];
+    entries.extend(extra.iter().map(|(n, g)| (n.as_str(), g)));
+    let (art, _) = compile_entries(
+        &entries,
         &CompileOptions {
             name: format!(
                 "{}_{}_b{}_l{}",
@@ -789,6 +856,8 @@ pub fn run_loop(
         exe.set_input(&exp_avg(n), &m)?;
         exe.set_input(&exp_avg_sq(n), &v)?;
     }
+    let no_state = IndexMap::new();
+    objective.init(exe.as_mut(), resumed.map_or(&no_state, |c| &c.objective))?;
 
     // Metrics: keep the lines of steps before `start` (a resumed run rewrites the rest).
     let metrics_path = opts.out.join("metrics.jsonl");
@@ -808,7 +877,7 @@ pub fn run_loop(
     let mut records = Vec::new();
     for step in start..opts.steps {
         let t0 = Instant::now();
-        let mut ins = objective.data(step)?;
+        let mut ins = objective.data(step, exe.as_mut())?;
         ins.extend(optimiser_inputs(opts, step, &hyper)?);
         let lr = ins["lr"].get_f64(0);
         let out = exe.run(&ins)?;
@@ -816,6 +885,7 @@ pub fn run_loop(
             .iter()
             .filter_map(|(k, t)| Some((k.strip_prefix("loss.")?.to_string(), t.get_f64(0))))
             .collect();
+        let figures = objective.metrics(&out);
         let rec = StepRecord {
             step,
             loss: out["loss"].get_f64(0),
@@ -824,6 +894,7 @@ pub fn run_loop(
             tokens: objective.tokens_per_step(),
             step_seconds: t0.elapsed().as_secs_f64(),
             parts,
+            metrics: figures,
         };
         if !rec.loss.is_finite() {
             return Err(ModelsError::Options(format!(
@@ -847,7 +918,8 @@ pub fn run_loop(
                 rng_offset: rng_offset(done),
                 options: opts.clone(),
             };
-            let dir = save_checkpoint(exe.as_mut(), &cfg, tok, &state)?;
+            let extra = objective.state(exe.as_mut())?;
+            let dir = save_checkpoint(exe.as_mut(), &cfg, tok, &state, &extra)?;
             prune_checkpoints(&opts.out, opts.keep)?;
             let pts: Vec<(usize, f64)> = history.iter().map(|r| (r.step, r.loss)).collect();
             let png = opts.out.join("loss-curve.png");
@@ -869,6 +941,17 @@ pub fn run_loop(
                     .collect();
                 let png = opts.out.join("task-losses.png");
                 crate::plot::task_losses_png(&tasks, &png).map_err(ModelsError::Plot)?;
+            }
+            for (metric, title, y_label) in objective.curves() {
+                let pts: Vec<(usize, f64)> = history
+                    .iter()
+                    .filter_map(|r| Some((r.step, *r.metrics.get(metric)?)))
+                    .collect();
+                let png = opts
+                    .out
+                    .join(format!("{}-curve.png", metric.replace('_', "-")));
+                crate::plot::metric_curve_png(title, y_label, &pts, &png)
+                    .map_err(ModelsError::Plot)?;
             }
             progress.saved(&dir);
         }

@@ -81,8 +81,7 @@ fn token_logprobs(
     g: &mut Graph,
     cfg: &LladaConfig,
     params: &IndexMap<String, NodeId>,
-    x0: NodeId,
-    masked: NodeId,
+    (x0, masked, key_mask): (NodeId, NodeId, NodeId),
     entropy: bool,
 ) -> Result<(NodeId, Option<NodeId>)> {
     let (b, l) = {
@@ -90,7 +89,7 @@ fn token_logprobs(
         (s.0[0], s.0[1])
     };
     let xt = apply_mask(g, x0, masked, cfg.mask_token_id)?;
-    let lg = logits(g, cfg, params, xt, None)?;
+    let lg = logits(g, cfg, params, xt, Some(key_mask))?;
     let lg = g.cast(lg, value_dtype(cfg))?;
     let lp = g.log_softmax(lg, -1)?; // [B, L, V]
     let idx = g.reshape(x0, [b, l, 1])?;
@@ -108,8 +107,9 @@ fn token_logprobs(
 }
 
 /// Log-probabilities of a masked batch: inputs the parameters (official names, or
-/// `ref.<name>` with `reference`), `input_ids` i64 `[B, L]` and `masked` bool `[B, L]`; output
-/// `logp` `[B, L]` (every position; the objective reads the masked ones).
+/// `ref.<name>` with `reference`), `input_ids` i64 `[B, L]`, `masked` bool `[B, L]` and
+/// `key_mask` bool `[B, L]` (false on left padding; role `State`, shared with the rollout
+/// sampler); output `logp` `[B, L]` (every position; the objective reads the masked ones).
 pub fn logprob_graph(cfg: &LladaConfig, rows: usize, seq: usize, reference: bool) -> Result<Graph> {
     let mut g = Graph::new();
     let params = if reference {
@@ -124,7 +124,8 @@ pub fn logprob_graph(cfg: &LladaConfig, rows: usize, seq: usize, reference: bool
     };
     let x0 = g.input("input_ids", DType::I64, [rows, seq])?;
     let masked = g.input("masked", DType::Bool, [rows, seq])?;
-    let (logp, _) = token_logprobs(&mut g, cfg, &params, x0, masked, false)?;
+    let km = g.add_input("key_mask", Role::State, DType::Bool, [rows, seq])?;
+    let (logp, _) = token_logprobs(&mut g, cfg, &params, (x0, masked, km), false)?;
     g.set_output("logp", logp)?;
     Ok(g)
 }
@@ -136,6 +137,8 @@ pub struct GrpoBatch {
     pub input_ids: NodeId,
     /// Masked positions `[B, L]` (bool).
     pub masked: NodeId,
+    /// Keys attention may read `[B, L]` (bool; false on left padding).
+    pub key_mask: NodeId,
     /// π_old log-probabilities `[B, L]`.
     pub old_logp: NodeId,
     /// π_ref log-probabilities `[B, L]`.
@@ -216,7 +219,13 @@ pub fn objective(
     let keep = g.reshape(keep, [b])?;
 
     // Per-token terms at the masked positions.
-    let (logp, ent) = token_logprobs(g, cfg, params, batch.input_ids, batch.masked, true)?;
+    let (logp, ent) = token_logprobs(
+        g,
+        cfg,
+        params,
+        (batch.input_ids, batch.masked, batch.key_mask),
+        true,
+    )?;
     let ent = ent.ok_or_else(|| mmada_ir::IrError::Input {
         name: "entropy".into(),
         msg: "not built".into(),
@@ -278,14 +287,15 @@ pub fn objective(
     })
 }
 
-/// Declares the batch inputs of the objective: `input_ids`, `masked`, `old_logp`,
-/// `ref_logp`, `reward`, `valid`.
+/// Declares the batch inputs of the objective: `input_ids`, `masked`, `key_mask` (role
+/// `State`, shared with the sampler), `old_logp`, `ref_logp`, `reward`, `valid`.
 pub fn declare_batch(g: &mut Graph, cfg: &LladaConfig, spec: &GrpoSpec) -> Result<GrpoBatch> {
     let fd = value_dtype(cfg);
     let (b, l) = (spec.rows(), spec.seq);
     Ok(GrpoBatch {
         input_ids: g.input("input_ids", DType::I64, [b, l])?,
         masked: g.input("masked", DType::Bool, [b, l])?,
+        key_mask: g.add_input("key_mask", Role::State, DType::Bool, [b, l])?,
         old_logp: g.input("old_logp", fd, [b, l])?,
         ref_logp: g.input("ref_logp", fd, [b, l])?,
         reward: g.input("reward", fd, [b])?,

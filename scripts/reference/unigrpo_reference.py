@@ -59,9 +59,9 @@ def advantages(reward, valid, drop_zero_variance):
     return adv.reshape(-1), keep.reshape(-1)
 
 
-def objective(w, cfg, x0, masked, old, refl, reward, valid, drop):
+def objective(w, cfg, x0, masked, key_mask, old, refl, reward, valid, drop):
     xt = np.where(masked, MASK_ID, x0)
-    lp = log_softmax(ref.forward(w, cfg, xt))  # [B, L, V]
+    lp = log_softmax(ref.forward(w, cfg, xt, key_mask))  # [B, L, V]
     B = x0.shape[0]
     logp = np.take_along_axis(lp, x0[:, :, None], axis=-1)[:, :, 0]
     ent = -(np.exp(lp) * lp).sum(-1)
@@ -108,6 +108,11 @@ def main():
     x0 = np.concatenate(
         [np.repeat(prompts, G, axis=0), rng.integers(0, 59, size=(P * G, L - PROMPT))], axis=1
     ).astype(np.int64)
+    # The second prompt is one token shorter, left-padded with the pad id 59, which attention
+    # does not see (key_mask False there).
+    x0[G:, 0] = 59
+    key_mask = np.ones((P * G, L), dtype=bool)
+    key_mask[G:, 0] = False
     masked = np.zeros((P * G, L), dtype=bool)
     masked[:, PROMPT:] = rng.random((P * G, L - PROMPT)) < 0.5
     masked[5, PROMPT:] = False
@@ -116,7 +121,7 @@ def main():
     # The current policy's log-probabilities, perturbed: pi_old and pi_ref (rounded to f32,
     # as the test feeds them).
     xt = np.where(masked, MASK_ID, x0)
-    lp = log_softmax(ref.forward(w, cfg, xt))
+    lp = log_softmax(ref.forward(w, cfg, xt, key_mask))
     logp = np.take_along_axis(lp, x0[:, :, None], axis=-1)[:, :, 0]
     old = (logp + rng.normal(0, 0.3, logp.shape)).astype(np.float32)
     refl = (logp + rng.normal(0, 0.2, logp.shape)).astype(np.float32)
@@ -128,11 +133,12 @@ def main():
     t = {
         "input_ids": x0,
         "masked": masked,
+        "key_mask": key_mask,
         "old_logp": old,
         "ref_logp": refl,
     }
     for name, (reward, valid, drop) in cases.items():
-        res = objective(w, cfg, x0, masked, old.astype(np.float64), refl.astype(np.float64),
+        res = objective(w, cfg, x0, masked, key_mask, old.astype(np.float64), refl.astype(np.float64),
                         reward, valid, drop)
         t[f"{name}.reward"] = reward.astype(np.float32)
         t[f"{name}.valid"] = valid.astype(bool)
@@ -153,7 +159,8 @@ Written by `scripts/reference/unigrpo_reference.py` (independent float64 NumPy c
 spec, section 5.1, on the `tiny_llada` fixture's weights); read by `tests/unigrpo.rs`.
 
 `batch.safetensors`: `input_ids` i64 [6, 9] (2 prompts x 3 completions, prompt 3 tokens),
-`masked` bool [6, 9], `old_logp` / `ref_logp` f32 [6, 9], and two cases `a` / `b` with
+`masked` bool [6, 9], `key_mask` bool [6, 9] (false on the second prompt's left pad),
+`old_logp` / `ref_logp` f32 [6, 9], and two cases `a` / `b` with
 `<case>.reward` f32 [6], `<case>.valid` bool [6], `<case>.drop_zero_variance` bool [1] and the
 expected float64 values `<case>.expected.{objective, kl, clip_frac, entropy, advantage, kept,
 logp}`. eps = 0.2, beta = 0.04. Case b: row 1 invalid, group 1 of zero spread dropped.

@@ -81,6 +81,7 @@ pub fn model_graph(
                 remasking: mmada_ir::Remasking::LowConfidence,
                 fill_cache: false,
                 head_block: Some(block),
+                key_mask: false,
             };
             mmada_models::sampler_step::block_step_graph(cfg, spec, block)?
         }

@@ -7,8 +7,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::HostCpu;
 use mmada_models::config::LladaConfig;
+use mmada_models::grpo_noising::Noising;
 use mmada_models::multimodal::MultimodalOptions;
 use mmada_models::trainer::{train, Progress, StepRecord, TrainOptions};
+use mmada_models::unigrpo::{GrpoOptions, RolloutOptions};
 use mmada_runtime::Target;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -98,6 +100,76 @@ pub struct Args {
     /// Print one line per step instead of a progress bar.
     #[arg(long)]
     log: bool,
+    /// What to train: `diffusion` (the masked-diffusion objective of pretraining and SFT) or
+    /// `unigrpo` (the RL stage: rollouts, rewards, the clipped surrogate with KL), usually
+    /// from an SFT checkpoint (--model).
+    #[arg(long, value_enum, default_value_t = Stage::Diffusion)]
+    stage: Stage,
+    #[command(flatten)]
+    grpo: GrpoArgs,
+}
+
+/// `--stage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Stage {
+    Diffusion,
+    Unigrpo,
+}
+
+/// The options of `--stage unigrpo` (defaults against d1 and dLLM-RL in
+/// `mmada_models::unigrpo`).
+#[derive(clap::Args)]
+#[command(next_help_heading = "UniGRPO (--stage unigrpo)")]
+struct GrpoArgs {
+    /// Completions per prompt G (the batch holds --batch prompts × G rows).
+    #[arg(long, default_value_t = 4)]
+    group_size: usize,
+    /// Gradient steps per rollout batch μ (each with a fresh mask).
+    #[arg(long, default_value_t = 4)]
+    inner_steps: usize,
+    /// Clip range ε of the probability ratio.
+    #[arg(long, default_value_t = 0.2)]
+    clip_eps: f64,
+    /// KL coefficient β (k3 estimator against the reference policy; 0: none).
+    #[arg(long, default_value_t = 0.04)]
+    kl_beta: f64,
+    /// Refresh the reference policy from the current one every N steps (0: never).
+    #[arg(long, default_value_t = 64)]
+    ref_refresh: usize,
+    /// Leave groups whose rewards are all equal out of the objective.
+    #[arg(long)]
+    drop_zero_variance: bool,
+    /// Masking of the completions: structured (the paper's), d1 or random (dLLM-RL's).
+    #[arg(long, default_value = "structured")]
+    noising: String,
+    /// Reward: math (correctness 2.0 + format 0.5), caption (the embedded digit captions),
+    /// clip (needs --clip).
+    #[arg(long, default_value = "math")]
+    reward: String,
+    /// HF CLIP model directory for --reward clip.
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// Tokens every prompt is left-padded to (longer prompts are left out).
+    #[arg(long, default_value_t = 96)]
+    prompt_len: usize,
+    /// Generated tokens per completion.
+    #[arg(long, default_value_t = 64)]
+    rollout_gen_length: usize,
+    /// Denoising steps per rollout.
+    #[arg(long, default_value_t = 32)]
+    rollout_steps: usize,
+    /// Block length of the rollout sampler.
+    #[arg(long, default_value_t = 32)]
+    rollout_block_length: usize,
+    /// Gumbel temperature of the rollouts (> 0).
+    #[arg(long, default_value_t = 0.8)]
+    rollout_temperature: f32,
+    /// Confidence-threshold parallel decoding in the rollouts (Fast-dLLM).
+    #[arg(long)]
+    rollout_threshold: Option<f32>,
+    /// Fast-dLLM's dual KV cache in the rollouts.
+    #[arg(long)]
+    rollout_dual_cache: bool,
 }
 
 /// `--save-dtype`.
@@ -134,7 +206,8 @@ impl Progress for Display {
     }
 
     fn step(&mut self, r: &StepRecord) {
-        self.recent.push(r.loss);
+        let reward = r.metrics.get("reward_mean").copied();
+        self.recent.push(reward.unwrap_or(r.loss));
         if self.recent.len() > 20 {
             self.recent.remove(0);
         }
@@ -142,15 +215,20 @@ impl Progress for Display {
         let tps = r.tokens as f64 / r.step_seconds;
         if let Some(b) = &self.bar {
             b.set_position(r.step as u64 + 1);
-            b.set_message(format!(
-                "loss {avg:.3} (avg 20)  lr {:.2e}  {tps:.0} tok/s",
-                r.lr
-            ));
+            b.set_message(match reward {
+                Some(_) => format!(
+                    "reward {avg:.3} (avg 20)  kl {:.4}  lr {:.2e}  {tps:.0} tok/s",
+                    r.metrics.get("kl").copied().unwrap_or(0.0),
+                    r.lr
+                ),
+                None => format!("loss {avg:.3} (avg 20)  lr {:.2e}  {tps:.0} tok/s", r.lr),
+            });
         }
         if self.log {
             let parts: String = r
                 .parts
                 .iter()
+                .chain(r.metrics.iter().filter(|(k, _)| !k.starts_with("rollout_")))
                 .map(|(k, v)| format!("  {k} {v:.4}"))
                 .collect();
             println!(
@@ -186,6 +264,39 @@ fn model_config(a: &Args) -> Result<Option<LladaConfig>, CliError> {
 /// Runs `mmada train`.
 pub fn run(a: Args) -> Result<(), CliError> {
     let mm = a.multimodal;
+    let rl = a.stage == Stage::Unigrpo;
+    let unigrpo = if rl {
+        let g = &a.grpo;
+        if a.seq.is_some() {
+            return Err(CliError::Usage(
+                "--seq does not apply to --stage unigrpo: a row is --prompt-len plus \
+                 --rollout-gen-length tokens"
+                    .into(),
+            ));
+        }
+        Some(GrpoOptions {
+            group_size: g.group_size,
+            inner_steps: g.inner_steps,
+            clip_eps: g.clip_eps,
+            kl_beta: g.kl_beta,
+            ref_refresh: g.ref_refresh,
+            drop_zero_variance: g.drop_zero_variance,
+            noising: Noising::parse(&g.noising).map_err(CliError::Usage)?,
+            reward: g.reward.clone(),
+            clip_weights: g.clip.clone(),
+            prompt_len: g.prompt_len,
+            rollout: RolloutOptions {
+                gen_length: g.rollout_gen_length,
+                steps: g.rollout_steps,
+                block_length: g.rollout_block_length,
+                temperature: g.rollout_temperature,
+                threshold: g.rollout_threshold,
+                dual_cache: g.rollout_dual_cache,
+            },
+        })
+    } else {
+        None
+    };
     let multimodal = mm.then(|| MultimodalOptions {
         vq: a.vq.clone(),
         batch_t2i: a.batch_t2i,
@@ -194,17 +305,25 @@ pub fn run(a: Args) -> Result<(), CliError> {
         coef_mmu: a.coef_mmu,
         cond_dropout: a.cond_dropout,
     });
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(if mm { "runs/tiny-mm" } else { "runs/tiny" }));
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if mm {
+            "runs/tiny-mm"
+        } else if rl {
+            "runs/tiny-unigrpo"
+        } else {
+            "runs/tiny"
+        })
+    });
     let opts = TrainOptions {
         preset: a.preset.clone(),
         model: a.model.clone(),
         tokenizer: a.tokenizer.clone(),
         data: a.data.clone(),
         batch: a.batch,
-        seq: a.seq.unwrap_or(if mm { 128 } else { 256 }),
+        seq: match &unigrpo {
+            Some(g) => g.seq(),
+            None => a.seq.unwrap_or(if mm { 128 } else { 256 }),
+        },
         steps: a.steps.unwrap_or(if mm { 2000 } else { 300 }),
         lr: a.lr,
         warmup: a.warmup,
@@ -219,11 +338,22 @@ pub fn run(a: Args) -> Result<(), CliError> {
             SaveDtype::F32 => mmada_ir::DType::F32,
             SaveDtype::Bf16 => mmada_ir::DType::BF16,
         },
+        unigrpo,
         ..Default::default()
     };
     // Every option is checked before anything is compiled or allocated.
     opts.check(model_config(&a)?.as_ref())
         .map_err(CliError::Usage)?;
+    if let Some(g) = &opts.unigrpo {
+        mmada_models::reward::by_name(&g.reward, g.clip_weights.as_deref())?;
+    }
+    if rl && opts.model.is_none() {
+        eprintln!(
+            "note: --stage unigrpo from the {} preset's random weights: rewards stay near 0; \
+             give --model a checkpoint of the SFT stage (mmada train)",
+            opts.preset
+        );
+    }
     let resume = a.resume.clone().map(|r| r.unwrap_or(out.clone()));
     let target = target_of(a.target);
     let bar = (!a.log && std::io::stderr().is_terminal()).then(|| {
@@ -255,7 +385,13 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "{} t2i + {} mmu + {} text rows",
             m.batch_t2i, m.batch_mmu, opts.batch
         ),
-        None => format!("{} rows", opts.batch),
+        None => match &opts.unigrpo {
+            Some(g) => format!(
+                "{} prompts × {} completions ({} reward, μ = {})",
+                opts.batch, g.group_size, g.reward, g.inner_steps
+            ),
+            None => format!("{} rows", opts.batch),
+        },
     };
     eprintln!(
         "mmada train: preset {}, batch {rows} × {} tokens, {} steps, out {} ({})",
@@ -281,6 +417,19 @@ pub fn run(a: Args) -> Result<(), CliError> {
             100.0 * (1.0 - tail / head),
             opts.out.join("metrics.jsonl").display()
         );
+        if records[0].metrics.contains_key("reward_mean") {
+            let mean = |rs: &[StepRecord], k: &str| {
+                rs.iter().filter_map(|r| r.metrics.get(k)).sum::<f64>() / rs.len() as f64
+            };
+            println!(
+                "  reward {:.3} → {:.3}, kl {:.4} → {:.4} (means of {k} steps); curves in {}",
+                mean(&records[..k], "reward_mean"),
+                mean(&records[n - k..], "reward_mean"),
+                mean(&records[..k], "kl"),
+                mean(&records[n - k..], "kl"),
+                opts.out.display()
+            );
+        }
         let names: Vec<&String> = records[0].parts.keys().collect();
         for name in names {
             let mean = |rs: &[StepRecord]| {

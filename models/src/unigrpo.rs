@@ -1,0 +1,843 @@
+//! `mmada train --stage unigrpo`: MMaDA's RL stage (spec §5) on the generic trainer.
+//!
+//! One trainer step is one gradient step. Every μ steps a **rollout** draws P prompts
+//! (`--batch`) and G completions of each (`--group-size`) from π_old — the current parameters
+//! — with the compiled text sampler, which is an entry of the same artifact as the training
+//! step and reads the same resident parameters; the rewards score them. The μ inner gradient
+//! steps that follow keep those completions and see fresh masks
+//! ([`crate::grpo_noising`]); π_old's and π_ref's log-probabilities under each inner step's mask
+//! are computed once, right after the rollout. The objective is [`crate::unigrpo_step`].
+//!
+//! The reference policy π_ref is a frozen copy of the parameters at the start (resident as
+//! `ref.<name>`), refreshed every `--ref-refresh` steps when that is not 0; with β = 0 there
+//! is none. Checkpoints carry it, and the rollout batch in progress, in `objective.safetensors`,
+//! so a run resumed between two inner steps continues bit-identically.
+//!
+//! Every completion, its text and its reward go to `<out>/rollouts.jsonl`.
+//!
+//! Prompts of a rollout share one compiled length (`--prompt-len`): shorter prompts are
+//! left-padded with the end-of-text id, which attention does not see (`key_mask`, in the
+//! sampler and the objective alike; with RoPE's relative positions a padded prompt gives the
+//! unpadded prompt's logits); longer ones are left out of the task (counted). The
+//! completion is the whole generated span (d1's choice): text after the first end-of-turn or
+//! end-of-text is padding the policy chose to write.
+//!
+//! Defaults, against the two public references (spec §5.3; UniGRPO's own are unpublished):
+//!
+//! | option | here | d1 diffu-GRPO | dLLM-RL (MMaDA) |
+//! |---|---|---|---|
+//! | `--group-size` G | 4 | 6 | 16 |
+//! | `--inner-steps` μ | 4 | 12 | 1 (2 masked copies) |
+//! | `--clip-eps` ε | 0.2 | 0.5 | 0.2 |
+//! | `--kl-beta` β | 0.04 | 0.04 | 0.01 (vs π_old) |
+//! | `--ref-refresh` | 64 | 64 | — |
+//! | `--rollout-temperature` | 0.8 | — | 0.8 |
+//! | `--noising` | structured | d1 | random |
+//!
+//! G and μ are smaller than d1's to fit a tiny model on two cores; the rest follow d1 where
+//! the references agree with it.
+
+use crate::config::LladaConfig;
+use crate::data::{Batcher, DataPosition, EMBEDDED_GSM};
+use crate::grpo_noising::{masks, Noising, RowSpan};
+use crate::objective::Objective;
+use crate::reward::{Completion, Reward, Sample};
+use crate::sampler_step::{block_step_graph, text_step_graph, TextStepSpec, BLOCK_STEP, TEXT_STEP};
+use crate::text_sampler::{decode, TextOptions};
+use crate::tokenizer::TextTokenizer;
+use crate::train_step::StepHyper;
+use crate::unigrpo_step::{
+    grpo_step_graph, logprob_graph, ref_name, GrpoSpec, LOGPROB, REF_LOGPROB,
+};
+use crate::ModelsError;
+use indexmap::IndexMap;
+use mmada_ir::{DType, Graph, Remasking, Shape, Tensor};
+use mmada_runtime::Executor;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How rollouts are sampled (the text sampler's options, spec §6.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutOptions {
+    /// Generated positions per completion.
+    pub gen_length: usize,
+    /// Denoising steps in all.
+    pub steps: usize,
+    /// Block length of the semi-autoregressive schedule.
+    pub block_length: usize,
+    /// Gumbel temperature (> 0: G completions of one prompt must differ).
+    pub temperature: f32,
+    /// Confidence-threshold parallel decoding (Fast-dLLM).
+    pub threshold: Option<f32>,
+    /// Fast-dLLM's dual KV cache.
+    pub dual_cache: bool,
+}
+
+impl Default for RolloutOptions {
+    fn default() -> Self {
+        RolloutOptions {
+            gen_length: 64,
+            steps: 32,
+            block_length: 32,
+            temperature: 0.8,
+            threshold: None,
+            dual_cache: false,
+        }
+    }
+}
+
+/// UniGRPO's options (module docs for the defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrpoOptions {
+    /// Completions per prompt G.
+    pub group_size: usize,
+    /// Gradient steps per rollout batch μ.
+    pub inner_steps: usize,
+    /// Clip range ε of the ratio.
+    pub clip_eps: f64,
+    /// KL coefficient β (0: no reference policy).
+    pub kl_beta: f64,
+    /// Copy the parameters into the reference policy every this many steps (0: never).
+    pub ref_refresh: usize,
+    /// Leave groups whose rewards are all equal out of the objective.
+    pub drop_zero_variance: bool,
+    /// Which completion tokens are masked.
+    pub noising: Noising,
+    /// Reward: math, caption, t2i or clip.
+    pub reward: String,
+    /// HF CLIP weights for `--reward clip`.
+    pub clip_weights: Option<PathBuf>,
+    /// Tokens every prompt is padded to.
+    pub prompt_len: usize,
+    /// The sampler of the rollouts.
+    pub rollout: RolloutOptions,
+}
+
+impl Default for GrpoOptions {
+    fn default() -> Self {
+        GrpoOptions {
+            group_size: 4,
+            inner_steps: 4,
+            clip_eps: 0.2,
+            kl_beta: 0.04,
+            ref_refresh: 64,
+            drop_zero_variance: false,
+            noising: Noising::Structured,
+            reward: "math".into(),
+            clip_weights: None,
+            prompt_len: 96,
+            rollout: RolloutOptions::default(),
+        }
+    }
+}
+
+impl GrpoOptions {
+    /// Checks the options on their own; errors name the option.
+    pub fn check(&self) -> Result<(), String> {
+        if self.group_size < 2 {
+            return Err(format!(
+                "--group-size must be at least 2, got {}: the advantage is a completion's reward \
+                 against the mean of its group, and a group of one has none",
+                self.group_size
+            ));
+        }
+        if self.inner_steps == 0 {
+            return Err("--inner-steps (μ) must be at least 1, got 0".into());
+        }
+        if !(self.clip_eps.is_finite() && self.clip_eps > 0.0) {
+            return Err(format!(
+                "--clip-eps must be a finite number above 0, got {}",
+                self.clip_eps
+            ));
+        }
+        if !(self.kl_beta.is_finite() && self.kl_beta >= 0.0) {
+            return Err(format!(
+                "--kl-beta must be a finite number ≥ 0, got {}",
+                self.kl_beta
+            ));
+        }
+        if self.prompt_len == 0 {
+            return Err("--prompt-len must be at least 1".into());
+        }
+        if !crate::reward::NAMES.contains(&self.reward.as_str()) {
+            return Err(format!(
+                "--reward must be one of {}, got '{}'",
+                crate::reward::NAMES.join(", "),
+                self.reward
+            ));
+        }
+        if self.reward == "t2i" {
+            return Err(
+                "--reward t2i needs image rollouts, which --stage unigrpo does not sample yet; \
+                 use --reward math or caption"
+                    .into(),
+            );
+        }
+        let r = &self.rollout;
+        if !(r.temperature.is_finite() && r.temperature > 0.0) {
+            return Err(format!(
+                "--rollout-temperature must be above 0, got {}: at 0 the G completions of a \
+                 prompt are identical and every advantage is 0",
+                r.temperature
+            ));
+        }
+        self.text_options(0)
+            .check(self.prompt_len, usize::MAX)
+            .map_err(|e| e.to_string().replace("--", "--rollout-"))?;
+        Ok(())
+    }
+
+    /// Checks the sequence against the model: prompt plus completion within
+    /// `max_sequence_length`.
+    pub fn check_model(&self, cfg: &LladaConfig) -> Result<(), String> {
+        let l = self.seq();
+        if l > cfg.max_sequence_length {
+            return Err(format!(
+                "--prompt-len {} plus --rollout-gen-length {} is {l} tokens, longer than the \
+                 model's max_sequence_length {}",
+                self.prompt_len, self.rollout.gen_length, cfg.max_sequence_length
+            ));
+        }
+        Ok(())
+    }
+
+    /// Positions per row.
+    pub fn seq(&self) -> usize {
+        self.prompt_len + self.rollout.gen_length
+    }
+
+    /// The text sampler's options for rollout `seed`.
+    pub fn text_options(&self, seed: u64) -> TextOptions {
+        let r = &self.rollout;
+        TextOptions {
+            gen_length: r.gen_length,
+            steps: r.steps,
+            block_length: r.block_length,
+            temperature: r.temperature,
+            cfg_scale: 0.0,
+            remasking: Remasking::LowConfidence,
+            seed,
+            early_exit: None,
+            threshold: r.threshold,
+            dual_cache: r.dual_cache,
+        }
+    }
+}
+
+/// One prompt of the task: its ids (unpadded), text and reference answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskPrompt {
+    /// Token ids of the prompt.
+    pub ids: Vec<i64>,
+    /// The question's text (for the reward).
+    pub text: String,
+    /// The reference answer.
+    pub target: String,
+}
+
+/// The math task's prompts: `question` / `answer` rows of the JSONL files (or the embedded
+/// GSM-style problems) as chat prompts. Returns the prompts that fit and how many did not.
+pub fn math_prompts(
+    tok: &TextTokenizer,
+    data: &[PathBuf],
+    prompt_len: usize,
+) -> Result<(Vec<TaskPrompt>, usize), ModelsError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(alias = "prompt")]
+        question: String,
+        answer: String,
+    }
+    let mut texts: Vec<(String, String)> = Vec::new();
+    if data.is_empty() {
+        texts.push(("<embedded>/gsm_symbolic.jsonl".into(), EMBEDDED_GSM.into()));
+    }
+    for p in data {
+        let t = std::fs::read_to_string(p).map_err(|e| ModelsError::Io {
+            path: p.display().to_string(),
+            source: e,
+        })?;
+        texts.push((p.display().to_string(), t));
+    }
+    let (mut out, mut skipped) = (Vec::new(), 0);
+    for (path, text) in &texts {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let raw: Raw = serde_json::from_str(line).map_err(|e| ModelsError::DataLine {
+                path: path.clone(),
+                line: i + 1,
+                msg: format!("a math row needs \"question\" (or \"prompt\") and \"answer\": {e}"),
+            })?;
+            let ids = tok.chat_prompt(&[("user", raw.question.as_str())])?;
+            if ids.len() > prompt_len {
+                skipped += 1;
+                continue;
+            }
+            out.push(TaskPrompt {
+                ids,
+                text: raw.question,
+                target: raw.answer,
+            });
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// The digit-caption task: every training digit as codes of the built-in image tokenizer in
+/// the mmu layout of the training rows (`mmu_prompt`: `<|mmu|> <|soi|> codes <|eoi|>`, then the
+/// text block up to the assistant header, for rows of `seq` = `Lt + N + 3` tokens) with the
+/// question "What digit is this?"; the target is its label.
+pub fn caption_prompts(
+    tok: &TextTokenizer,
+    cfg: &LladaConfig,
+    prompt_len: usize,
+    seq: usize,
+) -> Result<(Vec<TaskPrompt>, usize), ModelsError> {
+    let digits = crate::digits::Digits::embedded()?;
+    let codes = crate::digit_codes::embedded_digit_codes()?;
+    let codebook = cfg.codebook_size.unwrap_or(256);
+    let vocab =
+        crate::vocab::UnifiedVocab::from_tokenizer(tok, "<run tokenizer>", codebook, cfg.rows())?;
+    let n = codes.first().map_or(0, Vec::len);
+    let text_len = seq.checked_sub(n + 3).filter(|&t| t >= 2).ok_or_else(|| {
+        ModelsError::Options(format!(
+            "--prompt-len plus --rollout-gen-length ({seq}) leaves no room for the text after \
+             the {n} image codes"
+        ))
+    })?;
+    let p = crate::prompt::Prompter::new(tok, &vocab, text_len)?;
+    let question = "What digit is this?";
+    let (mut out, mut skipped) = (Vec::new(), 0);
+    for i in digits.indices(false) {
+        let (ids, _) = p.mmu_prompt(&codes[i], question)?;
+        if ids.len() > prompt_len {
+            skipped += 1;
+            continue;
+        }
+        out.push(TaskPrompt {
+            ids,
+            text: question.into(),
+            target: digits.labels[i].to_string(),
+        });
+    }
+    Ok((out, skipped))
+}
+
+/// A rollout batch and what the inner steps need of it.
+#[derive(Clone, Debug, PartialEq)]
+struct Rollout {
+    /// Rollout number (step / μ).
+    index: usize,
+    /// Prompt and completion `[B, L]`.
+    ids: Vec<i64>,
+    /// Rewards `[B]` (0 where not valid).
+    reward: Vec<f64>,
+    /// Rows with a finite reward.
+    valid: Vec<bool>,
+    /// Keys attention reads `[B, L]`: false on each prompt's left padding.
+    key_mask: Vec<bool>,
+    /// Per inner step, π_old's and π_ref's log-probabilities `[B, L]`.
+    old: Vec<Tensor>,
+    refl: Vec<Tensor>,
+    /// Figures of the rollout: reward mean and std, rows dropped, seconds, tokens generated.
+    stats: BTreeMap<String, f64>,
+}
+
+/// What UniGRPO takes from the run's options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrpoRun {
+    /// Prompts per rollout (`--batch`).
+    pub prompts: usize,
+    /// Seed of the prompt order, the rollouts and the masks.
+    pub seed: u64,
+    /// JSONL files of the math task (empty: the embedded problems).
+    pub data: Vec<PathBuf>,
+    /// Output directory (for `rollouts.jsonl`).
+    pub out: PathBuf,
+}
+
+/// The UniGRPO objective.
+pub struct UniGrpo {
+    opts: GrpoRun,
+    g: GrpoOptions,
+    cfg: LladaConfig,
+    tok: TextTokenizer,
+    reward: Box<dyn Reward>,
+    batcher: Batcher<TaskPrompt>,
+    prompts: usize,
+    skipped: usize,
+    spec: GrpoSpec,
+    text: TextStepSpec,
+    rollout: Option<Rollout>,
+}
+
+fn bool_tensor<const N: usize>(v: &[bool], shape: [usize; N]) -> Result<Tensor, ModelsError> {
+    let f: Vec<f64> = v.iter().map(|&b| f64::from(u8::from(b))).collect();
+    Ok(Tensor::from_f64(DType::Bool, shape.to_vec(), &f)?)
+}
+
+fn scalar_i64(v: i64) -> Result<Tensor, ModelsError> {
+    Ok(Tensor::from_i64(Shape::scalar(), vec![v])?)
+}
+
+impl UniGrpo {
+    /// The objective of a run: the task's prompts, resuming at `pos`.
+    pub fn new(
+        opts: &GrpoRun,
+        g: &GrpoOptions,
+        cfg: &LladaConfig,
+        tok: &TextTokenizer,
+        reward: Box<dyn Reward>,
+        pos: DataPosition,
+    ) -> Result<UniGrpo, ModelsError> {
+        g.check().map_err(ModelsError::Options)?;
+        g.check_model(cfg).map_err(ModelsError::Options)?;
+        let task = |len: usize| match reward.name() {
+            "caption" => caption_prompts(tok, cfg, len, g.seq()),
+            _ => math_prompts(tok, &opts.data, len),
+        };
+        let (prompts, skipped) = task(g.prompt_len)?;
+        if prompts.is_empty() {
+            let shortest = task(usize::MAX)?.0.iter().map(|p| p.ids.len()).min();
+            return Err(ModelsError::Options(format!(
+                "no prompt of the task fits --prompt-len {} ({skipped} are longer; the shortest \
+                 has {} tokens)",
+                g.prompt_len,
+                shortest.unwrap_or(0)
+            )));
+        }
+        let n = prompts.len();
+        let spec = GrpoSpec {
+            prompts: opts.prompts,
+            group: g.group_size,
+            seq: g.seq(),
+            clip_eps: g.clip_eps,
+            kl_beta: g.kl_beta,
+            drop_zero_variance: g.drop_zero_variance,
+        };
+        let text = TextStepSpec {
+            batch: spec.rows(),
+            seq: spec.seq,
+            cfg: false,
+            remasking: Remasking::LowConfidence,
+            fill_cache: g.rollout.dual_cache,
+            head_block: Some(g.rollout.block_length),
+            key_mask: true,
+        };
+        Ok(UniGrpo {
+            opts: opts.clone(),
+            g: g.clone(),
+            cfg: cfg.clone(),
+            tok: tok.clone(),
+            reward,
+            batcher: Batcher::new(prompts, opts.seed, pos)?,
+            prompts: n,
+            skipped,
+            spec,
+            text,
+            rollout: None,
+        })
+    }
+
+    /// Prompts of the task.
+    pub fn prompts(&self) -> usize {
+        self.prompts
+    }
+
+    /// Prompts left out (longer than `--prompt-len`).
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    fn rows(&self) -> Vec<RowSpan> {
+        vec![
+            RowSpan {
+                prompt_len: self.g.prompt_len,
+                len: self.spec.seq,
+            };
+            self.spec.rows()
+        ]
+    }
+
+    /// The text of a completion: its ids up to the first end-of-turn or end-of-text,
+    /// special tokens dropped.
+    fn completion_text(&self, ids: &[i64]) -> Result<String, ModelsError> {
+        let end = ids
+            .iter()
+            .position(|&t| t == self.tok.eos || t == self.tok.eot_id)
+            .unwrap_or(ids.len());
+        let keep: Vec<i64> = ids[..end]
+            .iter()
+            .copied()
+            .filter(|&t| t >= 0 && (t as usize) < self.tok.len())
+            .collect();
+        self.tok.decode(&keep)
+    }
+
+    /// Samples rollout `index`, scores it and computes the log-probabilities of its inner
+    /// steps.
+    fn roll_out(&mut self, index: usize, exe: &mut dyn Executor) -> Result<Rollout, ModelsError> {
+        let t0 = Instant::now();
+        let (p, gs, l, lp) = (
+            self.spec.prompts,
+            self.spec.group,
+            self.spec.seq,
+            self.g.prompt_len,
+        );
+        let batch = self.batcher.next_batch(p);
+        let mut prompts = Vec::with_capacity(p * gs);
+        let mut key_mask = Vec::with_capacity(p * gs * l);
+        for tp in &batch {
+            let pad = lp - tp.ids.len();
+            let mut ids = vec![self.tok.eos; pad];
+            ids.extend_from_slice(&tp.ids);
+            for _ in 0..gs {
+                prompts.push(ids.clone());
+                key_mask.extend((0..l).map(|i| i >= pad));
+            }
+        }
+        let km = bool_tensor(&key_mask, [p * gs, l])?;
+        exe.set_input("key_mask", &km)?;
+        // A fresh sampler seed per rollout.
+        let seed = self
+            .opts
+            .seed
+            .wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let topts = self.g.text_options(seed);
+        let gen = decode(exe, &self.cfg, self.text, &topts, &prompts, &mut |_, _| {})?;
+        let mut ids = Vec::with_capacity(p * gs * l);
+        let (mut reward, mut valid) = (Vec::new(), Vec::new());
+        let mut dropped = 0usize;
+        let mut log = String::new();
+        for (r, completion) in gen.ids.iter().enumerate() {
+            ids.extend_from_slice(&prompts[r]);
+            ids.extend_from_slice(completion);
+            let tp = &batch[r / gs];
+            let text = self.completion_text(completion)?;
+            let score = self.reward.score(&Sample {
+                prompt: &tp.text,
+                target: &tp.target,
+                completion: Completion::Text(&text),
+            })?;
+            let line = serde_json::json!({
+                "rollout": index,
+                "row": r,
+                "prompt": tp.text,
+                "target": tp.target,
+                "completion": text,
+                "reward": if score.is_finite() { Some(score) } else { None },
+            });
+            log.push_str(&line.to_string());
+            log.push('\n');
+            if score.is_finite() {
+                reward.push(score);
+                valid.push(true);
+            } else {
+                eprintln!(
+                    "warning: rollout {index}, completion {r}: the {} reward is {score}; the \
+                     completion is left out of the objective",
+                    self.reward.name()
+                );
+                dropped += 1;
+                reward.push(0.0);
+                valid.push(false);
+            }
+        }
+        let kept: Vec<f64> = reward
+            .iter()
+            .zip(&valid)
+            .filter(|(_, &v)| v)
+            .map(|(&r, _)| r)
+            .collect();
+        let mean = kept.iter().sum::<f64>() / kept.len().max(1) as f64;
+        let var = kept.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / kept.len().max(1) as f64;
+        let rollout_s = t0.elapsed().as_secs_f64();
+        self.append_rollouts(&log)?;
+        // π_old and π_ref under each inner step's mask.
+        let ids_t = Tensor::from_i64(Shape(vec![p * gs, l]), ids.clone())?;
+        let (mut old, mut refl) = (Vec::new(), Vec::new());
+        for n in 0..self.g.inner_steps {
+            let step = index * self.g.inner_steps + n;
+            let m = self.mask(index, n, step)?;
+            let mut ins = IndexMap::new();
+            ins.insert("input_ids".to_string(), ids_t.clone());
+            ins.insert("masked".to_string(), m);
+            ins.insert("key_mask".to_string(), km.clone());
+            exe.run_entry(LOGPROB, &ins)?;
+            let o = exe.read_output(LOGPROB, "logp")?;
+            let r = if self.g.kl_beta > 0.0 {
+                exe.run_entry(REF_LOGPROB, &ins)?;
+                exe.read_output(REF_LOGPROB, "logp")?
+            } else {
+                o.clone()
+            };
+            old.push(o);
+            refl.push(r);
+        }
+        let mut stats = BTreeMap::new();
+        stats.insert("reward_mean".into(), mean);
+        stats.insert("reward_std".into(), var.sqrt());
+        stats.insert("dropped_nan".into(), dropped as f64);
+        stats.insert("rollout_seconds".into(), rollout_s);
+        stats.insert(
+            "rollout_tokens_per_second".into(),
+            (p * gs * self.g.rollout.gen_length) as f64 / rollout_s.max(1e-9),
+        );
+        Ok(Rollout {
+            index,
+            ids,
+            reward,
+            valid,
+            key_mask,
+            old,
+            refl,
+            stats,
+        })
+    }
+
+    /// The mask of inner step `n` of rollout `index`, gradient step `step`.
+    fn mask(&self, index: usize, n: usize, step: usize) -> Result<Tensor, ModelsError> {
+        let m = masks(
+            self.g.noising,
+            self.opts.seed,
+            index,
+            n,
+            self.g.inner_steps,
+            step,
+            &self.rows(),
+        );
+        bool_tensor(&m, [self.spec.rows(), self.spec.seq])
+    }
+
+    /// Appends a rollout's completions to `<out>/rollouts.jsonl` (one object per completion:
+    /// rollout, row, prompt, target, completion text, reward or null). A resumed run appends
+    /// from the rollout it resumes in, so that rollout's lines can appear twice (identical).
+    fn append_rollouts(&self, lines: &str) -> Result<(), ModelsError> {
+        use std::io::Write;
+        let p = self.opts.out.join("rollouts.jsonl");
+        let io = |e| ModelsError::Io {
+            path: p.display().to_string(),
+            source: e,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(io)?;
+        f.write_all(lines.as_bytes()).map_err(io)
+    }
+
+    fn copy_to_reference(&self, exe: &mut dyn Executor) -> Result<(), ModelsError> {
+        for p in crate::llada::param_specs(&self.cfg) {
+            let w = exe.get_input(&p.name)?;
+            exe.set_input(&ref_name(&p.name), &w)?;
+        }
+        Ok(())
+    }
+}
+
+impl Objective for UniGrpo {
+    fn name(&self) -> &str {
+        "unigrpo"
+    }
+
+    fn step_graph(&self, cfg: &LladaConfig, hyper: StepHyper) -> Result<Graph, ModelsError> {
+        Ok(grpo_step_graph(cfg, &self.spec, hyper)?)
+    }
+
+    fn entries(&self, cfg: &LladaConfig) -> Result<Vec<(String, Graph)>, ModelsError> {
+        let (b, l) = (self.spec.rows(), self.spec.seq);
+        let mut e = vec![
+            (TEXT_STEP.to_string(), text_step_graph(cfg, self.text)?),
+            (LOGPROB.to_string(), logprob_graph(cfg, b, l, false)?),
+        ];
+        if self.g.rollout.dual_cache {
+            let blk = block_step_graph(cfg, self.text, self.g.rollout.block_length)?;
+            e.push((BLOCK_STEP.to_string(), blk));
+        }
+        if self.g.kl_beta > 0.0 {
+            e.push((REF_LOGPROB.to_string(), logprob_graph(cfg, b, l, true)?));
+        }
+        Ok(e)
+    }
+
+    fn init(
+        &mut self,
+        exe: &mut dyn Executor,
+        resumed: &IndexMap<String, Tensor>,
+    ) -> Result<(), ModelsError> {
+        if self.g.kl_beta > 0.0 {
+            let specs = crate::llada::param_specs(&self.cfg);
+            if resumed.is_empty() {
+                self.copy_to_reference(exe)?;
+            } else {
+                for p in specs {
+                    let n = ref_name(&p.name);
+                    let t = resumed.get(&n).ok_or_else(|| {
+                        ModelsError::Options(format!(
+                            "resume: the checkpoint's objective state lacks the reference \
+                             policy's '{n}'"
+                        ))
+                    })?;
+                    exe.set_input(&n, t)?;
+                }
+            }
+        }
+        if let Some(t) = resumed.get("rollout.index") {
+            let index = t.get_f64(0) as usize;
+            let get = |k: &str| {
+                resumed.get(k).cloned().ok_or_else(|| {
+                    ModelsError::Options(format!(
+                        "resume: the checkpoint's rollout state lacks '{k}'"
+                    ))
+                })
+            };
+            let mut old = Vec::new();
+            let mut refl = Vec::new();
+            for n in 0..self.g.inner_steps {
+                old.push(get(&format!("rollout.old_logp.{n}"))?);
+                refl.push(get(&format!("rollout.ref_logp.{n}"))?);
+            }
+            let stats = resumed
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((k.strip_prefix("rollout.stats.")?.to_string(), v.get_f64(0)))
+                })
+                .collect();
+            self.rollout = Some(Rollout {
+                index,
+                ids: get("rollout.input_ids")?.to_i64_vec(),
+                reward: get("rollout.reward")?.to_f64_vec(),
+                valid: get("rollout.valid")?
+                    .to_f64_vec()
+                    .iter()
+                    .map(|&v| v != 0.0)
+                    .collect(),
+                key_mask: get("rollout.key_mask")?
+                    .to_f64_vec()
+                    .iter()
+                    .map(|&v| v != 0.0)
+                    .collect(),
+                old,
+                refl,
+                stats,
+            });
+        }
+        Ok(())
+    }
+
+    fn data(
+        &mut self,
+        step: usize,
+        exe: &mut dyn Executor,
+    ) -> Result<IndexMap<String, Tensor>, ModelsError> {
+        let mu = self.g.inner_steps;
+        let (index, n) = (step / mu, step % mu);
+        if self.g.kl_beta > 0.0
+            && self.g.ref_refresh > 0
+            && step > 0
+            && step.is_multiple_of(self.g.ref_refresh)
+        {
+            self.copy_to_reference(exe)?;
+        }
+        if self.rollout.as_ref().is_none_or(|r| r.index != index) {
+            self.rollout = Some(self.roll_out(index, exe)?);
+        }
+        let mask = self.mask(index, n, step)?;
+        let r = self
+            .rollout
+            .as_ref()
+            .ok_or_else(|| ModelsError::Options("internal: no rollout batch".into()))?;
+        let (b, l) = (self.spec.rows(), self.spec.seq);
+        let mut ins = IndexMap::new();
+        ins.insert(
+            "input_ids".to_string(),
+            Tensor::from_i64(Shape(vec![b, l]), r.ids.clone())?,
+        );
+        ins.insert("masked".to_string(), mask);
+        ins.insert("key_mask".to_string(), bool_tensor(&r.key_mask, [b, l])?);
+        ins.insert("old_logp".to_string(), r.old[n].clone());
+        ins.insert("ref_logp".to_string(), r.refl[n].clone());
+        ins.insert(
+            "reward".to_string(),
+            Tensor::from_f64(DType::F32, [b], &r.reward)?,
+        );
+        ins.insert("valid".to_string(), bool_tensor(&r.valid, [b])?);
+        Ok(ins)
+    }
+
+    fn metrics(&mut self, out: &IndexMap<String, Tensor>) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        for k in ["objective", "kl", "clip_frac", "entropy", "kept"] {
+            if let Some(t) = out.get(k) {
+                m.insert(k.to_string(), t.get_f64(0));
+            }
+        }
+        if let Some(r) = &self.rollout {
+            m.extend(r.stats.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        m
+    }
+
+    fn curves(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        vec![
+            (
+                "reward_mean",
+                "mmada train --stage unigrpo: mean reward of the rollout batch",
+                "reward",
+            ),
+            (
+                "kl",
+                "mmada train --stage unigrpo: KL to the reference policy (k3)",
+                "KL (nats per token)",
+            ),
+        ]
+    }
+
+    fn state(&self, exe: &mut dyn Executor) -> Result<IndexMap<String, Tensor>, ModelsError> {
+        let mut s = IndexMap::new();
+        if self.g.kl_beta > 0.0 {
+            for p in crate::llada::param_specs(&self.cfg) {
+                let n = ref_name(&p.name);
+                s.insert(n.clone(), exe.get_input(&n)?);
+            }
+        }
+        if let Some(r) = &self.rollout {
+            let (b, l) = (self.spec.rows(), self.spec.seq);
+            s.insert("rollout.index".into(), scalar_i64(r.index as i64)?);
+            s.insert(
+                "rollout.input_ids".into(),
+                Tensor::from_i64(Shape(vec![b, l]), r.ids.clone())?,
+            );
+            s.insert(
+                "rollout.reward".into(),
+                Tensor::from_f64(DType::F64, [b], &r.reward)?,
+            );
+            s.insert("rollout.valid".into(), bool_tensor(&r.valid, [b])?);
+            s.insert("rollout.key_mask".into(), bool_tensor(&r.key_mask, [b, l])?);
+            for (n, (o, rf)) in r.old.iter().zip(&r.refl).enumerate() {
+                s.insert(format!("rollout.old_logp.{n}"), o.clone());
+                s.insert(format!("rollout.ref_logp.{n}"), rf.clone());
+            }
+            for (k, v) in &r.stats {
+                s.insert(
+                    format!("rollout.stats.{k}"),
+                    Tensor::from_f64(DType::F64, Shape::scalar(), &[*v])?,
+                );
+            }
+        }
+        Ok(s)
+    }
+
+    fn position(&self) -> DataPosition {
+        self.batcher.pos
+    }
+
+    fn tokens_per_step(&self) -> usize {
+        self.spec.rows() * self.spec.seq
+    }
+}

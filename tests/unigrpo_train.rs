@@ -1,0 +1,261 @@
+//! `mmada train --stage unigrpo` (issue 13): a resumed run continues bit-identically (also
+//! from between two inner steps of a rollout batch), a SIGKILL during a save keeps the
+//! previous checkpoint, a reward returning NaN drops the completion with the count in the
+//! metrics, and bad options are refused with one clear line.
+
+mod common;
+
+use common::{assert_one_line_error, mmada_cli};
+use mmada_codegen::backend::BackendOptions;
+use mmada_codegen::HostCpu;
+use mmada_models::reward::{Completion, Reward, Sample};
+use mmada_models::trainer::{train_with, Silent, StepRecord, TrainOptions};
+use mmada_models::unigrpo::{GrpoOptions, RolloutOptions};
+use mmada_models::ModelsError;
+use mmada_runtime::Target;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A reward with spread on a random model: the completion's length in characters, mod 7;
+/// every `nan_every`-th call (when set) returns NaN.
+struct LengthReward {
+    calls: AtomicUsize,
+    nan_every: Option<usize>,
+}
+
+impl Reward for LengthReward {
+    fn name(&self) -> &str {
+        "length"
+    }
+    fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.nan_every.is_some_and(|k| n % k == k - 1) {
+            return Ok(f64::NAN);
+        }
+        let Completion::Text(t) = s.completion else {
+            return Ok(0.0);
+        };
+        Ok((t.chars().count() % 7) as f64)
+    }
+}
+
+fn options(out: &Path, steps: usize) -> TrainOptions {
+    let g = GrpoOptions {
+        group_size: 3,
+        inner_steps: 2,
+        prompt_len: 96,
+        ref_refresh: 4,
+        rollout: RolloutOptions {
+            gen_length: 16,
+            steps: 8,
+            block_length: 16,
+            temperature: 1.0,
+            ..RolloutOptions::default()
+        },
+        ..GrpoOptions::default()
+    };
+    TrainOptions {
+        batch: 2,
+        seq: g.seq(),
+        steps,
+        lr: 1e-3,
+        warmup: 0,
+        save_every: 3,
+        out: out.to_path_buf(),
+        unigrpo: Some(g),
+        ..TrainOptions::default()
+    }
+}
+
+fn run(opts: &TrainOptions, resume: Option<&Path>, nan_every: Option<usize>) -> Vec<StepRecord> {
+    let backend = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let reward = Box::new(LengthReward {
+        calls: AtomicUsize::new(0),
+        nan_every,
+    });
+    train_with(
+        opts,
+        resume,
+        Target::Cpu,
+        backend,
+        &mut Silent,
+        Some(reward),
+    )
+    .unwrap()
+}
+
+/// What must match exactly between two runs (timings aside).
+fn figures(r: &StepRecord) -> Vec<(String, u64)> {
+    let mut v = vec![
+        ("loss".to_string(), r.loss.to_bits()),
+        ("grad_norm".to_string(), r.grad_norm.to_bits()),
+        ("lr".to_string(), r.lr.to_bits()),
+    ];
+    for (k, x) in &r.metrics {
+        if !k.starts_with("rollout_") {
+            v.push((k.clone(), x.to_bits()));
+        }
+    }
+    v
+}
+
+#[test]
+fn resume_between_inner_steps_reproduces_the_uninterrupted_run_exactly() {
+    let a = tempfile::tempdir().unwrap();
+    let full = run(&options(a.path(), 8), None, None);
+    assert_eq!(full.len(), 8);
+    // The rewards have spread, so the surrogate and its gradient are not trivially zero.
+    assert!(full.iter().any(|r| r.metrics["reward_std"] > 0.0));
+    assert!(full.iter().any(|r| r.grad_norm > 0.0));
+    assert!(full.iter().all(|r| r.metrics["kl"].is_finite()));
+    // Checkpoint 3 is taken between the two inner steps of rollout 1 (steps 2 and 3): the
+    // resumed run must reuse that rollout batch, its reference policy and its log-probs.
+    let b = tempfile::tempdir().unwrap();
+    let dst = b.path().join("checkpoint-3");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(a.path().join("checkpoint-3")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    std::fs::write(b.path().join("latest"), "checkpoint-3").unwrap();
+    let st =
+        mmada_runtime::tensor_io::read_safetensors(&dst.join("objective.safetensors")).unwrap();
+    assert_eq!(st["rollout.index"].get_f64(0), 1.0);
+    let resumed = run(&options(b.path(), 8), Some(b.path()), None);
+    assert_eq!(resumed.len(), 5);
+    for (x, y) in full[3..].iter().zip(&resumed) {
+        assert_eq!(x.step, y.step);
+        assert_eq!(figures(x), figures(y), "step {}", x.step);
+    }
+    for name in ["reward-mean-curve.png", "kl-curve.png", "loss-curve.png"] {
+        let bytes = std::fs::read(b.path().join(name)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG", "{name}");
+    }
+}
+
+#[test]
+fn a_nan_reward_drops_the_completion_and_is_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let mut o = options(d.path(), 2);
+    o.save_every = 0;
+    let recs = run(&o, None, Some(4));
+    // 6 completions per rollout, every 4th call NaN: calls 3 (rollout 0) are dropped.
+    let r = &recs[0];
+    assert_eq!(r.metrics["dropped_nan"], 1.0, "{:?}", r.metrics);
+    assert_eq!(r.metrics["kept"], 5.0, "{:?}", r.metrics);
+    assert!(r.loss.is_finite() && r.metrics["reward_mean"].is_finite());
+}
+
+#[test]
+fn bad_unigrpo_options_are_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let base = [
+        "train", "--stage", "unigrpo", "--target", "cpu", "--steps", "1",
+    ];
+    let cases: [(&[&str], &str); 6] = [
+        (&["--group-size", "1"], "--group-size must be at least 2"),
+        (
+            &["--inner-steps", "0"],
+            "--inner-steps (μ) must be at least 1",
+        ),
+        (
+            &["--clip-eps", "0"],
+            "--clip-eps must be a finite number above 0",
+        ),
+        (
+            &["--clip-eps=-0.2"],
+            "--clip-eps must be a finite number above 0",
+        ),
+        (
+            &["--prompt-len", "5000"],
+            "longer than the model's max_sequence_length",
+        ),
+        (&["--reward", "clip"], "needs HF CLIP weights"),
+    ];
+    for (args, needle) in cases {
+        let all: Vec<&str> = base.iter().chain(args).copied().collect();
+        assert_one_line_error(mmada_cli(&all, d.path()), needle);
+    }
+    assert_one_line_error(
+        mmada_cli(&[&base[..], &["--seq", "64"]].concat(), d.path()),
+        "--seq does not apply to --stage unigrpo",
+    );
+}
+
+#[test]
+fn sigkill_while_saving_keeps_the_previous_checkpoint() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let args = [
+        "train",
+        "--stage",
+        "unigrpo",
+        "--target",
+        "cpu",
+        "--log",
+        "--batch",
+        "1",
+        "--group-size",
+        "2",
+        "--inner-steps",
+        "2",
+        "--rollout-gen-length",
+        "16",
+        "--rollout-steps",
+        "4",
+        "--rollout-block-length",
+        "16",
+        "--steps",
+        "4",
+        "--save-every",
+        "1",
+        "--out",
+    ];
+    for point in [
+        "save-after-optimizer",
+        "save-after-objective",
+        "save-before-publish",
+    ] {
+        let _ = std::fs::remove_dir_all(out);
+        std::fs::create_dir_all(out).unwrap();
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_mmada"))
+            .args(args)
+            .arg(out)
+            .env("MMADA_FAILPOINT", format!("{point}@3"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(st.signal(), Some(9), "{point}: killed by SIGKILL ({st:?})");
+        assert_eq!(
+            std::fs::read_to_string(out.join("latest")).unwrap(),
+            "checkpoint-2",
+            "{point}"
+        );
+        assert!(!out.join("checkpoint-3").exists(), "{point}");
+        let ck = mmada_models::trainer::load_checkpoint(&out.join("checkpoint-2")).unwrap();
+        assert_eq!(ck.state.step, 2);
+        assert!(
+            ck.objective.keys().any(|k| k.starts_with("ref.")),
+            "{point}"
+        );
+    }
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_mmada"))
+        .args(args)
+        .arg(out)
+        .arg("--resume")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        std::fs::read_to_string(out.join("latest")).unwrap(),
+        "checkpoint-4"
+    );
+}
