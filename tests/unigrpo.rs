@@ -57,6 +57,7 @@ fn inputs(
         w.iter().map(|(k, v)| (k.clone(), cast(v, fd))).collect();
     ins.insert("input_ids".into(), batch["input_ids"].clone());
     ins.insert("masked".into(), batch["masked"].clone());
+    ins.insert("scored".into(), batch["masked"].clone());
     ins.insert("key_mask".into(), batch["key_mask"].clone());
     ins.insert("old_logp".into(), cast(&batch["old_logp"], fd));
     ins.insert("ref_logp".into(), cast(&batch["ref_logp"], fd));
@@ -136,11 +137,15 @@ fn every_parameter_gradient_matches_finite_differences_in_f64() {
         shape: vec![6, 9],
         fill: Fill::Int(ids),
     });
-    for name in ["masked", "key_mask"] {
+    for (name, from) in [
+        ("masked", "masked"),
+        ("scored", "masked"),
+        ("key_mask", "key_mask"),
+    ] {
         ins.push(GradInput {
             name,
             shape: vec![6, 9],
-            fill: Fill::Bool(bools(name)),
+            fill: Fill::Bool(bools(from)),
         });
     }
     // π_old and π_ref far enough from π_θ that both sides of the clip are exercised.
@@ -161,11 +166,12 @@ fn every_parameter_gradient_matches_finite_differences_in_f64() {
         let b = GrpoBatch {
             input_ids: x[n],
             masked: x[n + 1],
-            key_mask: x[n + 2],
-            old_logp: x[n + 3],
-            ref_logp: x[n + 4],
-            reward: x[n + 5],
-            valid: x[n + 6],
+            scored: x[n + 2],
+            key_mask: x[n + 3],
+            old_logp: x[n + 4],
+            ref_logp: x[n + 5],
+            reward: x[n + 6],
+            valid: x[n + 7],
         };
         Ok(objective(g, &cfg64, &params, &spec(false), b)?.objective)
     })

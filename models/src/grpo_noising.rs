@@ -19,7 +19,8 @@
 //!
 //! The alternatives, as options:
 //! - [`Noising::D1`] (d1's diffu-GRPO): every completion token masked, and each prompt token
-//!   with probability 0.15 (the only scheme here that masks the prompt);
+//!   with probability 0.15 (the only scheme here that masks the prompt — in the input only: the
+//!   objective scores completion tokens, [`Masks::scored`]);
 //! - [`Noising::Random`] (dLLM-RL's random masking): per gradient step and completion a ratio
 //!   `t ~ U(lo, hi)` (0.1, 0.9 there), each completion token masked with probability t (at
 //!   least one).
@@ -104,18 +105,42 @@ pub fn r1(seed: u64, rollout: usize, row: usize) -> f64 {
     uniform(seed, (rollout as i64) << 32, STREAM_R1, row as u64)
 }
 
-/// One row of a batch to mask: its length and where its completion starts.
+/// The masks of one gradient step, row after row (`Σ len` entries each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Masks {
+    /// Positions replaced by `[MASK]` in the input.
+    pub input: Vec<bool>,
+    /// The masked completion positions the objective reads (within `input`): d1's masked
+    /// prompt tokens and the always-masked padding after a trimmed completion are not scored.
+    pub scored: Vec<bool>,
+}
+
+/// One row of a batch to mask: its length, where its completion starts and ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowSpan {
     /// Tokens before the completion (never masked by the structured and random schemes).
     pub prompt_len: usize,
+    /// Where the completion ends (≤ `len`): the positions after it are padding, masked in the
+    /// input (as dLLM-RL does) and never scored (`len`: the whole generated span is the
+    /// completion, d1's choice).
+    pub end: usize,
     /// Tokens in the row.
     pub len: usize,
 }
 
-/// The masks of one gradient step: bool per position, row after row (`Σ len` entries).
-/// `rollout` keys `r₁`, `inner` (0-based, < μ) picks the timestep and `grad_step` keys the
-/// positions.
+impl RowSpan {
+    /// A row whose completion runs to its end.
+    pub fn full(prompt_len: usize, len: usize) -> RowSpan {
+        RowSpan {
+            prompt_len,
+            end: len,
+            len,
+        }
+    }
+}
+
+/// The masks of one gradient step. `rollout` keys `r₁`, `inner` (0-based, < μ) picks the
+/// timestep and `grad_step` keys the positions.
 pub fn masks(
     scheme: Noising,
     seed: u64,
@@ -124,40 +149,41 @@ pub fn masks(
     mu: usize,
     grad_step: usize,
     rows: &[RowSpan],
-) -> Vec<bool> {
+) -> Masks {
     let off = (grad_step as i64) << 32;
     let mut out = Vec::new();
     let mut base = 0u64;
     for (b, r) in rows.iter().enumerate() {
-        let a = r.len - r.prompt_len.min(r.len);
+        let end = r.end.min(r.len);
+        let start = r.prompt_len.min(end);
+        let a = end - start;
         let idx = |i: usize| base + i as u64;
         match scheme {
             Noising::Structured => {
                 let t = structured_timesteps(r1(seed, rollout, b), mu, T_TOTAL);
                 let p = t[inner.min(t.len() - 1)] as f64 / T_TOTAL as f64;
                 let k = masked_count(p, a);
-                out.extend(std::iter::repeat_n(false, r.len - a));
-                out.extend(lowest_k(seed, off, r.prompt_len, a, k, &idx));
+                out.extend(std::iter::repeat_n(false, start));
+                out.extend(lowest_k(seed, off, start, a, k, &idx));
             }
             Noising::D1 { prompt_p } => {
-                for i in 0..r.len {
-                    let m =
-                        i >= r.prompt_len || uniform(seed, off, STREAM_PROMPT, idx(i)) < prompt_p;
-                    out.push(m);
+                for i in 0..start {
+                    out.push(uniform(seed, off, STREAM_PROMPT, idx(i)) < prompt_p);
                 }
+                out.extend(std::iter::repeat_n(true, a));
             }
             Noising::Random { lo, hi } => {
                 let t = lo + (hi - lo) * uniform(seed, off, STREAM_RATIO, b as u64);
-                out.extend(std::iter::repeat_n(false, r.len - a));
-                let mut m: Vec<bool> = (r.prompt_len..r.len)
+                out.extend(std::iter::repeat_n(false, start));
+                let mut m: Vec<bool> = (start..end)
                     .map(|i| uniform(seed, off, STREAM_SCORE, idx(i)) < t)
                     .collect();
                 if a > 0 && !m.iter().any(|&x| x) {
                     // At least one: the position with the smallest score.
                     let best = (0..a)
                         .min_by(|&i, &j| {
-                            let si = uniform(seed, off, STREAM_SCORE, idx(r.prompt_len + i));
-                            let sj = uniform(seed, off, STREAM_SCORE, idx(r.prompt_len + j));
+                            let si = uniform(seed, off, STREAM_SCORE, idx(start + i));
+                            let sj = uniform(seed, off, STREAM_SCORE, idx(start + j));
                             si.total_cmp(&sj)
                         })
                         .unwrap_or(0);
@@ -166,9 +192,29 @@ pub fn masks(
                 out.extend(m);
             }
         }
+        out.extend(std::iter::repeat_n(false, r.len - end));
         base += r.len as u64;
     }
-    out
+    // `out` holds the drawn positions (completion, and d1's prompt tokens). Scored: the drawn
+    // completion tokens; input: the drawn positions and the padding after each completion.
+    let (completion, padding) = regions(rows);
+    let scored = out.iter().zip(&completion).map(|(&m, &c)| m && c).collect();
+    let input = out.iter().zip(&padding).map(|(&m, &p)| m || p).collect();
+    Masks { input, scored }
+}
+
+/// Per position of every row: whether it is in the completion (`prompt_len..end`) and whether
+/// it is padding after it (`end..len`).
+fn regions(rows: &[RowSpan]) -> (Vec<bool>, Vec<bool>) {
+    let mut completion = Vec::new();
+    let mut padding = Vec::new();
+    for r in rows {
+        let end = r.end.min(r.len);
+        let start = r.prompt_len.min(end);
+        completion.extend((0..r.len).map(|i| i >= start && i < end));
+        padding.extend((0..r.len).map(|i| i >= end));
+    }
+    (completion, padding)
 }
 
 /// The `a` completion flags of a row starting at `start`: true for the `k` positions with the
@@ -220,24 +266,20 @@ mod tests {
 
     #[test]
     fn mask_counts_are_the_ratio_of_the_completion() {
+        // The second row's completion ends at 20: its last 5 positions are padding.
         let rows = [
-            RowSpan {
-                prompt_len: 5,
-                len: 25,
-            },
+            RowSpan::full(5, 25),
             RowSpan {
                 prompt_len: 9,
+                end: 20,
                 len: 25,
             },
-            RowSpan {
-                prompt_len: 0,
-                len: 13,
-            },
+            RowSpan::full(0, 13),
         ];
         let mu = 4;
         for rollout in 0..30 {
             for inner in 0..mu {
-                let m = masks(
+                let ms = masks(
                     Noising::Structured,
                     7,
                     rollout,
@@ -246,12 +288,17 @@ mod tests {
                     rollout * mu + inner,
                     &rows,
                 );
+                let m = &ms.scored;
                 let mut base = 0;
                 for (b, r) in rows.iter().enumerate() {
                     let row = &m[base..base + r.len];
-                    assert!(row[..r.prompt_len].iter().all(|&x| !x), "prompt masked");
+                    let input = &ms.input[base..base + r.len];
+                    assert!(input[..r.prompt_len].iter().all(|&x| !x), "prompt masked");
+                    assert!(row[r.end..].iter().all(|&x| !x), "padding scored");
+                    assert!(input[r.end..].iter().all(|&x| x), "padding visible");
+                    assert_eq!(&input[..r.end], &row[..r.end]);
                     let t = structured_timesteps(r1(7, rollout, b), mu, T_TOTAL)[inner];
-                    let a = r.len - r.prompt_len;
+                    let a = r.end - r.prompt_len;
                     let want = ((t as f64 / 1000.0 * a as f64).round() as usize).clamp(1, a);
                     assert_eq!(row.iter().filter(|&&x| x).count(), want);
                     base += r.len;
@@ -262,16 +309,15 @@ mod tests {
 
     #[test]
     fn the_prompt_is_never_masked_and_each_step_draws_fresh_positions() {
-        let rows = [RowSpan {
-            prompt_len: 11,
-            len: 40,
-        }; 3];
+        let rows = [RowSpan::full(11, 40); 3];
         let mut seen = std::collections::HashSet::new();
         let mut masked_total = 0usize;
         let mut partial = 0usize;
         for step in 0..2000 {
             for scheme in [Noising::Structured, Noising::Random { lo: 0.1, hi: 0.9 }] {
-                let m = masks(scheme, 3, step / 4, step % 4, 4, step, &rows);
+                let ms = masks(scheme, 3, step / 4, step % 4, 4, step, &rows);
+                assert_eq!(ms.input, ms.scored, "{scheme:?}: nothing to trim");
+                let m = ms.scored;
                 for r in 0..3 {
                     let row = &m[r * 40..(r + 1) * 40];
                     assert!(
@@ -303,10 +349,16 @@ mod tests {
         // d1 masks the whole completion and ~15 % of the prompt.
         let mut prompt_hits = 0usize;
         for step in 0..500 {
-            let m = masks(Noising::D1 { prompt_p: 0.15 }, 3, 0, 0, 1, step, &rows);
+            let ms = masks(Noising::D1 { prompt_p: 0.15 }, 3, 0, 0, 1, step, &rows);
             for r in 0..3 {
-                let row = &m[r * 40..(r + 1) * 40];
+                let row = &ms.input[r * 40..(r + 1) * 40];
+                let scored = &ms.scored[r * 40..(r + 1) * 40];
                 assert!(row[11..].iter().all(|&x| x));
+                assert!(scored[11..].iter().all(|&x| x));
+                assert!(
+                    scored[..11].iter().all(|&x| !x),
+                    "d1: a prompt token is scored"
+                );
                 prompt_hits += row[..11].iter().filter(|&&x| x).count();
             }
         }

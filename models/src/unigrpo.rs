@@ -19,8 +19,10 @@
 //! left-padded with the end-of-text id, which attention does not see (`key_mask`, in the
 //! sampler and the objective alike; with RoPE's relative positions a padded prompt gives the
 //! unpadded prompt's logits); longer ones are left out of the task (counted). The
-//! completion is the whole generated span (d1's choice): text after the first end-of-turn or
-//! end-of-text is padding the policy chose to write.
+//! completion is the whole generated span by default (d1's choice: text after the first
+//! end-of-turn or end-of-text is padding the policy chose to write); `--trim-padding` masks
+//! only up to and including that first end token (dLLM-RL's choice), so a short answer's
+//! reward is not spread over the padding after it.
 //!
 //! Defaults, against the two public references (spec §5.3; UniGRPO's own are unpublished):
 //!
@@ -99,7 +101,9 @@ pub struct GrpoOptions {
     pub clip_eps: f64,
     /// KL coefficient β (0: no reference policy).
     pub kl_beta: f64,
-    /// Copy the parameters into the reference policy every this many steps (0: never).
+    /// Copy the parameters into the reference policy every this many steps (0: never). The
+    /// copy is taken at that step; a rollout in progress keeps the reference log-probs it
+    /// computed at its start, so the new reference acts from the next rollout on.
     pub ref_refresh: usize,
     /// Leave groups whose rewards are all equal out of the objective.
     pub drop_zero_variance: bool,
@@ -111,6 +115,10 @@ pub struct GrpoOptions {
     pub clip_weights: Option<PathBuf>,
     /// Tokens every prompt is padded to.
     pub prompt_len: usize,
+    /// Mask only up to the completion's first end-of-turn / end-of-text (included), not the
+    /// padding the sampler wrote after it (dLLM-RL's choice; d1 masks the whole span).
+    #[serde(default)]
+    pub trim_padding: bool,
     /// The sampler of the rollouts.
     pub rollout: RolloutOptions,
 }
@@ -128,6 +136,7 @@ impl Default for GrpoOptions {
             reward: "math".into(),
             clip_weights: None,
             prompt_len: 96,
+            trim_padding: false,
             rollout: RolloutOptions::default(),
         }
     }
@@ -453,14 +462,27 @@ impl UniGrpo {
         self.skipped
     }
 
-    fn rows(&self) -> Vec<RowSpan> {
-        vec![
-            RowSpan {
-                prompt_len: self.g.prompt_len,
-                len: self.spec.seq,
-            };
-            self.spec.rows()
-        ]
+    /// The rows to mask of a rollout's sequences (`[B, L]` ids): the completion runs to the
+    /// row's end, or with `trim_padding` to its first end-of-turn or end-of-text.
+    fn spans(&self, ids: &[i64]) -> Vec<RowSpan> {
+        let (l, lp) = (self.spec.seq, self.g.prompt_len);
+        ids.chunks(l)
+            .map(|row| {
+                let end = if self.g.trim_padding {
+                    row[lp..]
+                        .iter()
+                        .position(|&t| t == self.tok.eos || t == self.tok.eot_id)
+                        .map_or(l, |i| lp + i + 1)
+                } else {
+                    l
+                };
+                RowSpan {
+                    prompt_len: lp,
+                    end,
+                    len: l,
+                }
+            })
+            .collect()
     }
 
     /// The text of a completion: its ids up to the first end-of-turn or end-of-text,
@@ -560,9 +582,10 @@ impl UniGrpo {
         // π_old and π_ref under each inner step's mask.
         let ids_t = Tensor::from_i64(Shape(vec![p * gs, l]), ids.clone())?;
         let (mut old, mut refl) = (Vec::new(), Vec::new());
+        let spans = self.spans(&ids);
         for n in 0..self.g.inner_steps {
             let step = index * self.g.inner_steps + n;
-            let m = self.mask(index, n, step)?;
+            let (m, _) = self.mask(index, n, step, &spans)?;
             let mut ins = IndexMap::new();
             ins.insert("input_ids".to_string(), ids_t.clone());
             ins.insert("masked".to_string(), m);
@@ -599,8 +622,14 @@ impl UniGrpo {
         })
     }
 
-    /// The mask of inner step `n` of rollout `index`, gradient step `step`.
-    fn mask(&self, index: usize, n: usize, step: usize) -> Result<Tensor, ModelsError> {
+    /// The input and scored masks of inner step `n` of rollout `index`, gradient step `step`.
+    fn mask(
+        &self,
+        index: usize,
+        n: usize,
+        step: usize,
+        spans: &[RowSpan],
+    ) -> Result<(Tensor, Tensor), ModelsError> {
         let m = masks(
             self.g.noising,
             self.opts.seed,
@@ -608,9 +637,13 @@ impl UniGrpo {
             n,
             self.g.inner_steps,
             step,
-            &self.rows(),
+            spans,
         );
-        bool_tensor(&m, [self.spec.rows(), self.spec.seq])
+        let shape = [self.spec.rows(), self.spec.seq];
+        Ok((
+            bool_tensor(&m.input, shape)?,
+            bool_tensor(&m.scored, shape)?,
+        ))
     }
 
     /// Appends a rollout's completions to `<out>/rollouts.jsonl` (one object per completion:
@@ -747,11 +780,11 @@ impl Objective for UniGrpo {
         if self.rollout.as_ref().is_none_or(|r| r.index != index) {
             self.rollout = Some(self.roll_out(index, exe)?);
         }
-        let mask = self.mask(index, n, step)?;
         let r = self
             .rollout
             .as_ref()
             .ok_or_else(|| ModelsError::Options("internal: no rollout batch".into()))?;
+        let (mask, scored) = self.mask(index, n, step, &self.spans(&r.ids))?;
         let (b, l) = (self.spec.rows(), self.spec.seq);
         let mut ins = IndexMap::new();
         ins.insert(
@@ -759,6 +792,7 @@ impl Objective for UniGrpo {
             Tensor::from_i64(Shape(vec![b, l]), r.ids.clone())?,
         );
         ins.insert("masked".to_string(), mask);
+        ins.insert("scored".to_string(), scored);
         ins.insert("key_mask".to_string(), bool_tensor(&r.key_mask, [b, l])?);
         ins.insert("old_logp".to_string(), r.old[n].clone());
         ins.insert("ref_logp".to_string(), r.refl[n].clone());

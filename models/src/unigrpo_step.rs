@@ -7,8 +7,11 @@
 //!   AdamW, as the masked-diffusion training step does.
 //!
 //! For a batch of P prompts × G completions (B = P·G rows, L positions, row b = p·G + i), with
-//! `x₀` the prompt and completion, `m` the mask of the gradient step (never the prompt under
-//! structured noising), rewards `R` and a validity flag per row:
+//! `x₀` the prompt and completion, `masked` the positions replaced by `[MASK]` in the input,
+//! `m` (`scored`) the masked completion tokens the objective reads (the same positions under
+//! structured and random noising; d1 also masks prompt tokens in the input, and dLLM-RL the
+//! padding after the answer, neither of which is scored), rewards `R` and a validity flag per
+//! row:
 //! - advantages `Â_b = (R_b − mean_g R) / (std_g R + 1e-4)` over the valid rows of the group
 //!   (std with Bessel's correction, as d1 and TRL's GRPO compute it); a group of zero variance
 //!   gives Â = 0, or, with `drop_zero_variance`, is left out;
@@ -19,8 +22,11 @@
 //!   aggregation `(1/G) Σ_i`, averaged over prompts): `J`. The loss is `−J`.
 //!
 //! Outputs besides `loss` and `grad_norm`: `kl` (the same aggregation of kl alone),
-//! `clip_frac` (masked tokens of kept rows with `|r − 1| > ε`), `entropy` (mean entropy of the
-//! policy at those tokens, nats), `advantage` `[B]` and `kept` (rows in the objective).
+//! `clip_frac` (scored tokens of kept rows where the clip is active: `r > 1 + ε` with `Â > 0`
+//! or `r < 1 − ε` with `Â < 0`), `entropy` (mean entropy of the policy at those tokens,
+//! nats), `advantage` `[B]` and `kept` (rows in the objective). The exponentials take
+//! `m·(ℓ − ℓ^old)` and `m·(ℓ^ref − ℓ)`, so positions outside the objective (whose log-probs
+//! are free to drift) never overflow into `inf·0`.
 
 use crate::config::LladaConfig;
 use crate::llada::{declare_params, logits, param_specs};
@@ -135,8 +141,10 @@ pub fn logprob_graph(cfg: &LladaConfig, rows: usize, seq: usize, reference: bool
 pub struct GrpoBatch {
     /// Clean ids `[B, L]` (i64).
     pub input_ids: NodeId,
-    /// Masked positions `[B, L]` (bool).
+    /// Positions replaced by `[MASK]` in the input `[B, L]` (bool).
     pub masked: NodeId,
+    /// Masked completion positions the objective reads `[B, L]` (bool, within `masked`).
+    pub scored: NodeId,
     /// Keys attention may read `[B, L]` (bool; false on left padding).
     pub key_mask: NodeId,
     /// π_old log-probabilities `[B, L]`.
@@ -230,8 +238,9 @@ pub fn objective(
         name: "entropy".into(),
         msg: "not built".into(),
     })?;
-    let m = g.cast(batch.masked, fd)?;
+    let m = g.cast(batch.scored, fd)?;
     let d = g.sub(logp, batch.old_logp)?;
+    let d = g.mul(d, m)?;
     let ratio = g.unary(UnaryOp::Exp, d)?;
     let a = g.reshape(adv, [b, 1])?;
     let s1 = g.mul(ratio, a)?;
@@ -240,6 +249,7 @@ pub fn objective(
     let s2 = g.mul(clipped, a)?;
     let surr = g.binary(BinaryOp::Min, s1, s2)?;
     let e = g.sub(batch.ref_logp, logp)?;
+    let e = g.mul(e, m)?;
     let ee = g.unary(UnaryOp::Exp, e)?;
     let kl = g.sub(ee, e)?;
     let kl = g.binary_scalar(BinaryOp::Sub, kl, 1.0)?;
@@ -266,10 +276,16 @@ pub fn objective(
     let tok = g.mul(m, km)?;
     let ntok = total(g, tok)?;
     let ntok1 = at_least_one(g, ntok)?;
-    let dev = g.binary_scalar(BinaryOp::Sub, ratio, 1.0)?;
-    let dev = g.unary(UnaryOp::Abs, dev)?;
-    let eps = g.full(fd, spec.clip_eps, mmada_ir::Shape::scalar())?;
-    let out = g.compare(CompareOp::Gt, dev, eps)?;
+    let zero = g.full(fd, 0.0, mmada_ir::Shape::scalar())?;
+    let hi = g.full(fd, 1.0 + spec.clip_eps, mmada_ir::Shape::scalar())?;
+    let lo = g.full(fd, 1.0 - spec.clip_eps, mmada_ir::Shape::scalar())?;
+    let above = g.compare(CompareOp::Gt, ratio, hi)?;
+    let pos = g.compare(CompareOp::Gt, a, zero)?;
+    let up = g.binary(BinaryOp::And, above, pos)?;
+    let below = g.compare(CompareOp::Lt, ratio, lo)?;
+    let neg = g.compare(CompareOp::Lt, a, zero)?;
+    let down = g.binary(BinaryOp::And, below, neg)?;
+    let out = g.binary(BinaryOp::Or, up, down)?;
     let out = g.cast(out, fd)?;
     let out = g.mul(out, tok)?;
     let out = total(g, out)?;
@@ -287,14 +303,15 @@ pub fn objective(
     })
 }
 
-/// Declares the batch inputs of the objective: `input_ids`, `masked`, `key_mask` (role
-/// `State`, shared with the sampler), `old_logp`, `ref_logp`, `reward`, `valid`.
+/// Declares the batch inputs of the objective: `input_ids`, `masked`, `scored`, `key_mask`
+/// (role `State`, shared with the sampler), `old_logp`, `ref_logp`, `reward`, `valid`.
 pub fn declare_batch(g: &mut Graph, cfg: &LladaConfig, spec: &GrpoSpec) -> Result<GrpoBatch> {
     let fd = value_dtype(cfg);
     let (b, l) = (spec.rows(), spec.seq);
     Ok(GrpoBatch {
         input_ids: g.input("input_ids", DType::I64, [b, l])?,
         masked: g.input("masked", DType::Bool, [b, l])?,
+        scored: g.input("scored", DType::Bool, [b, l])?,
         key_mask: g.add_input("key_mask", Role::State, DType::Bool, [b, l])?,
         old_logp: g.input("old_logp", fd, [b, l])?,
         ref_logp: g.input("ref_logp", fd, [b, l])?,

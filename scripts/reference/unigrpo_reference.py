@@ -13,8 +13,9 @@ pi_old / pi_ref log-probabilities and rewards given, it computes:
     r     = exp(l - l_old); s = min(r A, clip(r, 1-eps, 1+eps) A)
     kl    = exp(l_ref - l) - (l_ref - l) - 1
     row_b = sum_k m_bk (s - beta kl) / sum_k m_bk;   J = mean over kept rows of row_b
-and the diagnostics kl (same aggregation of kl), clip_frac (masked tokens of kept rows with
-|r - 1| > eps), entropy (mean entropy there).
+and the diagnostics kl (same aggregation of kl), clip_frac (masked tokens of kept rows where
+the clip is active: r > 1 + eps with A > 0, or r < 1 - eps with A < 0), entropy (mean
+entropy there).
 
 Regenerate (from the repository root; numpy 2.x, safetensors):
     python3 -m venv /tmp/np && /tmp/np/bin/pip install numpy safetensors
@@ -79,7 +80,7 @@ def objective(w, cfg, x0, masked, key_mask, old, refl, reward, valid, drop):
             kl_terms.append(kl)
             if keep[b]:
                 n_tok += 1
-                out += abs(r - 1) > EPS
+                out += (r > 1 + EPS and adv[b] > 0) or (r < 1 - EPS and adv[b] < 0)
                 ent_sum += ent[b, k]
         rows.append(np.mean(terms))
         kls.append(np.mean(kl_terms))

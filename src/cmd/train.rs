@@ -152,6 +152,10 @@ struct GrpoArgs {
     /// Tokens every prompt is left-padded to (longer prompts are left out).
     #[arg(long, default_value_t = 96)]
     prompt_len: usize,
+    /// Mask each completion only up to its first end-of-turn / end-of-text (dLLM-RL), not the
+    /// padding after it (d1 and the default: the whole generated span).
+    #[arg(long)]
+    trim_padding: bool,
     /// Generated tokens per completion.
     #[arg(long, default_value_t = 64)]
     rollout_gen_length: usize,
@@ -285,6 +289,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             reward: g.reward.clone(),
             clip_weights: g.clip.clone(),
             prompt_len: g.prompt_len,
+            trim_padding: g.trim_padding,
             rollout: RolloutOptions {
                 gen_length: g.rollout_gen_length,
                 steps: g.rollout_steps,
