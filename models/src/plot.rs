@@ -130,29 +130,13 @@ fn moving_average(raw: &[(f64, f64)]) -> Vec<(f64, f64)> {
 
 /// The trainer's loss chart: the loss of every step and its 20-step moving average.
 pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String> {
-    let raw: Vec<(f64, f64)> = points.iter().map(|&(s, l)| (s as f64, l)).collect();
-    let avg = moving_average(&raw);
-    Chart {
-        title: "mmada train: masked-diffusion loss",
-        x_label: "optimiser step",
-        x_integer: true,
-        y_label: "loss (nats per token)",
-        series: vec![
-            Series {
-                name: "loss per step",
-                points: raw,
-                color: RGBColor(150, 170, 220),
-                width: 1,
-            },
-            Series {
-                name: "moving average (20 steps)",
-                points: avg,
-                color: RGBColor(200, 40, 40),
-                width: 2,
-            },
-        ],
-    }
-    .write_png(path)
+    step_chart(
+        "mmada train: masked-diffusion loss",
+        "loss (nats per token)",
+        "loss per step",
+        points,
+        path,
+    )
 }
 
 /// A chart of one metric per step (`title`, `y_label`) and its 20-step moving average: the
@@ -160,6 +144,17 @@ pub fn loss_curve_png(points: &[(usize, f64)], path: &Path) -> Result<(), String
 pub fn metric_curve_png(
     title: &str,
     y_label: &str,
+    points: &[(usize, f64)],
+    path: &Path,
+) -> Result<(), String> {
+    step_chart(title, y_label, "per step", points, path)
+}
+
+/// A value per optimiser step (series `raw_name`) with its 20-step moving average.
+fn step_chart(
+    title: &str,
+    y_label: &str,
+    raw_name: &str,
     points: &[(usize, f64)],
     path: &Path,
 ) -> Result<(), String> {
@@ -172,7 +167,7 @@ pub fn metric_curve_png(
         y_label,
         series: vec![
             Series {
-                name: "per step",
+                name: raw_name,
                 points: raw,
                 color: RGBColor(150, 170, 220),
                 width: 1,

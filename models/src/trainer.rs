@@ -717,55 +717,49 @@ pub fn train_with(
     let pos = resumed
         .as_ref()
         .map_or(DataPosition::default(), |c| c.state.data);
-    if let Some(u) = &opts.unigrpo {
-        let reward = match reward {
-            Some(r) => r,
-            None => crate::reward::by_name(&u.reward, u.clip_weights.as_deref())?,
-        };
-        let run = GrpoRun {
-            prompts: opts.batch,
-            seed: opts.seed,
-            data: opts.data.clone(),
-            out: opts.out.clone(),
-        };
-        let mut objective = UniGrpo::new(&run, u, &cfg, &tok, reward, pos)?;
-        progress.data(objective.prompts(), objective.skipped());
-        let run = Run {
-            opts: &opts,
-            cfg: &cfg,
-            tok: &tok,
-            weights: &weights,
-            resumed: resumed.as_ref(),
-            hyper,
-            target,
-            backend,
-        };
-        return run_loop(&mut objective, run, progress);
-    }
-    let (rows, skipped) = load_rows(&opts, &tok)?;
-    progress.data(rows.len(), skipped);
-    let mut objective: Box<dyn Objective> = match &opts.multimodal {
-        None => Box::new(MaskedDiffusion::new(&opts, rows, pos)?),
-        Some(m) => {
-            let streams = resumed
-                .as_ref()
-                .map(|c| c.state.streams.clone())
-                .unwrap_or_default();
-            let mix = MixRun {
-                seq: opts.seq,
-                batch: opts.batch,
-                seed: opts.seed,
-                coef_lm: opts.coef_lm,
+    let mut objective: Box<dyn Objective> = match &opts.unigrpo {
+        Some(u) => {
+            let reward = match reward {
+                Some(r) => r,
+                None => crate::reward::by_name(&u.reward, u.clip_weights.as_deref())?,
             };
-            Box::new(Multimodal::new(
-                m,
-                mix,
-                tok.clone(),
-                cfg.rows(),
-                rows,
-                pos,
-                &streams,
-            )?)
+            let run = GrpoRun {
+                prompts: opts.batch,
+                seed: opts.seed,
+                data: opts.data.clone(),
+                out: opts.out.clone(),
+            };
+            let objective = UniGrpo::new(&run, u, &cfg, &tok, reward, pos)?;
+            progress.data(objective.prompts(), objective.skipped());
+            Box::new(objective)
+        }
+        None => {
+            let (rows, skipped) = load_rows(&opts, &tok)?;
+            progress.data(rows.len(), skipped);
+            match &opts.multimodal {
+                None => Box::new(MaskedDiffusion::new(&opts, rows, pos)?),
+                Some(m) => {
+                    let streams = resumed
+                        .as_ref()
+                        .map(|c| c.state.streams.clone())
+                        .unwrap_or_default();
+                    let mix = MixRun {
+                        seq: opts.seq,
+                        batch: opts.batch,
+                        seed: opts.seed,
+                        coef_lm: opts.coef_lm,
+                    };
+                    Box::new(Multimodal::new(
+                        m,
+                        mix,
+                        tok.clone(),
+                        cfg.rows(),
+                        rows,
+                        pos,
+                        &streams,
+                    )?)
+                }
+            }
         }
     };
     let run = Run {

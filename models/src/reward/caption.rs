@@ -3,7 +3,7 @@
 //! ([`crate::digit_classifier::named_digit`]: the first numeral or whole English digit word),
 //! so "It is a seven." and "7" both name 7, and "Eight, not 3" names 8.
 
-use super::{Completion, Reward, Sample};
+use super::{Reward, Sample};
 use crate::digit_classifier::named_digit;
 use crate::ModelsError;
 
@@ -17,17 +17,8 @@ impl Reward for CaptionReward {
     }
 
     fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
-        let Completion::Text(text) = s.completion else {
-            return Err(ModelsError::Input(
-                "the caption reward scores text answers, got an image".into(),
-            ));
-        };
-        let want: usize = s.target.trim().parse().map_err(|_| {
-            ModelsError::Input(format!(
-                "the caption reward's target must be a digit label 0-9, got '{}'",
-                s.target
-            ))
-        })?;
+        let text = s.text(self.name())?;
+        let want = s.digit_label(self.name())?;
         Ok(f64::from(u8::from(named_digit(text) == Some(want))))
     }
 }
@@ -35,6 +26,7 @@ impl Reward for CaptionReward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reward::Completion;
 
     #[test]
     fn names_of_the_digit_score_one() {

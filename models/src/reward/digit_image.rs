@@ -2,7 +2,7 @@
 //! probability that the generated image shows the digit the prompt asked for (a dense reward
 //! in [0, 1]; its argmax is the t2i accuracy the sampling benchmarks report).
 
-use super::{Completion, Reward, Sample};
+use super::{Reward, Sample};
 use crate::digit_classifier::{features, DigitClassifier};
 use crate::ModelsError;
 
@@ -26,17 +26,8 @@ impl Reward for DigitImageReward {
     }
 
     fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
-        let Completion::Image(chw) = s.completion else {
-            return Err(ModelsError::Input(
-                "the t2i reward scores images, got text".into(),
-            ));
-        };
-        let want: usize = s.target.trim().parse().map_err(|_| {
-            ModelsError::Input(format!(
-                "the t2i reward's target must be a digit label 0-9, got '{}'",
-                s.target
-            ))
-        })?;
+        let chw = s.image(self.name())?;
+        let want = s.digit_label(self.name())?;
         let p = self.classifier.probabilities(&features(chw)?);
         p.get(want)
             .map(|&v| v as f64)
@@ -48,6 +39,7 @@ impl Reward for DigitImageReward {
 mod tests {
     use super::*;
     use crate::digits::Digits;
+    use crate::reward::Completion;
 
     #[test]
     fn real_digits_score_high_for_their_label_and_low_for_others() {

@@ -16,7 +16,7 @@
 //! **Format**: trimmed, the response starts with `<think>`, holds exactly one `<think>` and one
 //! `</think>`, non-blank reasoning between them and a non-blank answer after.
 
-use super::{Completion, Reward, Sample};
+use super::{Reward, Sample};
 use crate::ModelsError;
 
 /// Correctness 2.0 + format 0.5 (the weights are fields, for other tasks).
@@ -147,11 +147,7 @@ impl Reward for MathReward {
     }
 
     fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
-        let Completion::Text(text) = s.completion else {
-            return Err(ModelsError::Input(
-                "the math reward scores text completions, got an image".into(),
-            ));
-        };
+        let text = s.text(self.name())?;
         let correct = extract_answer(text).is_some_and(|p| matches(p, s.target));
         let mut r = 0.0;
         if correct {
@@ -167,6 +163,7 @@ impl Reward for MathReward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reward::Completion;
 
     fn score(text: &str, target: &str) -> f64 {
         MathReward::default()

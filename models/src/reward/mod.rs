@@ -37,6 +37,38 @@ pub struct Sample<'a> {
     pub completion: Completion<'a>,
 }
 
+impl<'a> Sample<'a> {
+    /// The completion's text; an error naming `reward` when it is an image.
+    pub fn text(&self, reward: &str) -> Result<&'a str, ModelsError> {
+        match self.completion {
+            Completion::Text(t) => Ok(t),
+            Completion::Image(_) => Err(ModelsError::Input(format!(
+                "the {reward} reward scores text completions, got an image"
+            ))),
+        }
+    }
+
+    /// The completion's image; an error naming `reward` when it is text.
+    pub fn image(&self, reward: &str) -> Result<&'a [f32], ModelsError> {
+        match self.completion {
+            Completion::Image(chw) => Ok(chw),
+            Completion::Text(_) => Err(ModelsError::Input(format!(
+                "the {reward} reward scores images, got text"
+            ))),
+        }
+    }
+
+    /// The target read as a digit label (`"0"`…`"9"`); an error naming `reward` otherwise.
+    pub fn digit_label(&self, reward: &str) -> Result<usize, ModelsError> {
+        self.target.trim().parse().map_err(|_| {
+            ModelsError::Input(format!(
+                "the {reward} reward's target must be a digit label 0-9, got '{}'",
+                self.target
+            ))
+        })
+    }
+}
+
 /// A reward function.
 pub trait Reward {
     /// Name for logs and metrics.
