@@ -54,6 +54,9 @@ enum Cmd {
     /// Compile the embedded example, run it compiled and on the reference interpreter, and
     /// compare.
     Demo(cmd::demo::Args),
+    /// Search the kernel templates' knobs on this machine for a benchmark case or a graph
+    /// spec; keep every timing in the tuning cache that `compile` reads.
+    Tune(cmd::tune::Args),
 }
 
 fn dispatch(cmd: Cmd) -> Result<(), error::CliError> {
@@ -71,6 +74,7 @@ fn dispatch(cmd: Cmd) -> Result<(), error::CliError> {
         Cmd::Tokenize(a) => cmd::tokenize::run(a),
         Cmd::Detokenize(a) => cmd::tokenize::run_detokenize(a),
         Cmd::Demo(a) => cmd::demo::run(a),
+        Cmd::Tune(a) => cmd::tune::run(a),
     }
 }
 

@@ -32,7 +32,8 @@ fn dump_flag_and_environment_give_the_same_files() {
         c.args(["compile", spec, "--no-ptxas", "-o"])
             .args(extra)
             .current_dir(dir.path())
-            .env_remove("MMADA_DUMP_DIR");
+            .env_remove("MMADA_DUMP_DIR")
+            .env("MMADA_TUNE_CACHE", dir.path().join(".tune-cache"));
         if let Some(e) = env {
             c.env("MMADA_DUMP_DIR", e);
         }

@@ -114,7 +114,10 @@ fn non_default_knobs_run_on_both_targets_and_show_in_inspect() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("matmul[mma=1 tile=8] (chosen)"), "{text}");
+    assert!(
+        text.contains("matmul[host_library=1 host_split=0 mma=1 tile=8] (chosen)"),
+        "{text}"
+    );
     assert!(text.contains("reduction[block=64 host_lanes="), "{text}");
     assert!(
         text.contains("knob settings: matmul.tile=8 reduction.block=64"),

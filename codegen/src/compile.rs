@@ -15,7 +15,7 @@
 //! Each stage is timed ([`Report`]); `mmada compile -v` prints the table.
 
 use crate::artifact::{Artifact, EntryInfo, KernelInfo, Manifest};
-use crate::backend::{kir_passes, lower, BackendOptions};
+use crate::backend::{kir_passes, lower, BackendOptions, CompiledKernels};
 use crate::kir::Kernel;
 use crate::memory::share_buffers;
 use crate::plan::{disjoint_kernels, plan};
@@ -52,7 +52,15 @@ pub struct CompileOptions {
     pub choices: Choices,
     /// Where every stage writes what it produced (nowhere by default).
     pub dump: DumpSink,
+    /// Machine code lowered by earlier compiles, by a hash of the kernels and targets: the
+    /// tuner compiles one graph under many candidates, and a candidate that changes only how
+    /// launches are dispatched (not the kernels) then skips the lowering.
+    pub lower_cache: Option<LowerCache>,
 }
+
+/// Lowered machine code by a hash of what was lowered (see [`CompileOptions::lower_cache`]).
+pub type LowerCache =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, CompiledKernels>>>;
 
 impl Default for CompileOptions {
     fn default() -> Self {
@@ -62,6 +70,7 @@ impl Default for CompileOptions {
             ptx_check: PtxCheck::Auto,
             choices: Choices::default(),
             dump: DumpSink::none(),
+            lower_cache: None,
         }
     }
 }
@@ -251,6 +260,8 @@ pub fn compile_kernel(kernel: &Kernel, opts: &CompileOptions) -> Result<Artifact
         args: (0..kernel.params.len()).collect(),
         gpu: launch.clone(),
         host: Dispatch::Kernel(launch),
+        host_split: crate::template::HOST_SPLIT_DEFAULT as u32,
+        tune_key: None,
     });
     let source = json(kernel)?;
     let mut report = Report::default();
@@ -286,7 +297,29 @@ fn finish(
     let kernel_dump = dump.sub("kernels");
     let per_target = report.time("kir", || kir_passes(&kernels, &opts.backend, &kernel_dump))?;
     let compiled = report.time("lower", || {
-        lower(&per_target, &disjoint, &opts.backend, &kernel_dump)
+        let Some(cache) = opts.lower_cache.as_ref().filter(|_| !kernel_dump.enabled()) else {
+            return lower(&per_target, &disjoint, &opts.backend, &kernel_dump);
+        };
+        let mut h = Sha256::new();
+        h.update(
+            serde_json::to_vec(&per_target.host).map_err(|e| CodegenError::Kir(e.to_string()))?,
+        );
+        h.update(
+            serde_json::to_vec(&per_target.gpu).map_err(|e| CodegenError::Kir(e.to_string()))?,
+        );
+        let mut names: Vec<&String> = disjoint.iter().collect();
+        names.sort();
+        h.update(format!("{names:?} {:?}", opts.backend).as_bytes());
+        let key = hex::encode(h.finalize());
+        let hit = cache.lock().ok().and_then(|c| c.get(&key).cloned());
+        if let Some(c) = hit {
+            return Ok(c);
+        }
+        let c = lower(&per_target, &disjoint, &opts.backend, &kernel_dump)?;
+        if let Ok(mut m) = cache.lock() {
+            m.insert(key, c.clone());
+        }
+        Ok(c)
     })?;
 
     let mut infos: Vec<KernelInfo> = kernels
@@ -361,7 +394,18 @@ fn finish(
             host_cpu: opts.backend.host.clone(),
             gpu_archs: compiled.ptx.iter().map(|(a, _)| *a).collect(),
             ptx_features: crate::llvm::PTX_FEATURES.into(),
-            choices: choices.clone(),
+            choices: {
+                // The winners the kernels were built from (not the whole cache).
+                let used: std::collections::HashSet<&str> = kernels
+                    .iter()
+                    .filter_map(|k| k.template.as_ref())
+                    .filter(|t| t.tuned)
+                    .filter_map(|t| t.tune_key.as_deref())
+                    .collect();
+                let mut c = choices.clone();
+                c.tuned.retain(|k, _| used.contains(k.as_str()));
+                c
+            },
             kernels: infos,
             sections: Vec::new(),
         };

@@ -40,6 +40,7 @@ pub mod plan;
 pub mod program;
 pub mod ptxas;
 pub mod template;
+pub mod tune;
 
 pub use arch::SmArch;
 pub use error::CodegenError;

@@ -188,6 +188,8 @@ mod tests {
                 args,
                 host: Dispatch::Kernel(k.clone()),
                 gpu: k,
+                host_split: 4,
+                tune_key: None,
             });
             if rng.random_bool(0.1) {
                 plan.outputs.push(Binding {

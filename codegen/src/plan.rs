@@ -149,6 +149,18 @@ pub struct Launch {
     pub gpu: KernelLaunch,
     /// On the host: the same kernel, a CPU-friendly variant of it, or a library call.
     pub host: Dispatch,
+    /// How the host spreads the launch over threads: for a kernel, chunks of the grid per
+    /// pool thread (0: the calling thread runs it all); for a product, the cut (0 the
+    /// heuristic, 1 one thread, 2 rows of C, 3 columns). The template's `host_split` knob.
+    #[serde(default = "default_host_split")]
+    pub host_split: u32,
+    /// The tune key of the node's kernel ([`crate::tune::key`]); None for hand-built launches.
+    #[serde(default)]
+    pub tune_key: Option<String>,
+}
+
+fn default_host_split() -> u32 {
+    crate::template::HOST_SPLIT_DEFAULT as u32
 }
 
 impl Launch {
@@ -366,7 +378,9 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                 };
                 let mut args: Vec<usize> = g.operands(id).iter().map(source).collect();
                 args.push(b);
-                let host = if matches!(op, Op::MatMul) && n.dtype == DType::F32 {
+                let used = kernels::node_config(g, id, choices)?;
+                let library = used.config.0.get("host_library").is_none_or(|&v| v == 1);
+                let host = if matches!(op, Op::MatMul) && n.dtype == DType::F32 && library {
                     Dispatch::Call(LibraryCall::GemmF32(kernels::matmul_shape(
                         g, id, &absorbed,
                     )))
@@ -380,11 +394,24 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                 } else {
                     Dispatch::Kernel(host_kernel.unwrap_or_else(|| gpu.clone()))
                 };
+                let default_split = if matches!(host, Dispatch::Call(_)) {
+                    0
+                } else {
+                    crate::template::HOST_SPLIT_DEFAULT
+                };
+                // A product's `host_split` cuts the library call; its generated kernel (with
+                // `host_library = 0`) takes the default chunks.
+                let knob = (matches!(host, Dispatch::Call(_)) || !matches!(op, Op::MatMul))
+                    .then(|| used.config.0.get("host_split").copied())
+                    .flatten();
+                let host_split = knob.unwrap_or(default_split) as u32;
                 plan.launches.push(Launch {
                     node: g.describe(id),
                     args,
                     gpu,
                     host,
+                    host_split,
+                    tune_key: used.tune_key,
                 });
             }
         }

@@ -9,17 +9,22 @@
 //!
 //! | key | knobs (default) | kernels |
 //! |---|---|---|
-//! | `elementwise` | `block` (256) | fused elementwise groups, views, casts |
-//! | `reduction` | `block` (256), `host_lanes` (CPU) | sums, max/min over axes, fused into their inputs |
-//! | `softmax` | `block` (256), `host_lanes` (CPU) | row softmax, fused into its input |
-//! | `matmul` | `tile` (16), `mma` (1) | batched matrix products (generated kernel; the CPU calls gemm for f32; bf16 on the GPU uses tensor cores when `mma = 1`) |
-//! | `conv` | `block` (256) | 2-D convolution and its gradients |
+//! | `elementwise` | `block` (256), `host_lanes` (CPU), `host_split` (4) | fused elementwise groups, views, casts |
+//! | `reduction` | `block` (256), `host_lanes` (CPU), `host_split` (4) | sums, max/min over axes, fused into their inputs |
+//! | `softmax` | `block` (256), `host_lanes` (CPU), `host_split` (4) | row softmax, fused into its input |
+//! | `matmul` | `tile` (16), `mma` (1), `host_library` (1), `host_split` (0) | batched matrix products (generated kernel; the CPU calls gemm for f32 when `host_library = 1`; bf16 on the GPU uses tensor cores when `mma = 1`) |
+//! | `conv` | `block` (256), `host_split` (4) | 2-D convolution and its gradients |
 //! | `conv_gemm` | `tile` (16) | stride-1 convolutions as an implicit GEMM (generated kernel; the CPU calls its shifted-product routine) |
-//! | `scan` | `block` (256) | cumulative sums, top-k |
-//! | `index` | `block` (256) | gathers, scatter-adds |
-//! | `rng` | `block` (256) | Philox random streams |
-//! | `remask` | `block` (256) | the fused confidence top-k remask of a sampler step (one block per row) |
+//! | `scan` | `block` (256), `host_split` (4) | cumulative sums, top-k |
+//! | `index` | `block` (256), `host_split` (4) | gathers, scatter-adds |
+//! | `rng` | `block` (256), `host_split` (4) | Philox random streams |
+//! | `remask` | `block` (256), `host_split` (4) | the fused confidence top-k remask of a sampler step (one block per row) |
 //! | `attention` | `block` (64), `key_tile` (32), `mma` (1) | fused attention forward: `block` query rows per block, K/V staged `key_tile` keys at a time (generated kernel; the CPU calls its per-head routine for f32); bf16 on the GPU on tensor cores when `mma = 1` |
+//!
+//! Each knob says which code it changes ([`KnobTarget`]); `mmada tune` searches a target's
+//! knobs only. Configurations come from, in order of precedence: the user's `--knob` settings
+//! (per template), the tuner's winners (per kernel, by tune key: [`crate::tune::key`]), the
+//! heuristic default.
 //!
 //! A knob's value is an upper bound where the problem is smaller (a row of 40 elements gets a
 //! block of 64 under `block = 256`). `host_lanes` is the width of the host variants' partial
@@ -32,6 +37,28 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Which code a knob changes: the tuner searches, per target, only the knobs that change it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KnobTarget {
+    /// Host code and its dispatch only.
+    Host,
+    /// GPU kernels only.
+    Gpu,
+    /// Both.
+    Both,
+}
+
+impl KnobTarget {
+    /// Whether a knob of this kind changes the code of `target` (`host`: the CPU; else GPU).
+    pub fn changes(self, host: bool) -> bool {
+        match self {
+            KnobTarget::Both => true,
+            KnobTarget::Host => host,
+            KnobTarget::Gpu => !host,
+        }
+    }
+}
+
 /// One knob of a template: a name and the values it may take.
 #[derive(Clone, Copy, Debug)]
 pub struct Knob {
@@ -41,6 +68,8 @@ pub struct Knob {
     pub values: &'static [u64],
     /// What it controls.
     pub doc: &'static str,
+    /// The code it changes.
+    pub target: KnobTarget,
 }
 
 /// A configuration: a value for each knob of one template.
@@ -121,16 +150,41 @@ const BLOCK: Knob = Knob {
     name: "block",
     values: &[32, 64, 128, 256, 512, 1024],
     doc: "threads per block (at most; small problems take fewer)",
+    target: KnobTarget::Both,
 };
 const HOST_LANES: Knob = Knob {
     name: "host_lanes",
     values: &[1, 2, 4, 8, 16, 32],
-    doc: "partial accumulators per host thread (the CPU's f32 vector width)",
+    doc: "partial accumulators per host thread and lanes of the host thread loop (the CPU's f32 \
+          vector width by default)",
+    target: KnobTarget::Host,
+};
+const HOST_SPLIT: Knob = Knob {
+    name: "host_split",
+    values: &[0, 1, 2, 4, 8, 16],
+    doc: "chunks of the grid per host thread (0: the calling thread runs the whole launch, no \
+          hand-off to the pool)",
+    target: KnobTarget::Host,
+};
+const GEMM_SPLIT: Knob = Knob {
+    name: "host_split",
+    values: &[0, 1, 2, 3],
+    doc: "how the host product is cut across threads: 0 the heuristic (batches first, then the \
+          longer side), 1 one part per product (batches still spread), 2 rows of C, 3 columns \
+          of C",
+    target: KnobTarget::Host,
+};
+const HOST_LIBRARY: Knob = Knob {
+    name: "host_library",
+    values: &[0, 1],
+    doc: "f32 products on the host: 1 the gemm library, 0 the generated tiled kernel",
+    target: KnobTarget::Host,
 };
 const TILE: Knob = Knob {
     name: "tile",
     values: &[4, 8, 16, 32],
     doc: "output tile edge: tile × tile threads per block, two tile² f32 shared tiles",
+    target: KnobTarget::Both,
 };
 
 const MMA: Knob = Knob {
@@ -138,6 +192,7 @@ const MMA: Knob = Knob {
     values: &[0, 1],
     doc: "bf16 products on tensor cores on the GPU (mma.sync m16n8k16, f32 accumulate, \
           64 × 64 tiles of 4 warps); 0 keeps the SIMT kernel",
+    target: KnobTarget::Gpu,
 };
 
 const MMA_ATTENTION: Knob = Knob {
@@ -146,16 +201,30 @@ const MMA_ATTENTION: Knob = Knob {
     doc: "bf16 attention with head dims up to 128 on tensor cores on the GPU (FlashAttention-2 \
           on mma.sync m16n8k16: 64 query rows of 4 warps, 32-key tiles, P from registers); 0 \
           keeps the SIMT kernel",
+    target: KnobTarget::Gpu,
 };
 
 const KEY_TILE: Knob = Knob {
     name: "key_tile",
     values: &[8, 16, 32, 64],
     doc: "keys per shared K/V tile (at most; fewer when the tiles would pass 48 KiB)",
+    target: KnobTarget::Gpu,
+};
+const ATTENTION_BLOCK: Knob = Knob {
+    name: "block",
+    values: &[32, 64, 128, 256, 512, 1024],
+    doc: "query rows per block (at most)",
+    target: KnobTarget::Gpu,
 };
 
+/// Chunks of a launch's grid per host thread by default.
+pub const HOST_SPLIT_DEFAULT: u64 = 4;
+
 fn block_default(_: &TargetLimits) -> Config {
-    Config(BTreeMap::from([("block".into(), 256)]))
+    Config(BTreeMap::from([
+        ("block".into(), 256),
+        ("host_split".into(), HOST_SPLIT_DEFAULT),
+    ]))
 }
 
 fn block_and_lanes_default(t: &TargetLimits) -> Config {
@@ -182,7 +251,7 @@ macro_rules! block_template {
         /// See the table in the module docs.
         pub static $name: Template = Template {
             key: $key,
-            knobs: &[BLOCK],
+            knobs: &[BLOCK, HOST_SPLIT],
             shared_bytes: no_shared,
             threads: block_threads,
             default: block_default,
@@ -190,7 +259,6 @@ macro_rules! block_template {
     };
 }
 
-block_template!(ELEMENTWISE, "elementwise");
 block_template!(CONV, "conv");
 block_template!(SCAN, "scan");
 block_template!(INDEX, "index");
@@ -198,9 +266,18 @@ block_template!(RNG, "rng");
 block_template!(REMASK, "remask");
 
 /// See the table in the module docs.
+pub static ELEMENTWISE: Template = Template {
+    key: "elementwise",
+    knobs: &[BLOCK, HOST_LANES, HOST_SPLIT],
+    shared_bytes: no_shared,
+    threads: block_threads,
+    default: block_and_lanes_default,
+};
+
+/// See the table in the module docs.
 pub static REDUCTION: Template = Template {
     key: "reduction",
-    knobs: &[BLOCK, HOST_LANES],
+    knobs: &[BLOCK, HOST_LANES, HOST_SPLIT],
     shared_bytes: tree_shared,
     threads: block_threads,
     default: block_and_lanes_default,
@@ -209,7 +286,7 @@ pub static REDUCTION: Template = Template {
 /// See the table in the module docs.
 pub static SOFTMAX: Template = Template {
     key: "softmax",
-    knobs: &[BLOCK, HOST_LANES],
+    knobs: &[BLOCK, HOST_LANES, HOST_SPLIT],
     shared_bytes: tree_shared,
     threads: block_threads,
     default: block_and_lanes_default,
@@ -218,11 +295,18 @@ pub static SOFTMAX: Template = Template {
 /// See the table in the module docs.
 pub static MATMUL: Template = Template {
     key: "matmul",
-    knobs: &[TILE, MMA],
+    knobs: &[TILE, MMA, HOST_LIBRARY, GEMM_SPLIT],
     // The SIMT kernel's two f32 tiles, or the tensor-core kernel's two padded bf16 tiles.
     shared_bytes: |c| (2 * c.get("tile") * c.get("tile") * 4).max(10_240),
     threads: |c| (c.get("tile") * c.get("tile")).max(128),
-    default: |_| Config(BTreeMap::from([("tile".into(), 16), ("mma".into(), 1)])),
+    default: |_| {
+        Config(BTreeMap::from([
+            ("tile".into(), 16),
+            ("mma".into(), 1),
+            ("host_library".into(), 1),
+            ("host_split".into(), 0),
+        ]))
+    },
 };
 
 /// See the table in the module docs.
@@ -237,7 +321,7 @@ pub static CONV_GEMM: Template = Template {
 /// See the table in the module docs.
 pub static ATTENTION: Template = Template {
     key: "attention",
-    knobs: &[BLOCK, KEY_TILE, MMA_ATTENTION],
+    knobs: &[ATTENTION_BLOCK, KEY_TILE, MMA_ATTENTION],
     // SIMT: K, V (head dims up to 128) and the bias of one key tile. Tensor cores: padded bf16
     // tiles of 64 query rows and 32 keys at head dim 128, and the bias.
     shared_bytes: |c| (c.get("key_tile") * (128 + 128 + 1) * 4).max(34_944),
@@ -336,6 +420,12 @@ pub struct TemplateUse {
     pub config: Config,
     /// Whether it differs from the heuristic default.
     pub chosen: bool,
+    /// The kernel's tune key ([`crate::tune::key`]), when it was built from a graph node.
+    #[serde(default)]
+    pub tune_key: Option<String>,
+    /// Whether the tuner's winner for that key was applied.
+    #[serde(default)]
+    pub tuned: bool,
 }
 
 /// Knob settings by template key (absent knobs take the default), and the targets they must
@@ -347,6 +437,10 @@ pub struct Choices {
     /// The targets (filled in by the compiler driver from the build's targets).
     #[serde(default)]
     pub targets: TargetLimits,
+    /// The tuner's winners: tune key → configuration (read from the tuning cache by the
+    /// compiler driver; a winner invalid for the targets is not applied).
+    #[serde(default)]
+    pub tuned: IndexMap<String, Config>,
 }
 
 impl Choices {
@@ -396,8 +490,24 @@ impl Choices {
     /// The configuration of `t`: its default for the targets with these settings applied,
     /// checked against the targets.
     pub fn config(&self, t: &Template) -> Result<TemplateUse, String> {
+        self.config_for(t, None)
+    }
+
+    /// The configuration of the kernel with tune key `key` of template `t`: the default, then
+    /// the tuner's winner for the key (when it is valid for the targets), then the settings;
+    /// checked against the targets.
+    pub fn config_for(&self, t: &Template, key: Option<&str>) -> Result<TemplateUse, String> {
         let default = t.default_config(&self.targets);
         let mut config = default.clone();
+        let mut tuned = false;
+        if let Some(w) = key.and_then(|k| self.tuned.get(k)) {
+            let mut with = default.clone();
+            with.0.extend(w.0.iter().map(|(k, v)| (k.clone(), *v)));
+            if t.check(&with, &self.targets).is_ok() {
+                tuned = with != default;
+                config = with;
+            }
+        }
         if let Some(s) = self.settings.get(t.key) {
             config.0.extend(s.iter().map(|(k, v)| (k.clone(), *v)));
         }
@@ -406,6 +516,8 @@ impl Choices {
             key: t.key.to_string(),
             chosen: config != default,
             config,
+            tune_key: key.map(str::to_string),
+            tuned,
         })
     }
 

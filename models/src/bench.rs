@@ -10,6 +10,7 @@ use crate::train_step::{exp_avg, exp_avg_sq, train_step_graph, StepHyper};
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
+use mmada_codegen::template::Choices;
 use mmada_ir::{DType, Tensor};
 use mmada_runtime::{open_artifact, Executor, Target};
 use std::time::Instant;
@@ -179,7 +180,17 @@ pub fn prepare(
     target: Target,
     backend: BackendOptions,
 ) -> Result<Prepared, Box<dyn std::error::Error>> {
-    let (art, ins) = compile_case(case, backend)?;
+    prepare_with(case, target, backend, Choices::default())
+}
+
+/// [`prepare`] with knob choices (the tuner's winners, `--knob` settings).
+pub fn prepare_with(
+    case: &Case,
+    target: Target,
+    backend: BackendOptions,
+    choices: Choices,
+) -> Result<Prepared, Box<dyn std::error::Error>> {
+    let (art, ins) = compile_case_with(case, backend, choices)?;
     let mut exe = open_artifact(art, target)?;
     set_weights(exe.as_mut(), case)?;
     Ok((exe, ins))
@@ -191,6 +202,16 @@ fn compile_case(
     backend: BackendOptions,
 ) -> Result<(mmada_codegen::artifact::Artifact, IndexMap<String, Tensor>), Box<dyn std::error::Error>>
 {
+    compile_case_with(case, backend, Choices::default())
+}
+
+type CompiledCase = (mmada_codegen::artifact::Artifact, IndexMap<String, Tensor>);
+
+fn compile_case_with(
+    case: &Case,
+    backend: BackendOptions,
+    choices: Choices,
+) -> Result<CompiledCase, Box<dyn std::error::Error>> {
     let (g, ins) = case_graph(case)?;
     let art = compile(
         &g,
@@ -198,6 +219,7 @@ fn compile_case(
             name: format!("{}-{:?}", case.preset, case.figure),
             backend,
             ptx_check: PtxCheck::Skip,
+            choices,
             ..CompileOptions::default()
         },
     )?;
@@ -506,4 +528,43 @@ pub fn time_sampling(
         ids: last.ids.swap_remove(0),
         reference_ids: reference.ids[0].clone(),
     })
+}
+
+/// A case as the tuner times it: its graph, and a workload whose resident inputs are the
+/// case's deterministic weights (and zero optimiser state for the training step).
+pub fn case_workload(
+    case: &Case,
+) -> Result<(mmada_ir::Graph, mmada_runtime::tune::Workload), Box<dyn std::error::Error>> {
+    let (g, inputs) = case_graph(case)?;
+    let mut resident = Vec::new();
+    if case.is_magvit() {
+        let prefix = if case.figure == Figure::Encode {
+            "encoder."
+        } else {
+            "decoder."
+        };
+        resident.extend(
+            magvit_weights(&MagvitConfig::default())
+                .into_iter()
+                .filter(|(n, _)| n.starts_with(prefix)),
+        );
+    } else {
+        let cfg = LladaConfig::preset(case.preset).ok_or("unknown preset")?;
+        for (n, t) in random_weights(&cfg, 7) {
+            if case.figure == Figure::TrainStep {
+                let z = Tensor::zeros(DType::F32, t.shape().clone());
+                resident.push((exp_avg(&n), z.clone()));
+                resident.push((exp_avg_sq(&n), z));
+            }
+            resident.push((n, t));
+        }
+    }
+    Ok((
+        g,
+        mmada_runtime::tune::Workload {
+            entry: "main".into(),
+            resident,
+            inputs,
+        },
+    ))
 }

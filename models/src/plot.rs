@@ -215,6 +215,56 @@ pub fn task_losses_png(tasks: &[(String, Vec<(usize, f64)>)], path: &Path) -> Re
     .write_png(path)
 }
 
+/// A bar chart of speed-ups (default time over tuned time), one bar per labelled item, with
+/// the no-change line at 1.
+pub fn speedup_bars_png(title: &str, bars: &[(String, f64)], path: &Path) -> Result<(), String> {
+    register_font()?;
+    let err = |e: DrawingAreaErrorKind<_>| format!("{}: {e}", path.display());
+    let top = bars
+        .iter()
+        .map(|b| b.1)
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let n = bars.len().max(1);
+    let root =
+        BitMapBackend::new(path, (WIDTH.max(24 * n as u32 + 140), HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0f64..n as f64, 0f64..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("kernel (by tune key, in launch order; labels in the table)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("speed-up over the default (×)")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(err)?;
+    let blue = RGBColor(31, 119, 180);
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            let v = if v.is_finite() { *v } else { 0.0 };
+            Rectangle::new(
+                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, v)],
+                blue.filled(),
+            )
+        }))
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 1.0), (n as f64, 1.0)],
+            ShapeStyle::from(&BLACK).stroke_width(1),
+        ))
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

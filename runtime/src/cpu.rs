@@ -4,7 +4,7 @@
 
 use crate::cpu_attention::attention_f32;
 use crate::cpu_conv::conv_f32;
-use crate::cpu_gemm::gemm_f32;
+use crate::cpu_gemm::gemm_f32_cut;
 use crate::executable::{Executable, Executor, Transfers};
 use crate::thread_pool::ThreadPool;
 use crate::RuntimeError;
@@ -301,7 +301,8 @@ impl CpuExecutor {
             HostLaunch::Gemm(s) => {
                 // SAFETY: the program was validated: A, B and C are f32 buffers that hold
                 // this shape, and C is distinct from A and B.
-                unsafe { gemm_f32(&s, p(0) as *mut f32, p(1) as *mut f32, p(2) as *mut f32) };
+                let (a, b, c) = (p(0) as *mut f32, p(1) as *mut f32, p(2) as *mut f32);
+                unsafe { gemm_f32_cut(&s, a, b, c, l.host_split) };
                 return;
             }
             HostLaunch::Conv(s) => {
@@ -321,8 +322,15 @@ impl CpuExecutor {
             HostLaunch::Kernel { entry, grid } => (entry, grid as i64),
         };
         let args = Args(l.args.iter().map(|&a| self.buffers[a].as_ptr()).collect());
+        if l.host_split == 0 {
+            // SAFETY: as below, with the whole grid in one chunk on this thread.
+            unsafe { entry(args.0.as_ptr(), 0, grid) };
+            return;
+        }
         let pool = ThreadPool::global();
-        let chunks = (pool.threads() as i64 * 4).min(grid).max(1);
+        let chunks = (pool.threads() as i64 * l.host_split as i64)
+            .min(grid)
+            .max(1);
         let per = (grid + chunks - 1) / chunks;
         pool.run(chunks as usize, &|c| {
             let lo = c as i64 * per;
@@ -335,6 +343,41 @@ impl CpuExecutor {
                 unsafe { entry(a.0.as_ptr(), lo, hi) };
             }
         });
+    }
+
+    /// Runs launch `i` of entry `entry` alone, on the buffers as they are (for the tuner's
+    /// correctness gate, which feeds two executors the same inputs launch by launch).
+    pub fn run_launch(&mut self, entry: &str, i: usize) -> Result<(), RuntimeError> {
+        let ei = self.exe.entry_index(entry)?;
+        let n = self.exe.program.entries[ei].launches.len();
+        if i >= n {
+            return Err(RuntimeError::Load(format!(
+                "entry {entry} has {n} launches, no launch {i}"
+            )));
+        }
+        self.launch(ei, i);
+        Ok(())
+    }
+
+    /// The bytes of buffer `b` of the program.
+    pub fn buffer_bytes(&self, b: usize) -> Option<&[u8]> {
+        self.buffers.get(b).map(HostBuffer::as_bytes)
+    }
+
+    /// Overwrites buffer `b` with `bytes` (of its exact length).
+    pub fn set_buffer_bytes(&mut self, b: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
+        match self.buffers.get_mut(b) {
+            Some(buf) if buf.bytes == bytes.len() => {
+                buf.as_bytes_mut().copy_from_slice(bytes);
+                Ok(())
+            }
+            Some(buf) => Err(RuntimeError::Load(format!(
+                "buffer {b} holds {} bytes, not {}",
+                buf.bytes,
+                bytes.len()
+            ))),
+            None => Err(RuntimeError::Load(format!("no buffer {b}"))),
+        }
     }
 
     /// Runs entry `entry` like [`Executor::run_entry`] and returns the time of every launch.

@@ -25,6 +25,29 @@ struct Split {
 }
 
 impl Split {
+    /// `cut` is the matmul template's `host_split` knob: 0 the heuristic of [`Split::of`], 1
+    /// one part per product (the batches still spread), 2 the rows of C, 3 its columns (cut
+    /// whatever the size, up to one part per thread and batch).
+    fn with_cut(s: &MatMulShape, threads: usize, cut: u32) -> Split {
+        let (batch, m, n) = (s.batch as usize, s.m as usize, s.n as usize);
+        let rows = match cut {
+            1 => {
+                return Split {
+                    parts: 1,
+                    rows: true,
+                }
+            }
+            2 => true,
+            3 => false,
+            _ => return Split::of(s, threads),
+        };
+        let most = if rows { m.div_ceil(8) } else { n.div_ceil(16) };
+        Split {
+            parts: threads.div_ceil(batch.max(1)).min(most).max(1),
+            rows,
+        }
+    }
+
     /// Batches are spread first; a product is cut only when there are fewer batches than
     /// threads, along its longer side (cutting M repeats the packing of B in every part,
     /// cutting N that of A). Square products with B stored transposed (weights `[n, k]`) are
@@ -60,12 +83,22 @@ impl Split {
     }
 }
 
-/// Batched f32 product `C[b] = A[b] · B[b]` (A and B possibly stored transposed), on the pool.
+/// Batched f32 product `C[b] = A[b] · B[b]` (A and B possibly stored transposed), on the pool,
+/// cut by the heuristic.
 ///
 /// # Safety
 /// `a`, `b` and `c` must hold `batch·m·k`, `batch·k·n` and `batch·m·n` f32 values; `c` must not
 /// overlap the others.
 pub unsafe fn gemm_f32(s: &MatMulShape, a: *const f32, b: *const f32, c: *mut f32) {
+    gemm_f32_cut(s, a, b, c, 0)
+}
+
+/// [`gemm_f32`] with the product cut as the matmul template's `host_split` says (0 the
+/// heuristic, 1 one thread per product, 2 rows of C, 3 columns).
+///
+/// # Safety
+/// As [`gemm_f32`].
+pub unsafe fn gemm_f32_cut(s: &MatMulShape, a: *const f32, b: *const f32, c: *mut f32, cut: u32) {
     let (batch, m, k, n) = (s.batch as usize, s.m as usize, s.k as usize, s.n as usize);
     if m == 0 || n == 0 || batch == 0 {
         return;
@@ -86,7 +119,7 @@ pub unsafe fn gemm_f32(s: &MatMulShape, a: *const f32, b: *const f32, c: *mut f3
         (1, n as isize)
     };
     let pool = ThreadPool::global();
-    let split = Split::of(s, pool.threads());
+    let split = Split::with_cut(s, pool.threads(), cut);
     let (pa, pb, pc) = (a as usize, b as usize, c as usize);
     let task = move |t: usize| {
         let (bi, part) = (t / split.parts, t % split.parts);
@@ -131,7 +164,11 @@ pub unsafe fn gemm_f32(s: &MatMulShape, a: *const f32, b: *const f32, c: *mut f3
             )
         };
     };
-    pool.run(batch * split.parts, &task);
+    if batch * split.parts == 1 {
+        task(0);
+    } else {
+        pool.run(batch * split.parts, &task);
+    }
 }
 
 #[cfg(test)]
@@ -152,9 +189,12 @@ mod tests {
     #[test]
     fn parts_cover_the_product_once() {
         for (m, n) in [(1usize, 1usize), (7, 300), (300, 7), (256, 704), (1000, 17)] {
-            for threads in [1, 2, 3, 8] {
+            for (threads, cut) in [1, 2, 3, 8]
+                .into_iter()
+                .flat_map(|t| (0..4).map(move |c| (t, c)))
+            {
                 let s = shape(1, m as u64, 512, n as u64, false, false);
-                let split = Split::of(&s, threads);
+                let split = Split::with_cut(&s, threads, cut);
                 let len = if split.rows { m } else { n };
                 let mut covered = 0;
                 for p in 0..split.parts {
@@ -189,7 +229,8 @@ mod tests {
                 let a: Vec<f32> = (0..b_ * m_ * k_).map(|_| rnd()).collect();
                 let b: Vec<f32> = (0..b_ * k_ * n_).map(|_| rnd()).collect();
                 let mut c = vec![f32::NAN; b_ * m_ * n_];
-                unsafe { gemm_f32(&s, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) };
+                let cut = (m + n + batch) as u32 % 4;
+                unsafe { gemm_f32_cut(&s, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), cut) };
                 for bi in 0..b_ {
                     for i in 0..m_ {
                         for j in 0..n_ {

@@ -19,6 +19,7 @@ pub mod executable;
 pub mod init;
 pub mod tensor_io;
 pub mod thread_pool;
+pub mod tune;
 
 pub use cpu::CpuExecutor;
 pub use cuda::{cuda_available, CudaExecutor};

@@ -8,8 +8,8 @@ use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
 use mmada_codegen::HostCpu;
 use mmada_models::bench::{
-    case_flops, case_graph, cases, prepare, profile, sampling_prompt, time_runs, time_sampling,
-    Case, Figure, SamplingModel,
+    case_flops, case_graph, cases, prepare_with, profile, sampling_prompt, time_runs,
+    time_sampling, Case, Figure, SamplingModel,
 };
 use mmada_runtime::{tensor_io, Target};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,14 @@ pub struct Args {
     /// `scripts/official_sampling.py`.
     #[arg(long, requires = "sampling")]
     dump_ids: Option<PathBuf>,
+    /// Compile the step and forward with the tuning cache's winners (`mmada tune`); without
+    /// it the benchmarks build with the heuristic defaults.
+    #[arg(long)]
+    tuned: bool,
+    /// With --tuned: the tuning cache directory (default: $MMADA_TUNE_CACHE, else
+    /// ~/.cache/mmada/tune).
+    #[arg(long, requires = "tuned")]
+    tune_cache: Option<PathBuf>,
 }
 
 /// The stable name of a figure in JSON output.
@@ -106,8 +114,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
             host: Some(HostCpu::native()),
             gpu_archs: if on_cpu { vec![] } else { default_gpu_archs() },
         };
-        let (mut exe, ins) =
-            prepare(&case, target, backend).map_err(|e| CliError::Usage(e.to_string()))?;
+        let mut choices = mmada_codegen::template::Choices::default();
+        if a.tuned {
+            choices.tuned = super::compile::tuned_from_cache(&a.tune_cache, &backend)?;
+        }
+        let (mut exe, ins) = prepare_with(&case, target, backend, choices)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         let secs = time_runs(exe.as_mut(), &ins, 2, a.reps)?;
         let tokens = case.batch * case.seq;
         let gflops = case_flops(&case).map_err(|e| CliError::Usage(e.to_string()))? / secs / 1e9;

@@ -58,6 +58,12 @@ pub struct Args {
     /// Print the time of each compiler stage.
     #[arg(short, long)]
     verbose: bool,
+    /// Build with the defaults only, ignoring the tuning cache's winners.
+    #[arg(long)]
+    no_tune_cache: bool,
+    /// The tuning cache directory (default: $MMADA_TUNE_CACHE, else ~/.cache/mmada/tune).
+    #[arg(long)]
+    tune_cache: Option<PathBuf>,
 }
 
 /// The model graphs `mmada compile --graph` builds.
@@ -135,11 +141,43 @@ fn print_report(r: &Report) {
     }
 }
 
+/// The tuning cache's winners for this build's host CPU (none without host code). Ignored
+/// lines are reported once on stderr.
+pub fn tuned_from_cache(
+    dir: &Option<PathBuf>,
+    backend: &mmada_codegen::backend::BackendOptions,
+) -> Result<indexmap::IndexMap<String, mmada_codegen::template::Config>, CliError> {
+    let Some(cpu) = &backend.host else {
+        return Ok(Default::default());
+    };
+    let default_dir = mmada_codegen::tune::cache::TuneCache::default_dir();
+    let path = dir.clone().unwrap_or(default_dir);
+    if dir.is_none() && !path.join(mmada_codegen::tune::cache::FILE_NAME).exists() {
+        return Ok(Default::default());
+    }
+    let cache = super::tune::open_cache(&Some(path))?;
+    let scope = mmada_codegen::tune::host_scope(cpu, &super::tune::compiler_version());
+    let loaded = cache.load(&scope)?;
+    if let Some(w) = loaded.warning(&cache.file()) {
+        eprintln!("warning: {w}");
+    }
+    let limits = mmada_codegen::template::TargetLimits::new(Some(cpu), &backend.gpu_archs);
+    Ok(mmada_codegen::tune::host_winners(
+        &loaded,
+        &limits,
+        !backend.gpu_archs.is_empty(),
+    ))
+}
+
 /// Runs `mmada compile`.
 pub fn run(a: Args) -> Result<(), CliError> {
     // Everything a user can get wrong is checked before any work.
     let backend = backend_options(&a.targets, &a.host_cpu)?;
-    let choices = Choices::parse(&a.knobs).map_err(|e| CliError::Usage(format!("--knob {e}")))?;
+    let mut choices =
+        Choices::parse(&a.knobs).map_err(|e| CliError::Usage(format!("--knob {e}")))?;
+    if !a.no_tune_cache {
+        choices.tuned = tuned_from_cache(&a.tune_cache, &backend)?;
+    }
     let model = match (&a.spec, &a.preset) {
         (_, Some(p)) => Some((
             LladaConfig::preset(p).ok_or_else(|| {
@@ -219,6 +257,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         },
         choices,
         dump: dump_sink(a.dump.clone()),
+        lower_cache: None,
     };
     let t0 = Instant::now();
     let (art, report) = match (model, &a.spec) {

@@ -102,6 +102,17 @@ pub fn run(a: Args) -> Result<(), CliError> {
             .collect();
         println!("  knob settings: {}", set.join(" "));
     }
+    if !m.choices.tuned.is_empty() {
+        let used = m
+            .kernels
+            .iter()
+            .filter(|k| k.template.as_ref().is_some_and(|t| t.tuned))
+            .count();
+        println!(
+            "  tuning cache: {} tuned choices applied, {used} kernels built from them",
+            m.choices.tuned.len()
+        );
+    }
     println!("  kernels:");
     for k in &m.kernels {
         let ptx: Vec<String> = k
@@ -121,7 +132,11 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 "{}[{}]{}",
                 t.key,
                 t.config.describe(),
-                if t.chosen { " (chosen)" } else { "" }
+                match (t.tuned, t.chosen) {
+                    (true, _) => " (tuned)",
+                    (false, true) => " (chosen)",
+                    _ => "",
+                }
             )
         });
         println!(

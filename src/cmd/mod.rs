@@ -13,6 +13,7 @@ pub mod selfcheck;
 pub mod tokenize;
 pub mod train;
 pub mod train_vq;
+pub mod tune;
 
 use crate::error::CliError;
 use clap::ValueEnum;

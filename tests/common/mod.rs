@@ -137,13 +137,15 @@ pub fn cuda_or_skip() -> bool {
     false
 }
 
-/// Runs the `mmada` binary with `args` in `dir` (no dump directory from the environment);
-/// returns (success, stdout, stderr).
+/// Runs the `mmada` binary with `args` in `dir` (no dump directory from the environment, and a
+/// tuning cache in `dir`, so that a user's `~/.cache/mmada/tune` never changes what a test
+/// compiles); returns (success, stdout, stderr).
 pub fn mmada_cli(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mmada"))
         .args(args)
         .current_dir(dir)
         .env_remove("MMADA_DUMP_DIR")
+        .env("MMADA_TUNE_CACHE", dir.join(".tune-cache"))
         .output()
         .expect("spawn mmada");
     (

@@ -56,17 +56,26 @@ pub fn template_of(g: &Graph, id: NodeId) -> &'static Template {
     }
 }
 
-/// The configuration of `t` under `choices`, as an error naming the node when it is invalid.
+/// The configuration of `t` for node `id` under `choices` (looked up by the node's tune key),
+/// as an error naming the node when it is invalid.
 fn resolve(
     g: &Graph,
     id: NodeId,
     t: &Template,
     choices: &Choices,
 ) -> Result<TemplateUse, CodegenError> {
-    choices.config(t).map_err(|msg| CodegenError::Unsupported {
-        node: g.describe(id),
-        msg,
-    })
+    let key = crate::tune::key::tune_key(g, id, t);
+    choices
+        .config_for(t, Some(&key))
+        .map_err(|msg| CodegenError::Unsupported {
+            node: g.describe(id),
+            msg,
+        })
+}
+
+/// The configuration the kernel of node `id` is built from under `choices`.
+pub fn node_config(g: &Graph, id: NodeId, choices: &Choices) -> Result<TemplateUse, CodegenError> {
+    resolve(g, id, template_of(g, id), choices)
 }
 
 /// A host-specific variant of the node's kernel, when one is better on a CPU: reductions over

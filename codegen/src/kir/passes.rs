@@ -21,7 +21,8 @@ pub trait KirPass {
 /// Host only: phases whose thread loop would not vectorise (thread-dependent `div`/`rem` by
 /// less than the block) become [`BlockStmt::LanePhase`]s of `lanes` lanes.
 pub struct LaneSplit {
-    /// Lanes of the inner loop (the CPU's f32 vector width).
+    /// Lanes of the inner loop (the CPU's f32 vector width), unless the kernel's template
+    /// configuration sets `host_lanes`.
     pub lanes: u64,
 }
 
@@ -33,6 +34,11 @@ impl KirPass for LaneSplit {
     fn run(&self, k: &mut Kernel) -> Result<bool, CodegenError> {
         let (mut out, first) = with_lane_vars(k);
         let block = k.block as u64;
+        let lanes = k
+            .template
+            .as_ref()
+            .and_then(|t| t.config.0.get("host_lanes").copied())
+            .unwrap_or(self.lanes);
         let mut changed = false;
         let split = |stmts: &mut Vec<BlockStmt>, changed: &mut bool| {
             fn walk(
@@ -63,7 +69,7 @@ impl KirPass for LaneSplit {
                     }
                 }
             }
-            walk(stmts, block, self.lanes, first, changed);
+            walk(stmts, block, lanes, first, changed);
         };
         split(&mut out.body, &mut changed);
         if changed {

@@ -1,0 +1,67 @@
+//! Autotuning data: what a kernel is tuned as ([`key`]), what may be tried for it
+//! ([`space`]), and the persistent record of every timing ([`cache`]). The search itself times
+//! kernels, so it lives with the executors (`mmada_runtime::tune`).
+
+pub mod cache;
+pub mod key;
+pub mod space;
+
+use crate::template::{self, Config, KnobTarget, TargetLimits};
+use crate::HostCpu;
+use indexmap::IndexMap;
+use sha2::{Digest, Sha256};
+
+/// The cache scope of host code built for `cpu` by compiler `compiler` (e.g.
+/// `mmada 0.1.0 llvm 22.1.0`): `cpu:<name>:<8 hex digits of the feature string>`.
+pub fn host_scope(cpu: &HostCpu, compiler: &str) -> cache::Scope {
+    let features = hex::encode(Sha256::digest(cpu.features.as_bytes()));
+    cache::Scope {
+        target: format!("cpu:{}:{}", cpu.name, &features[..8]),
+        compiler: compiler.to_string(),
+    }
+}
+
+/// The tuned configuration of every key with a winner in `loaded` made with its template's
+/// current host candidate set. With `gpu_too` (the build also makes GPU kernels, which the
+/// host tuning did not time) only the host-only knobs of each winner are kept.
+pub fn host_winners(
+    loaded: &cache::Loaded,
+    limits: &TargetLimits,
+    gpu_too: bool,
+) -> IndexMap<String, Config> {
+    let mut out = IndexMap::new();
+    let keys: Vec<&str> = {
+        let mut seen = std::collections::HashSet::new();
+        loaded
+            .records
+            .iter()
+            .filter(|r| r.kind == cache::RecordKind::Winner)
+            .map(|r| r.key.as_str())
+            .filter(|k| seen.insert(*k))
+            .collect()
+    };
+    for key in keys {
+        let Some(t) = key.split(':').next().and_then(template::template) else {
+            continue;
+        };
+        // The tuner searched the host alone: its candidate set has no GPU limits.
+        let host_only = TargetLimits {
+            host_lanes: limits.host_lanes,
+            gpu_archs: Vec::new(),
+        };
+        let checksum = space::Space::new(t, &host_only, true).checksum();
+        let Some(w) = loaded.winner(key, &checksum) else {
+            continue;
+        };
+        let mut c = w.config.clone();
+        if gpu_too {
+            c.0.retain(|name, _| {
+                t.knobs
+                    .iter()
+                    .any(|k| k.name == name && k.target == KnobTarget::Host)
+            });
+        }
+        out.insert(key.to_string(), c);
+    }
+    out
+}
