@@ -46,5 +46,12 @@ if command -v cargo >/dev/null 2>&1 && [ -d /usr/lib/llvm-22 ]; then
   echo
   MMADA_REQUIRE_CUDA=1 cargo test --release --test cuda_exec > "$B/cuda_tests.txt" 2>&1 || status=1
   grep -E '^test |test result' "$B/cuda_tests.txt"
+  # The tuner on the device (issue 14): its test, then one search of the GEMM and attention
+  # templates (and the rest) of the bench-tiny forward, with the table and chart.
+  MMADA_REQUIRE_CUDA=1 cargo test --release --test tune tuning_on_a_cuda_device \
+    > "$B/tune_tests.txt" 2>&1 || status=1
+  grep -E '^test |test result' "$B/tune_tests.txt"
+  ./target/release/mmada tune --preset bench-tiny --graph forward --target cuda \
+    --budget "${TUNE_BUDGET:-90s}" --cache "$B/tune-cache" --plot "$B/tune-gpu.png" || status=1
 fi
 exit $status

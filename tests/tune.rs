@@ -381,7 +381,10 @@ fn the_tune_command_feeds_compile_and_inspect() {
         (vec!["tune", spec, "--budget", "soon"], "--budget"),
         (vec!["tune", spec, "--budget=-3s"], "--budget"),
         (vec!["tune", spec, "--budget", "0s"], "--budget"),
-        (vec!["tune", spec, "--target", "cuda"], "not built yet"),
+        (
+            vec!["tune", spec, "--target", "gpu"],
+            "--target must be cpu or cuda",
+        ),
         (
             vec!["tune", spec, "--only", "gemm"],
             "no kernel template 'gemm'",
@@ -437,4 +440,62 @@ fn every_host_knob_matches_the_interpreter() {
         let e = common::worst_error_cpu(&g, &art, &[1, 2], -1.0, 1.0, 1.0);
         assert!(e < 1e-4, "{knobs:?}: {e:e}");
     }
+}
+
+/// On a CUDA device (skipped without one; `MMADA_REQUIRE_CUDA=1` in `scripts/gpu-check.sh`
+/// makes that a failure): the GPU knobs are searched with device-event timing and the gate on
+/// the device, and a second run hits the cache.
+#[test]
+fn tuning_on_a_cuda_device() {
+    if !common::cuda_or_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, out) = mmada(
+            &["tune", "examples/softmax_linear.toml", "--target", "cuda"],
+            &dir.path().join("cache"),
+        );
+        assert!(!ok && out.contains("no CUDA device"), "{out}");
+        return;
+    }
+    let (_, cc) = mmada_runtime::cuda::device_info(0).unwrap();
+    let arch = [mmada_codegen::SmArch::SM80, mmada_codegen::SmArch::SM90]
+        .into_iter()
+        .filter(|a| a.runs_on(cc))
+        .max()
+        .unwrap();
+    let lower = LowerCache::default();
+    let compile = move |choices: &Choices| {
+        let opts = CompileOptions {
+            backend: BackendOptions {
+                host: None,
+                gpu_archs: vec![arch],
+            },
+            ptx_check: PtxCheck::Skip,
+            choices: choices.clone(),
+            lower_cache: Some(lower.clone()),
+            ..CompileOptions::default()
+        };
+        compile(&graph(0.5), &opts).map_err(|e| e.to_string())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = TuneCache::open(dir.path()).unwrap();
+    let scope = mmada_codegen::tune::gpu_scope("test device", cc, 0, "mmada test");
+    let limits = TargetLimits::new(None, &[arch]);
+    let opts = TuneOptions {
+        target: mmada_runtime::tune::TuneTarget::Cuda,
+        ..options(5.0)
+    };
+    let run = || {
+        let w = workload();
+        tune(&compile, &w, &cache, &scope, &limits, &opts, &mut |_, _| {}).unwrap()
+    };
+    let first = run();
+    assert!(first.timings > first.keys.len(), "{first:?}");
+    assert_eq!(
+        first.wrong, 0,
+        "no GPU candidate of this graph computes another result"
+    );
+    for k in &first.keys {
+        assert!(k.is_default || k.winner_s <= k.default_s, "{k:?}");
+    }
+    assert_eq!(run().timings, 0);
 }

@@ -148,22 +148,139 @@ impl CudaExecutor {
 
     /// Queues every launch of entry `entry` (no copies, no synchronisation): for timing.
     pub fn launch_entry(&mut self, entry: usize) -> Result<(), RuntimeError> {
-        let e = &self.exe.program.entries[entry];
-        for (l, f) in e.launches.iter().zip(&self.functions[entry]) {
-            let cfg = LaunchConfig {
-                grid_dim: (l.gpu.grid as u32, 1, 1),
-                block_dim: (l.gpu.block, 1, 1),
-                shared_mem_bytes: l.gpu.shared_bytes,
-            };
-            let mut b = self.stream.launch_builder(f);
-            for &a in &l.args {
-                b.arg(&self.buffers[a]);
-            }
-            // SAFETY: argument count and types match the kernel (one pointer per parameter);
-            // the program was validated: every parameter fits its buffer.
-            unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        for i in 0..self.exe.program.entries[entry].launches.len() {
+            self.launch_one(entry, i)?;
         }
         Ok(())
+    }
+
+    /// Queues launch `i` of entry `entry`.
+    fn launch_one(&self, entry: usize, i: usize) -> Result<(), RuntimeError> {
+        let l = &self.exe.program.entries[entry].launches[i];
+        let f = &self.functions[entry][i];
+        let cfg = LaunchConfig {
+            grid_dim: (l.gpu.grid as u32, 1, 1),
+            block_dim: (l.gpu.block, 1, 1),
+            shared_mem_bytes: l.gpu.shared_bytes,
+        };
+        let mut b = self.stream.launch_builder(f);
+        for &a in &l.args {
+            b.arg(&self.buffers[a]);
+        }
+        // SAFETY: argument count and types match the kernel (one pointer per parameter);
+        // the program was validated: every parameter fits its buffer.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    /// Copies an entry's inputs to their buffers.
+    fn upload(&mut self, ei: usize, inputs: &IndexMap<String, Tensor>) -> Result<(), RuntimeError> {
+        let bufs = self
+            .exe
+            .check_inputs(&self.exe.program.entries[ei], inputs, &self.resident)?;
+        for ((name, t), b) in inputs.iter().zip(bufs) {
+            self.stream
+                .memcpy_htod(&t.to_le_bytes(), &mut self.buffers[b])
+                .map_err(cuda_err)?;
+            self.transfers.to_device += 1;
+            self.resident.insert(name.clone());
+        }
+        Ok(())
+    }
+
+    /// Applies an entry's out-of-place updates (device copies).
+    fn apply_updates(&mut self, ei: usize) -> Result<(), RuntimeError> {
+        let updates: Vec<(usize, usize)> = self.exe.program.entries[ei]
+            .updates
+            .iter()
+            .filter(|u| u.from != u.to)
+            .map(|u| (u.from, u.to))
+            .collect();
+        for (from, to) in updates {
+            // Two distinct buffers of one size (validated).
+            let src = std::mem::replace(
+                &mut self.buffers[from],
+                self.stream.null().map_err(cuda_err)?,
+            );
+            let res = self.stream.memcpy_dtod(&src, &mut self.buffers[to]);
+            self.buffers[from] = src;
+            res.map_err(cuda_err)?;
+        }
+        Ok(())
+    }
+
+    /// Runs entry `entry` like [`Executor::run_entry`] with a pair of device events around
+    /// every launch; returns each launch's seconds (for the tuner).
+    pub fn run_entry_timed(
+        &mut self,
+        entry: &str,
+        inputs: &IndexMap<String, Tensor>,
+    ) -> Result<Vec<f64>, RuntimeError> {
+        let ei = self.exe.entry_index(entry)?;
+        self.upload(ei, inputs)?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut events = Vec::new();
+        for i in 0..self.exe.program.entries[ei].launches.len() {
+            let start = self.stream.record_event(timing).map_err(cuda_err)?;
+            self.launch_one(ei, i)?;
+            let end = self.stream.record_event(timing).map_err(cuda_err)?;
+            events.push((start, end));
+        }
+        self.synchronize()?;
+        let times = events
+            .iter()
+            .map(|(a, b)| a.elapsed_ms(b).map(|ms| ms as f64 * 1e-3).map_err(cuda_err))
+            .collect::<Result<Vec<f64>, RuntimeError>>()?;
+        self.apply_updates(ei)?;
+        Ok(times)
+    }
+
+    /// Runs launch `i` of entry `entry` alone on the buffers as they are, and waits for it (for
+    /// the tuner's correctness gate).
+    pub fn run_launch(&mut self, entry: &str, i: usize) -> Result<(), RuntimeError> {
+        let ei = self.exe.entry_index(entry)?;
+        let n = self.exe.program.entries[ei].launches.len();
+        if i >= n {
+            return Err(RuntimeError::Missing(format!(
+                "entry {entry} has {n} launches, no launch {i}"
+            )));
+        }
+        self.launch_one(ei, i)?;
+        self.synchronize()
+    }
+
+    /// Bytes of program buffer `b` (its allocation may be larger: at least one byte).
+    fn buffer_len(&self, b: usize) -> Result<usize, RuntimeError> {
+        self.exe
+            .program
+            .buffers
+            .get(b)
+            .map(|d| d.len as usize * d.dtype.size_bytes())
+            .ok_or_else(|| RuntimeError::Missing(format!("no buffer {b}")))
+    }
+
+    /// The bytes of buffer `b` of the program (a device-to-host copy).
+    pub fn buffer_bytes(&mut self, b: usize) -> Result<Vec<u8>, RuntimeError> {
+        let n = self.buffer_len(b)?;
+        let mut bytes = self.stream.clone_dtoh(&self.buffers[b]).map_err(cuda_err)?;
+        bytes.truncate(n);
+        Ok(bytes)
+    }
+
+    /// Overwrites buffer `b` with `bytes` (of its exact length).
+    pub fn set_buffer_bytes(&mut self, b: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let n = self.buffer_len(b)?;
+        if n != bytes.len() {
+            return Err(RuntimeError::Missing(format!(
+                "buffer {b} holds {n} bytes, not {}",
+                bytes.len()
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut view = self.buffers[b].slice_mut(0..n);
+        self.stream.memcpy_htod(bytes, &mut view).map_err(cuda_err)
     }
 
     fn download(&mut self, b: &mmada_codegen::plan::Binding) -> Result<Tensor, RuntimeError> {
@@ -193,34 +310,9 @@ impl Executor for CudaExecutor {
         inputs: &IndexMap<String, Tensor>,
     ) -> Result<(), RuntimeError> {
         let ei = self.exe.entry_index(entry)?;
-        let bufs = self
-            .exe
-            .check_inputs(&self.exe.program.entries[ei], inputs, &self.resident)?;
-        for ((name, t), b) in inputs.iter().zip(bufs) {
-            self.stream
-                .memcpy_htod(&t.to_le_bytes(), &mut self.buffers[b])
-                .map_err(cuda_err)?;
-            self.transfers.to_device += 1;
-            self.resident.insert(name.clone());
-        }
+        self.upload(ei, inputs)?;
         self.launch_entry(ei)?;
-        let updates: Vec<(usize, usize)> = self.exe.program.entries[ei]
-            .updates
-            .iter()
-            .filter(|u| u.from != u.to)
-            .map(|u| (u.from, u.to))
-            .collect();
-        for (from, to) in updates {
-            // Two distinct buffers of one size (validated).
-            let src = std::mem::replace(
-                &mut self.buffers[from],
-                self.stream.null().map_err(cuda_err)?,
-            );
-            let res = self.stream.memcpy_dtod(&src, &mut self.buffers[to]);
-            self.buffers[from] = src;
-            res.map_err(cuda_err)?;
-        }
-        Ok(())
+        self.apply_updates(ei)
     }
 
     fn read_output(&mut self, entry: &str, name: &str) -> Result<Tensor, RuntimeError> {
@@ -253,4 +345,28 @@ impl Executor for CudaExecutor {
     fn transfers(&self) -> Transfers {
         self.transfers
     }
+}
+
+/// The name and compute capability (e.g. 90) of device `ordinal`.
+pub fn device_info(ordinal: usize) -> Result<(String, u32), RuntimeError> {
+    if !cuda_available() {
+        return Err(RuntimeError::NoCuda(
+            "the CUDA driver library is missing or reports no device".into(),
+        ));
+    }
+    let ctx = CudaContext::new(ordinal).map_err(cuda_err)?;
+    let (major, minor) = ctx.compute_capability().map_err(cuda_err)?;
+    Ok((ctx.name().map_err(cuda_err)?, (major * 10 + minor) as u32))
+}
+
+/// The CUDA driver's version (e.g. 13000 for CUDA 13.0), when the driver library loads.
+pub fn driver_version() -> Option<i32> {
+    // SAFETY: only tries to dlopen the driver library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return None;
+    }
+    let mut v: std::ffi::c_int = 0;
+    // SAFETY: the library is present; the call writes one int.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(v)
 }

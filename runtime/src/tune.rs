@@ -30,6 +30,7 @@
 //!    key is not tuned again.
 
 use crate::cpu::CpuExecutor;
+use crate::cuda::CudaExecutor;
 use crate::executable::{Executable, Executor};
 use crate::RuntimeError;
 use indexmap::IndexMap;
@@ -42,9 +43,81 @@ use mmada_ir::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+/// Where the kernels are tuned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneTarget {
+    /// This machine's CPU: the host knobs, timed with a monotonic clock.
+    Cpu,
+    /// CUDA device 0: the GPU knobs, timed with device events around each launch.
+    Cuda,
+}
+
+/// What the tuner needs of an executor beyond [`Executor`]: each launch's time, one launch at
+/// a time, and its raw buffers (for the correctness gate).
+pub trait TuneDevice: Executor {
+    /// Runs the entry like [`Executor::run_entry`]; returns each launch's seconds.
+    fn run_timed(
+        &mut self,
+        entry: &str,
+        inputs: &IndexMap<String, Tensor>,
+    ) -> Result<Vec<f64>, RuntimeError>;
+    /// Runs launch `i` of the entry alone, on the buffers as they are.
+    fn run_one(&mut self, entry: &str, i: usize) -> Result<(), RuntimeError>;
+    /// The bytes of program buffer `b`.
+    fn read_buffer(&mut self, b: usize) -> Result<Vec<u8>, RuntimeError>;
+    /// Overwrites program buffer `b`.
+    fn write_buffer(&mut self, b: usize, bytes: &[u8]) -> Result<(), RuntimeError>;
+}
+
+impl TuneDevice for CpuExecutor {
+    fn run_timed(
+        &mut self,
+        entry: &str,
+        inputs: &IndexMap<String, Tensor>,
+    ) -> Result<Vec<f64>, RuntimeError> {
+        Ok(self
+            .run_profiled(entry, inputs)?
+            .into_iter()
+            .map(|t| t.seconds)
+            .collect())
+    }
+    fn run_one(&mut self, entry: &str, i: usize) -> Result<(), RuntimeError> {
+        self.run_launch(entry, i)
+    }
+    fn read_buffer(&mut self, b: usize) -> Result<Vec<u8>, RuntimeError> {
+        self.buffer_bytes(b)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| err(format!("no buffer {b}")))
+    }
+    fn write_buffer(&mut self, b: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.set_buffer_bytes(b, bytes)
+    }
+}
+
+impl TuneDevice for CudaExecutor {
+    fn run_timed(
+        &mut self,
+        entry: &str,
+        inputs: &IndexMap<String, Tensor>,
+    ) -> Result<Vec<f64>, RuntimeError> {
+        self.run_entry_timed(entry, inputs)
+    }
+    fn run_one(&mut self, entry: &str, i: usize) -> Result<(), RuntimeError> {
+        self.run_launch(entry, i)
+    }
+    fn read_buffer(&mut self, b: usize) -> Result<Vec<u8>, RuntimeError> {
+        self.buffer_bytes(b)
+    }
+    fn write_buffer(&mut self, b: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.set_buffer_bytes(b, bytes)
+    }
+}
+
 /// How hard to search.
 #[derive(Clone, Debug)]
 pub struct TuneOptions {
+    /// Where to tune (the compile function must build code for it).
+    pub target: TuneTarget,
     /// Wall-clock budget for the search (the round under way finishes; the recheck follows).
     pub budget: Duration,
     /// Tune only this template.
@@ -73,6 +146,7 @@ pub struct TuneOptions {
 impl Default for TuneOptions {
     fn default() -> Self {
         TuneOptions {
+            target: TuneTarget::Cpu,
             budget: Duration::from_secs(60),
             only: None,
             warmup: 1,
@@ -183,9 +257,17 @@ fn template_of_key(key: &str) -> &str {
     key.split(':').next().unwrap_or("")
 }
 
-/// The program of an artifact and a CPU executor over it with the resident inputs set.
-fn executor(art: Artifact, w: &Workload) -> Result<CpuExecutor, RuntimeError> {
-    let mut exe = CpuExecutor::new(Executable::new(art)?)?;
+/// An executor of `target` over the artifact, with the resident inputs set.
+fn executor(
+    art: Artifact,
+    w: &Workload,
+    target: TuneTarget,
+) -> Result<Box<dyn TuneDevice>, RuntimeError> {
+    let exe = Executable::new(art)?;
+    let mut exe: Box<dyn TuneDevice> = match target {
+        TuneTarget::Cpu => Box::new(CpuExecutor::new(exe)?),
+        TuneTarget::Cuda => Box::new(CudaExecutor::new(exe, 0)?),
+    };
     for (n, t) in &w.resident {
         exe.set_input(n, t)?;
     }
@@ -203,17 +285,21 @@ fn launches_by_key(program: &Program, entry: usize) -> IndexMap<String, Vec<usiz
     out
 }
 
-/// What the host runs for the key's launches: equal fingerprints mean equal code.
-fn fingerprint(program: &Program, entry: usize, launches: &[usize]) -> String {
+/// What the target runs for the key's launches: equal fingerprints mean equal code (kernel
+/// names carry a hash of the kernel).
+fn fingerprint(program: &Program, entry: usize, launches: &[usize], target: TuneTarget) -> String {
     launches
         .iter()
         .map(|&i| {
             let l = &program.entries[entry].launches[i];
-            format!(
-                "{}|{}",
-                serde_json::to_string(&l.host).unwrap_or_default(),
-                l.host_split
-            )
+            match target {
+                TuneTarget::Cpu => format!(
+                    "{}|{}",
+                    serde_json::to_string(&l.host).unwrap_or_default(),
+                    l.host_split
+                ),
+                TuneTarget::Cuda => serde_json::to_string(&l.gpu).unwrap_or_default(),
+            }
         })
         .collect::<Vec<_>>()
         .join(";")
@@ -232,7 +318,7 @@ struct Timed {
 /// Times `reps` runs (after `warmup`). `stop(key_medians)` is asked after each run from the
 /// second on.
 fn time_runs(
-    exe: &mut CpuExecutor,
+    exe: &mut dyn TuneDevice,
     w: &Workload,
     keys: &IndexMap<String, Vec<usize>>,
     warmup: usize,
@@ -246,14 +332,10 @@ fn time_runs(
     let mut totals = Vec::new();
     for r in 0..reps {
         let t0 = Instant::now();
-        let times = exe.run_profiled(&w.entry, &w.inputs)?;
+        let times = exe.run_timed(&w.entry, &w.inputs)?;
         totals.push(t0.elapsed().as_secs_f64());
         for (key, idx) in keys {
-            let s: f64 = idx
-                .iter()
-                .filter_map(|&i| times.get(i))
-                .map(|t| t.seconds)
-                .sum();
+            let s: f64 = idx.iter().filter_map(|&i| times.get(i)).sum();
             samples.entry(key.clone()).or_default().push(s);
         }
         if r >= 1 {
@@ -305,13 +387,13 @@ fn agree(dtype: DType, a: &[u8], b: &[u8]) -> Result<bool, String> {
 /// launch of `checked`, the candidate gets the default's argument buffers and runs the same
 /// launch; returns the keys (of `checked`) whose launches disagreed.
 fn gate(
-    reference: &mut CpuExecutor,
-    candidate: &mut CpuExecutor,
+    reference: &mut dyn TuneDevice,
+    candidate: &mut dyn TuneDevice,
     w: &Workload,
     checked: &HashMap<usize, String>,
 ) -> Result<HashSet<String>, RuntimeError> {
-    let rp = &reference.executable().program;
-    let cp = &candidate.executable().program;
+    let rp = &reference.executable().program.clone();
+    let cp = &candidate.executable().program.clone();
     let entry = reference.executable().entry_index(&w.entry)?;
     let (re, ce) = (&rp.entries[entry], &cp.entries[entry]);
     let same_shape = rp.buffers.len() == cp.buffers.len()
@@ -343,26 +425,19 @@ fn gate(
     for (i, args) in launches.iter().enumerate() {
         if let Some(key) = checked.get(&i) {
             for &b in args {
-                let bytes = reference
-                    .buffer_bytes(b)
-                    .ok_or_else(|| err(format!("no buffer {b}")))?
-                    .to_vec();
-                candidate.set_buffer_bytes(b, &bytes)?;
+                let bytes = reference.read_buffer(b)?;
+                candidate.write_buffer(b, &bytes)?;
             }
-            candidate.run_launch(&w.entry, i)?;
-            reference.run_launch(&w.entry, i)?;
+            candidate.run_one(&w.entry, i)?;
+            reference.run_one(&w.entry, i)?;
             for &b in args {
-                let (x, y) = (reference.buffer_bytes(b), candidate.buffer_bytes(b));
-                let ok = match (x, y) {
-                    (Some(x), Some(y)) => agree(dtypes[b], x, y).map_err(err)?,
-                    _ => false,
-                };
-                if !ok {
+                let (x, y) = (reference.read_buffer(b)?, candidate.read_buffer(b)?);
+                if !agree(dtypes[b], &x, &y).map_err(err)? {
                     wrong.insert(key.clone());
                 }
             }
         } else {
-            reference.run_launch(&w.entry, i)?;
+            reference.run_one(&w.entry, i)?;
         }
     }
     Ok(wrong)
@@ -478,7 +553,7 @@ pub fn tune(
     progress("compile", "the default candidates");
     let default_art = compile(&base_choices).map_err(err)?;
     report.compiles += 1;
-    let mut reference = executor(default_art, w)?;
+    let mut reference = executor(default_art, w, opts.target)?;
     let entry = reference.executable().entry_index(&w.entry)?;
     let program = reference.executable().program.clone();
     let all_keys = launches_by_key(&program, entry);
@@ -494,7 +569,7 @@ pub fn tune(
         if opts.only.as_deref().is_some_and(|o| o != tkey) {
             continue;
         }
-        let space = Space::new(t, limits, true);
+        let space = Space::new(t, limits, opts.target == TuneTarget::Cpu);
         let checksum = space.checksum();
         if let Some(win) = loaded.winner(key, &checksum).filter(|_| !opts.retune) {
             cached.insert(key.clone(), win.clone());
@@ -526,14 +601,16 @@ pub fn tune(
     if !to_tune.is_empty() {
         // The default: timed once, the reference of every gate.
         progress("time", "the default candidates");
-        let samples =
-            time_runs(&mut reference, w, &to_tune, opts.warmup, reps, &|_| false)?.samples;
+        let samples = time_runs(reference.as_mut(), w, &to_tune, opts.warmup, reps, &|_| {
+            false
+        })?
+        .samples;
         for (key, idx) in &to_tune {
             let s = samples.get(key).cloned().unwrap_or_default();
             let search = &searches[template_of_key(key)];
             let st = states.entry(key.clone()).or_default();
             st.measured.push((
-                fingerprint(&program, entry, idx),
+                fingerprint(&program, entry, idx, opts.target),
                 search.space.default.clone(),
                 median(&s),
                 true,
@@ -647,7 +724,7 @@ pub fn tune(
                         continue;
                     }
                 };
-                let mut cand = executor(art, w)?;
+                let mut cand = executor(art, w, opts.target)?;
                 let cprog = cand.executable().program.clone();
                 let ckeys = launches_by_key(&cprog, entry);
                 // Keys whose code this candidate changes; the others repeat a measurement.
@@ -657,7 +734,7 @@ pub fn tune(
                     let Some(idx) = ckeys.get(key) else {
                         continue;
                     };
-                    let fp = fingerprint(&cprog, entry, idx);
+                    let fp = fingerprint(&cprog, entry, idx, opts.target);
                     match states[key].measured.iter().find(|m| m.0 == fp) {
                         Some(m) => repeats.push((key.clone(), m.2, m.3)),
                         None => {
@@ -666,7 +743,7 @@ pub fn tune(
                     }
                 }
                 for (key, t, complete) in repeats {
-                    let fp = fingerprint(&cprog, entry, &ckeys[&key]);
+                    let fp = fingerprint(&cprog, entry, &ckeys[&key], opts.target);
                     if let Some(s) = states.get_mut(&key) {
                         s.measured.push((fp, config_of(&key), t, complete));
                     }
@@ -677,7 +754,7 @@ pub fn tune(
                         .iter()
                         .flat_map(|(k, idx)| idx.iter().map(move |&i| (i, k.clone())))
                         .collect();
-                    wrong = gate(&mut reference, &mut cand, w, &checked)?;
+                    wrong = gate(reference.as_mut(), cand.as_mut(), w, &checked)?;
                 }
                 let timed: IndexMap<String, Vec<usize>> = changed
                     .iter()
@@ -695,7 +772,7 @@ pub fn tune(
                 } else {
                     // Stop once every key is hopeless, or the hopeless ones take most of a run
                     // (a 30× slower product would otherwise dominate the trial).
-                    let t = time_runs(&mut cand, w, &timed, opts.warmup, reps, &|m| {
+                    let t = time_runs(cand.as_mut(), w, &timed, opts.warmup, reps, &|m| {
                         let all: f64 = m.values().sum();
                         let lost: f64 = m
                             .iter()
@@ -724,7 +801,7 @@ pub fn tune(
                     if retry.contains(template_of_key(key)) {
                         continue;
                     }
-                    let fp = fingerprint(&cprog, entry, idx);
+                    let fp = fingerprint(&cprog, entry, idx, opts.target);
                     let cs = checksum_of(&searches, key);
                     let st = states.entry(key.clone()).or_default();
                     let (status, s, t) = if wrong.contains(key) {
@@ -820,7 +897,7 @@ pub fn tune(
         tuned_choices.tuned = changed.clone();
         let art = compile(&tuned_choices).map_err(err)?;
         report.compiles += 1;
-        let mut tuned = executor(art, w)?;
+        let mut tuned = executor(art, w, opts.target)?;
         let tprog = tuned.executable().program.clone();
         let tkeys = launches_by_key(&tprog, entry);
         for (n, t) in &w.resident {
@@ -833,8 +910,8 @@ pub fn tune(
             tuned.run_entry(&w.entry, &w.inputs)?;
         }
         for _ in 0..opts.recheck_rounds.max(3) {
-            let d = time_runs(&mut reference, w, &to_tune, 0, 1, &|_| false)?;
-            let t = time_runs(&mut tuned, w, &tkeys, 0, 1, &|_| false)?;
+            let d = time_runs(reference.as_mut(), w, &to_tune, 0, 1, &|_| false)?;
+            let t = time_runs(tuned.as_mut(), w, &tkeys, 0, 1, &|_| false)?;
             report.rounds.push((d.totals[0], t.totals[0]));
             for (k, v) in d.samples {
                 def_s.entry(k).or_default().extend(v);

@@ -141,32 +141,61 @@ fn print_report(r: &Report) {
     }
 }
 
-/// The tuning cache's winners for this build's host CPU (none without host code). Ignored
+/// The tuning cache's winners for this build: the host-only knobs of the host CPU's winners,
+/// all knobs when the build makes no PTX; and, when it makes PTX and a CUDA device is present,
+/// the GPU knobs of that device's winners (for the architecture the device runs). Ignored
 /// lines are reported once on stderr.
 pub fn tuned_from_cache(
     dir: &Option<PathBuf>,
     backend: &mmada_codegen::backend::BackendOptions,
 ) -> Result<indexmap::IndexMap<String, mmada_codegen::template::Config>, CliError> {
-    let Some(cpu) = &backend.host else {
-        return Ok(Default::default());
-    };
+    use mmada_codegen::template::TargetLimits;
     let default_dir = mmada_codegen::tune::cache::TuneCache::default_dir();
     let path = dir.clone().unwrap_or(default_dir);
     if dir.is_none() && !path.join(mmada_codegen::tune::cache::FILE_NAME).exists() {
         return Ok(Default::default());
     }
     let cache = super::tune::open_cache(&Some(path))?;
-    let scope = mmada_codegen::tune::host_scope(cpu, &super::tune::compiler_version());
-    let loaded = cache.load(&scope)?;
-    if let Some(w) = loaded.warning(&cache.file()) {
-        eprintln!("warning: {w}");
+    let compiler = super::tune::compiler_version();
+    let mut warned = false;
+    let mut load = |scope: &mmada_codegen::tune::cache::Scope| -> Result<_, CliError> {
+        let loaded = cache.load(scope)?;
+        if let Some(w) = loaded.warning(&cache.file()).filter(|_| !warned) {
+            eprintln!("warning: {w}");
+            warned = true;
+        }
+        Ok(loaded)
+    };
+    let mut out = indexmap::IndexMap::new();
+    if !backend.gpu_archs.is_empty() && mmada_runtime::cuda_available() {
+        if let Ok((name, cc)) = mmada_runtime::cuda::device_info(0) {
+            let driver = mmada_runtime::cuda::driver_version().unwrap_or(0);
+            let scope = mmada_codegen::tune::gpu_scope(&name, cc, driver, &compiler);
+            if let Some(arch) = backend
+                .gpu_archs
+                .iter()
+                .copied()
+                .filter(|a| a.runs_on(cc))
+                .max()
+            {
+                let limits = TargetLimits::new(None, &[arch]);
+                out = mmada_codegen::tune::gpu_winners(&load(&scope)?, &limits);
+            }
+        }
     }
-    let limits = mmada_codegen::template::TargetLimits::new(Some(cpu), &backend.gpu_archs);
-    Ok(mmada_codegen::tune::host_winners(
-        &loaded,
-        &limits,
-        !backend.gpu_archs.is_empty(),
-    ))
+    if let Some(cpu) = &backend.host {
+        let scope = mmada_codegen::tune::host_scope(cpu, &compiler);
+        let limits = TargetLimits::new(Some(cpu), &backend.gpu_archs);
+        let host = mmada_codegen::tune::host_winners(
+            &load(&scope)?,
+            &limits,
+            !backend.gpu_archs.is_empty(),
+        );
+        for (k, c) in host {
+            out.entry(k).or_insert_with(Default::default).0.extend(c.0);
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `mmada compile`.

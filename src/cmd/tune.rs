@@ -8,11 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile_entries, llvm_version, CompileOptions, LowerCache, PtxCheck};
 use mmada_codegen::template::{Choices, TargetLimits};
-use mmada_codegen::tune::cache::TuneCache;
-use mmada_codegen::tune::host_scope;
+use mmada_codegen::tune::cache::{Scope, TuneCache};
+use mmada_codegen::tune::{gpu_scope, host_scope};
 use mmada_codegen::HostCpu;
 use mmada_models::bench::{case_workload, cases, Figure};
-use mmada_runtime::tune::{tune, TuneOptions, TuneReport, Workload};
+use mmada_runtime::tune::{tune, TuneOptions, TuneReport, TuneTarget, Workload};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ pub struct Args {
     /// With --preset: the graph, `train-step` or `forward` (the benchmark's batch and length).
     #[arg(long, default_value = "train-step")]
     graph: String,
-    /// Where the kernels run: cpu (cuda: not built yet).
+    /// Where the kernels run: cpu (host knobs, monotonic clock) or cuda (device 0: GPU knobs,
+    /// device events).
     #[arg(long, default_value = "cpu")]
     target: String,
     /// Search budget, e.g. 60s, 5m (the round under way finishes, then the recheck runs).
@@ -139,6 +140,47 @@ fn spec_workload(path: &Path) -> Result<(mmada_ir::Graph, Workload), CliError> {
     ))
 }
 
+/// What a target's tuning builds (host code for this CPU, or PTX for device 0's architecture),
+/// the limits its candidates must respect, and its cache scope.
+fn target_setup(target: TuneTarget) -> Result<(BackendOptions, TargetLimits, Scope), CliError> {
+    match target {
+        TuneTarget::Cpu => {
+            let cpu = HostCpu::native();
+            let scope = host_scope(&cpu, &compiler_version());
+            Ok((
+                BackendOptions {
+                    host: Some(cpu.clone()),
+                    gpu_archs: Vec::new(),
+                },
+                TargetLimits::new(Some(&cpu), &[]),
+                scope,
+            ))
+        }
+        TuneTarget::Cuda => {
+            let (name, cc) = mmada_runtime::cuda::device_info(0)?;
+            let arch = super::default_gpu_archs()
+                .into_iter()
+                .filter(|a| a.runs_on(cc))
+                .max()
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--target cuda: {name} (sm_{cc}) runs none of the architectures built \
+                         (sm_80, sm_90)"
+                    ))
+                })?;
+            let driver = mmada_runtime::cuda::driver_version().unwrap_or(0);
+            Ok((
+                BackendOptions {
+                    host: None,
+                    gpu_archs: vec![arch],
+                },
+                TargetLimits::new(None, &[arch]),
+                gpu_scope(&name, cc, driver, &compiler_version()),
+            ))
+        }
+    }
+}
+
 /// Runs `mmada tune`.
 pub fn run(a: Args) -> Result<(), CliError> {
     let cache = open_cache(&a.cache)?;
@@ -150,23 +192,17 @@ pub fn run(a: Args) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    match a.target.as_str() {
-        "cpu" => {}
-        "cuda" => {
-            return Err(CliError::Usage(
-                "--target cuda: tuning on a CUDA device is not built yet (it needs device-event \
-                 timing and a launch-by-launch gate in the CUDA executor); tune the CPU with \
-                 --target cpu"
-                    .into(),
-            ))
-        }
+    let target = match a.target.as_str() {
+        "cpu" => TuneTarget::Cpu,
+        "cuda" => TuneTarget::Cuda,
         t => {
             return Err(CliError::Usage(format!(
                 "--target must be cpu or cuda, got '{t}'"
             )))
         }
-    }
+    };
     let budget = parse_budget(&a.budget)?;
+    let (backend, limits, scope) = target_setup(target)?;
     let (graph, workload, name) = match (&a.preset, &a.spec) {
         (Some(p), None) => {
             let figure = match a.graph.as_str() {
@@ -212,13 +248,6 @@ pub fn run(a: Args) -> Result<(), CliError> {
             ))
         }
     };
-    let cpu = HostCpu::native();
-    let backend = BackendOptions {
-        host: Some(cpu.clone()),
-        gpu_archs: Vec::new(),
-    };
-    let limits = TargetLimits::new(Some(&cpu), &[]);
-    let scope = host_scope(&cpu, &compiler_version());
     let lower_cache = LowerCache::default();
     let compile = |choices: &Choices| {
         let opts = CompileOptions {
@@ -234,6 +263,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             .map_err(|e| e.to_string())
     };
     let opts = TuneOptions {
+        target,
         budget,
         only: a.only.clone(),
         reps: a.reps.max(5),

@@ -21,6 +21,22 @@ pub fn host_scope(cpu: &HostCpu, compiler: &str) -> cache::Scope {
     }
 }
 
+/// The cache scope of GPU kernels timed on `device` (its name) of compute capability `cc`
+/// under driver version `driver`: `cuda:<name>:sm_<cc>:<driver>`.
+pub fn gpu_scope(device: &str, cc: u32, driver: i32, compiler: &str) -> cache::Scope {
+    cache::Scope {
+        target: format!("cuda:{device}:sm_{cc}:{driver}"),
+        compiler: compiler.to_string(),
+    }
+}
+
+/// The tuned configuration of every key with a winner in `loaded` (a GPU scope) made with its
+/// template's current GPU candidate set under `limits` (the tuned architecture), keeping the
+/// knobs that change GPU code.
+pub fn gpu_winners(loaded: &cache::Loaded, limits: &TargetLimits) -> IndexMap<String, Config> {
+    winners(loaded, limits, false, &|k| k != KnobTarget::Host)
+}
+
 /// The tuned configuration of every key with a winner in `loaded` made with its template's
 /// current host candidate set. With `gpu_too` (the build also makes GPU kernels, which the
 /// host tuning did not time) only the host-only knobs of each winner are kept.
@@ -28,6 +44,24 @@ pub fn host_winners(
     loaded: &cache::Loaded,
     limits: &TargetLimits,
     gpu_too: bool,
+) -> IndexMap<String, Config> {
+    // The tuner searched the host alone: its candidate set has no GPU limits.
+    let host_only = TargetLimits {
+        host_lanes: limits.host_lanes,
+        gpu_archs: Vec::new(),
+    };
+    winners(loaded, &host_only, true, &|k| {
+        !gpu_too || k == KnobTarget::Host
+    })
+}
+
+/// Winners whose candidate set is the current one of their template on the searched target
+/// (`host`, under `limits`), with the knobs `keep` accepts.
+fn winners(
+    loaded: &cache::Loaded,
+    limits: &TargetLimits,
+    host: bool,
+    keep: &dyn Fn(KnobTarget) -> bool,
 ) -> IndexMap<String, Config> {
     let mut out = IndexMap::new();
     let keys: Vec<&str> = {
@@ -44,23 +78,12 @@ pub fn host_winners(
         let Some(t) = key.split(':').next().and_then(template::template) else {
             continue;
         };
-        // The tuner searched the host alone: its candidate set has no GPU limits.
-        let host_only = TargetLimits {
-            host_lanes: limits.host_lanes,
-            gpu_archs: Vec::new(),
-        };
-        let checksum = space::Space::new(t, &host_only, true).checksum();
+        let checksum = space::Space::new(t, limits, host).checksum();
         let Some(w) = loaded.winner(key, &checksum) else {
             continue;
         };
         let mut c = w.config.clone();
-        if gpu_too {
-            c.0.retain(|name, _| {
-                t.knobs
-                    .iter()
-                    .any(|k| k.name == name && k.target == KnobTarget::Host)
-            });
-        }
+        c.0.retain(|name, _| t.knobs.iter().any(|k| k.name == name && keep(k.target)));
         out.insert(key.to_string(), c);
     }
     out
