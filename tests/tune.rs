@@ -63,12 +63,15 @@ fn limits() -> TargetLimits {
     TargetLimits::new(Some(&HostCpu::native()), &[])
 }
 
+/// A hill climb (beam of 1), so that the searches end well within the budget: a search cut
+/// off by its budget leaves partial winners that the next run continues.
 fn options(budget_s: f64) -> TuneOptions {
     TuneOptions {
         budget: Duration::from_secs_f64(budget_s),
         reps: 5,
         recheck_rounds: 3,
         parallel: 2,
+        beam_width: 1,
         ..TuneOptions::default()
     }
 }
@@ -111,7 +114,7 @@ fn run(cache: &TuneCache, budget_s: f64) -> TuneReport {
 fn a_second_run_times_nothing_and_compile_builds_with_the_winners() {
     let dir = tempfile::tempdir().unwrap();
     let cache = TuneCache::open(dir.path()).unwrap();
-    let first = run(&cache, 3.0);
+    let first = run(&cache, 60.0);
     assert!(
         first.timings > first.keys.len(),
         "defaults and candidates were timed"
@@ -126,7 +129,7 @@ fn a_second_run_times_nothing_and_compile_builds_with_the_winners() {
     for k in &first.keys {
         assert!(k.is_default || k.winner_s <= k.default_s, "{k:?}");
     }
-    let second = run(&cache, 3.0);
+    let second = run(&cache, 60.0);
     assert_eq!(second.timings, 0, "the cache answers every key");
     assert_eq!(
         second.compiles, 1,
@@ -179,7 +182,7 @@ fn a_second_run_times_nothing_and_compile_builds_with_the_winners() {
 fn a_changed_candidate_set_retunes_only_its_template() {
     let dir = tempfile::tempdir().unwrap();
     let cache = TuneCache::open(dir.path()).unwrap();
-    run(&cache, 2.0);
+    run(&cache, 60.0);
     // As if the matmul template's knobs had changed since: its records name another set.
     let text = std::fs::read_to_string(cache.file()).unwrap();
     let mut out = String::new();
@@ -192,7 +195,7 @@ fn a_changed_candidate_set_retunes_only_its_template() {
         out.push('\n');
     }
     std::fs::write(cache.file(), out).unwrap();
-    let again = run(&cache, 2.0);
+    let again = run(&cache, 60.0);
     assert!(again.timings > 0);
     let retuned: Vec<&str> = again
         .keys
@@ -226,8 +229,8 @@ fn garbage_in_the_cache_is_skipped_with_one_warning_while_two_tuners_write() {
 
     // Two tuners at once on the same cache (threads: the lock is per open file).
     let (a, b) = std::thread::scope(|s| {
-        let ha = s.spawn(|| run(&cache, 2.0));
-        let hb = s.spawn(|| run(&cache, 2.0));
+        let ha = s.spawn(|| run(&cache, 60.0));
+        let hb = s.spawn(|| run(&cache, 60.0));
         (ha.join().unwrap(), hb.join().unwrap())
     });
     for r in [&a, &b] {
@@ -257,13 +260,19 @@ fn garbage_in_the_cache_is_skipped_with_one_warning_while_two_tuners_write() {
         "one winner line per key tuned, none torn"
     );
     let (kept, dropped) = cache.compact().unwrap();
-    assert_eq!(dropped, 4);
+    // Dropped: the three corrupt lines. Kept: every record, the other device's, and the
+    // version-7 line (a newer binary's, not this one's to delete).
+    assert_eq!(dropped, 3);
     assert_eq!(
         kept,
-        loaded.records.len() + 1,
-        "the other device's record stays"
+        loaded.records.len() + 2,
+        "the other device's record and the newer version's stay"
     );
-    assert_eq!(cache.load(&scope()).unwrap().skipped.foreign_scope, 1);
+    let after = cache.load(&scope()).unwrap().skipped;
+    assert_eq!(
+        (after.foreign_scope, after.foreign_version, after.corrupt),
+        (1, 1, 0)
+    );
 }
 
 #[test]
@@ -333,7 +342,12 @@ fn the_tune_command_feeds_compile_and_inspect() {
     let spec = "examples/softmax_linear.toml";
     let plot = dir.path().join("speedup.png");
     let plot_s = plot.display().to_string();
-    let (ok, first) = mmada(&["tune", spec, "--budget", "3s", "--plot", &plot_s], &cache);
+    let (ok, first) = mmada(
+        &[
+            "tune", spec, "--budget", "60s", "--beam", "1", "--plot", &plot_s,
+        ],
+        &cache,
+    );
     assert!(ok, "{first}");
     assert!(
         first.contains("tuned examples/softmax_linear.toml on cpu:"),
@@ -343,7 +357,7 @@ fn the_tune_command_feeds_compile_and_inspect() {
         std::fs::metadata(&plot).unwrap().len() > 1000,
         "a PNG was written"
     );
-    let (ok, second) = mmada(&["tune", spec, "--budget", "3s"], &cache);
+    let (ok, second) = mmada(&["tune", spec, "--budget", "60s", "--beam", "1"], &cache);
     assert!(ok, "{second}");
     assert!(second.contains(" 0 timings, 1 compiles"), "{second}");
     assert!(second.contains("cache"), "{second}");
@@ -498,4 +512,55 @@ fn tuning_on_a_cuda_device() {
         assert!(k.is_default || k.winner_s <= k.default_s, "{k:?}");
     }
     assert_eq!(run().timings, 0);
+}
+
+/// A search cut off by its budget records partial winners (compile uses them); the next run
+/// continues it from the cached timings, timing no (kernel, candidate) pair twice, and a third
+/// run times nothing.
+#[test]
+fn a_search_cut_by_its_budget_resumes_without_timing_anything_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = TuneCache::open(dir.path()).unwrap();
+    let compile = compiler(|_| false);
+    let go = |budget_s: f64| {
+        let opts = TuneOptions {
+            beam_width: 2,
+            ..options(budget_s)
+        };
+        let w = workload();
+        tune(
+            &compile,
+            &w,
+            &cache,
+            &scope(),
+            &limits(),
+            &opts,
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let first = go(0.2);
+    let loaded = cache.load(&scope()).unwrap();
+    assert!(
+        loaded
+            .records
+            .iter()
+            .any(|r| r.kind == RecordKind::Winner && r.partial),
+        "one round in 0.2 s leaves searches unfinished"
+    );
+    let second = go(120.0);
+    assert!(second.timings > 0, "the search went on");
+    let mut seen = std::collections::HashSet::new();
+    for r in cache.load(&scope()).unwrap().records {
+        if r.kind == RecordKind::Timing {
+            assert!(
+                seen.insert((r.key.clone(), r.config.describe())),
+                "{} [{}] timed twice",
+                r.key,
+                r.config.describe()
+            );
+        }
+    }
+    assert!(first.timings + second.timings == seen.len());
+    assert_eq!(go(120.0).timings, 0, "finished: the cache answers");
 }

@@ -227,9 +227,19 @@ pub fn disjoint_kernels<'a>(
         .collect()
 }
 
+/// A kernel's identity: its description without its name, and without the knobs that change
+/// only how the host dispatches it (`host_split`, `host_library`), so that tuning candidates
+/// that differ only there share their kernels and the lowered code.
 fn kernel_hash(k: &Kernel) -> Result<String, CodegenError> {
     let mut anon = k.clone();
     anon.name.clear();
+    if let Some(t) = anon.template.as_mut() {
+        t.config.0.remove("host_split");
+        t.config.0.remove("host_library");
+        t.chosen = false;
+        t.tuned = false;
+        t.tune_key = None;
+    }
     let json = serde_json::to_vec(&anon).map_err(|e| CodegenError::Kir(e.to_string()))?;
     Ok(hex::encode(&Sha256::digest(&json)[..6]))
 }

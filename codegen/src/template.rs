@@ -510,6 +510,10 @@ impl Choices {
         }
         if let Some(s) = self.settings.get(t.key) {
             config.0.extend(s.iter().map(|(k, v)| (k.clone(), *v)));
+            // Tuned only if a winner's knob survived the settings.
+            let mut untuned = default.clone();
+            untuned.0.extend(s.iter().map(|(k, v)| (k.clone(), *v)));
+            tuned = tuned && config != untuned;
         }
         t.check(&config, &self.targets)?;
         Ok(TemplateUse {

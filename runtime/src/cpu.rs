@@ -323,8 +323,10 @@ impl CpuExecutor {
         };
         let args = Args(l.args.iter().map(|&a| self.buffers[a].as_ptr()).collect());
         if l.host_split == 0 {
-            // SAFETY: as below, with the whole grid in one chunk on this thread.
-            unsafe { entry(args.0.as_ptr(), 0, grid) };
+            if grid > 0 {
+                // SAFETY: as below, with the whole grid in one chunk on this thread.
+                unsafe { entry(args.0.as_ptr(), 0, grid) };
+            }
             return;
         }
         let pool = ThreadPool::global();

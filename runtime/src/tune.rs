@@ -20,14 +20,16 @@
 //! 4. **Timing.** Warm-up runs, then up to `reps` profiled runs of the whole entry (the
 //!    kernels see the caches they see in real use); a key's sample is the sum of its launches
 //!    in one run, its time the median. A trial stops early once its hopeless keys (at
-//!    `early_stop`× their best time so far) take more than half a run: those keys are recorded
+//!    `early_stop`× their best time so far) take more than half of the time of the keys it times: those keys are recorded
 //!    as `early_stop` (ranked, never winners), and templates of the trial none of whose keys
 //!    lost are tried again in a later round. Queues are taken from their end, so the beam tries
 //!    the last knob (`host_split`, which needs no new code) first.
 //! 5. **Recheck.** The graph compiled with the winners runs interleaved with the default
-//!    (`recheck_rounds` each); a winner that is not faster than the default there (by more
-//!    than `noise`) goes back to the default. Winners, default or not, are recorded, so the
-//!    key is not tuned again.
+//!    (`recheck_rounds` each). A candidate wins the search only if its median beats the
+//!    default's by more than `noise`; a winner slower than the default in the recheck goes
+//!    back to the default. Winners, default or not, are recorded, so the key is not tuned
+//!    again — unless the search stopped at its budget with candidates left: such winners are
+//!    marked partial (compile uses them; `tune` searches the key again).
 
 use crate::cpu::CpuExecutor;
 use crate::cuda::CudaExecutor;
@@ -364,23 +366,36 @@ fn agree(dtype: DType, a: &[u8], b: &[u8]) -> Result<bool, String> {
     if a.len() != b.len() {
         return Ok(false);
     }
+    if a == b {
+        return Ok(true);
+    }
     if !dtype.is_float() {
-        return Ok(a == b);
+        return Ok(false);
     }
     let n = a.len() / dtype.size_bytes().max(1);
     let ta = Tensor::from_le_bytes(dtype, vec![n], a).map_err(|e| e.to_string())?;
     let tb = Tensor::from_le_bytes(dtype, vec![n], b).map_err(|e| e.to_string())?;
     let (va, vb) = (ta.to_f64_vec(), tb.to_f64_vec());
-    let scale = va
+    // Per element, relative to its own size plus the buffer's median magnitude (so values
+    // that cancel to near zero get the buffer's scale, and one huge sentinel does not loosen
+    // every other element).
+    let mut mags: Vec<f64> = va
         .iter()
         .filter(|v| v.is_finite())
-        .fold(0f64, |m, v| m.max(v.abs()));
+        .map(|v| v.abs())
+        .collect();
+    let mid = mags.len() / 2;
+    let typical = if mags.is_empty() {
+        0.0
+    } else {
+        *mags.select_nth_unstable_by(mid, f64::total_cmp).1
+    };
     let rtol = if dtype == DType::F32 { 1e-4 } else { 1e-2 };
-    let tol = rtol * scale.max(1e-30);
-    Ok(va
-        .iter()
-        .zip(&vb)
-        .all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol))
+    Ok(va.iter().zip(&vb).all(|(x, y)| {
+        (x.is_nan() && y.is_nan())
+            || x == y
+            || (x - y).abs() <= rtol * (x.abs().max(y.abs()) + typical)
+    }))
 }
 
 /// The correctness gate: runs the entry on the default executor launch by launch; before each
@@ -427,6 +442,16 @@ fn gate(
             for &b in args {
                 let bytes = reference.read_buffer(b)?;
                 candidate.write_buffer(b, &bytes)?;
+            }
+            // The result buffer (last; not also an operand, as in an in-place update) is
+            // poisoned in both, so a candidate that skips part of it cannot pass on what the
+            // default wrote there in an earlier run.
+            if let Some((&out, operands)) = args.split_last() {
+                if !operands.contains(&out) {
+                    let n = reference.read_buffer(out)?.len();
+                    reference.write_buffer(out, &vec![0xff; n])?;
+                    candidate.write_buffer(out, &vec![0xff; n])?;
+                }
             }
             candidate.run_one(&w.entry, i)?;
             reference.run_one(&w.entry, i)?;
@@ -571,7 +596,10 @@ pub fn tune(
         }
         let space = Space::new(t, limits, opts.target == TuneTarget::Cpu);
         let checksum = space.checksum();
-        if let Some(win) = loaded.winner(key, &checksum).filter(|_| !opts.retune) {
+        let done = loaded
+            .winner(key, &checksum)
+            .filter(|w| !opts.retune && !w.partial);
+        if let Some(win) = done {
             cached.insert(key.clone(), win.clone());
             continue;
         }
@@ -599,38 +627,87 @@ pub fn tune(
     };
 
     if !to_tune.is_empty() {
-        // The default: timed once, the reference of every gate.
-        progress("time", "the default candidates");
-        let samples = time_runs(reference.as_mut(), w, &to_tune, opts.warmup, reps, &|_| {
-            false
-        })?
-        .samples;
-        for (key, idx) in &to_tune {
-            let s = samples.get(key).cloned().unwrap_or_default();
+        // Resume: what the cache already timed for these keys and candidate sets (a search
+        // that stopped at its budget goes on where it stopped; nothing is timed twice).
+        for key in to_tune.keys() {
             let search = &searches[template_of_key(key)];
             let st = states.entry(key.clone()).or_default();
-            st.measured.push((
-                fingerprint(&program, entry, idx, opts.target),
-                search.space.default.clone(),
-                median(&s),
-                true,
-            ));
-            st.timed += 1;
-            report.timings += 1;
-            records.push(Record::new(
-                RecordKind::Timing,
-                scope,
-                template_of_key(key),
-                key,
-                &search.checksum,
-                search.space.default.clone(),
-                s,
-                Status::Ok,
-            ));
+            for r in loaded.timings(key, &search.checksum) {
+                let (t, complete) = match r.status {
+                    Status::Ok => (r.median_s, true),
+                    Status::EarlyStop => (r.median_s, false),
+                    Status::Wrong | Status::Failed => (f64::INFINITY, false),
+                };
+                st.measured
+                    .push((String::new(), r.config.clone(), t, complete));
+            }
+        }
+        // The default, where the cache has no complete timing of it.
+        let untimed: IndexMap<String, Vec<usize>> = to_tune
+            .iter()
+            .filter(|(k, _)| {
+                let default = &searches[template_of_key(k)].space.default;
+                !states[*k].measured.iter().any(|m| &m.1 == default && m.3)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !untimed.is_empty() {
+            progress("time", "the default candidates");
+            let samples = time_runs(reference.as_mut(), w, &untimed, opts.warmup, reps, &|_| {
+                false
+            })?
+            .samples;
+            for (key, idx) in &untimed {
+                let s = samples.get(key).cloned().unwrap_or_default();
+                let search = &searches[template_of_key(key)];
+                let st = states.entry(key.clone()).or_default();
+                st.measured.push((
+                    fingerprint(&program, entry, idx, opts.target),
+                    search.space.default.clone(),
+                    median(&s),
+                    true,
+                ));
+                st.timed += 1;
+                report.timings += 1;
+                records.push(Record::new(
+                    RecordKind::Timing,
+                    scope,
+                    template_of_key(key),
+                    key,
+                    &search.checksum,
+                    search.space.default.clone(),
+                    s,
+                    Status::Ok,
+                ));
+            }
         }
         for s in searches.values_mut() {
-            let score: f64 = s.keys.iter().map(|k| states[k].best()).sum();
-            s.scored.push((s.space.default.clone(), score));
+            // Every configuration measured so far is scored and never queued again.
+            let mut configs: Vec<Config> = Vec::new();
+            for k in &s.keys {
+                for m in &states[k].measured {
+                    if !configs.contains(&m.1) {
+                        configs.push(m.1.clone());
+                    }
+                }
+            }
+            for c in configs {
+                let score: f64 = s
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        states[k]
+                            .measured
+                            .iter()
+                            .rev()
+                            .find(|m| m.1 == c)
+                            .map_or(f64::INFINITY, |m| m.2)
+                    })
+                    .sum();
+                s.queue.retain(|q| q != &c);
+                s.seen.insert(c.clone());
+                s.scored.push((c, score));
+            }
         }
         cache.append(&records)?;
         records.clear();
@@ -863,6 +940,15 @@ pub fn tune(
         }
     }
 
+    // Searches whose candidates ran out; the others stopped at the budget.
+    let finished: HashSet<String> = searches
+        .iter_mut()
+        .filter_map(|(t, s)| {
+            s.expand(opts.beam_width);
+            s.queue.is_empty().then(|| t.clone())
+        })
+        .collect();
+
     // Winners of the search, then the recheck.
     let mut winners: IndexMap<String, (Config, f64, f64)> = IndexMap::new();
     for key in to_tune.keys() {
@@ -951,6 +1037,7 @@ pub fn tune(
             Status::Ok,
         );
         r.default_s = Some(*default_t);
+        r.partial = !finished.contains(template_of_key(key));
         records.push(r);
     }
     cache.append(&records)?;

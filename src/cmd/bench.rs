@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(long)]
     tuned: bool,
     /// With --tuned: the tuning cache directory (default: $MMADA_TUNE_CACHE, else
-    /// ~/.cache/mmada/tune).
+    /// $XDG_CACHE_HOME/mmada/tune, else ~/.cache/mmada/tune).
     #[arg(long, requires = "tuned")]
     tune_cache: Option<PathBuf>,
 }

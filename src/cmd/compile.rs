@@ -61,7 +61,8 @@ pub struct Args {
     /// Build with the defaults only, ignoring the tuning cache's winners.
     #[arg(long)]
     no_tune_cache: bool,
-    /// The tuning cache directory (default: $MMADA_TUNE_CACHE, else ~/.cache/mmada/tune).
+    /// The tuning cache directory (default: $MMADA_TUNE_CACHE, else
+    /// $XDG_CACHE_HOME/mmada/tune, else ~/.cache/mmada/tune).
     #[arg(long)]
     tune_cache: Option<PathBuf>,
 }
@@ -205,7 +206,11 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let mut choices =
         Choices::parse(&a.knobs).map_err(|e| CliError::Usage(format!("--knob {e}")))?;
     if !a.no_tune_cache {
-        choices.tuned = tuned_from_cache(&a.tune_cache, &backend)?;
+        // A cache that cannot be read never stops a build: it builds untuned.
+        choices.tuned = tuned_from_cache(&a.tune_cache, &backend).unwrap_or_else(|e| {
+            eprintln!("warning: tuning cache not used: {e}");
+            Default::default()
+        });
     }
     let model = match (&a.spec, &a.preset) {
         (_, Some(p)) => Some((
@@ -326,6 +331,19 @@ pub fn run(a: Args) -> Result<(), CliError> {
         (None, None) => return Err(CliError::Usage("nothing to compile".into())),
     };
     write_and_summarise(&art, &a.output, t0)?;
+    let tuned = art
+        .manifest
+        .kernels
+        .iter()
+        .filter(|k| k.template.as_ref().is_some_and(|t| t.tuned))
+        .count();
+    if tuned > 0 {
+        println!(
+            "  {} tuned choices from the tuning cache applied to {tuned} kernels (--no-tune-cache \
+             builds the defaults)",
+            art.manifest.choices.tuned.len()
+        );
+    }
     if a.verbose {
         print_report(&report);
     }

@@ -37,7 +37,8 @@ pub struct Args {
     /// Tune only this template (elementwise, reduction, softmax, matmul, …).
     #[arg(long)]
     only: Option<String>,
-    /// The tuning cache directory (default: $MMADA_TUNE_CACHE, else ~/.cache/mmada/tune).
+    /// The tuning cache directory (default: $MMADA_TUNE_CACHE, else
+    /// $XDG_CACHE_HOME/mmada/tune, else ~/.cache/mmada/tune).
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Write a PNG of the speed-up per kernel here.
@@ -218,11 +219,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 .into_iter()
                 .find(|c| c.preset == p && c.figure == figure)
                 .ok_or_else(|| {
-                    let names: Vec<&str> = cases()
+                    let mut names: Vec<&str> = cases()
                         .iter()
                         .filter(|c| !c.is_magvit())
                         .map(|c| c.preset)
                         .collect();
+                    names.dedup();
                     CliError::Usage(format!(
                         "--preset: no benchmark case '{p}' (choose from {})",
                         names.join(", ")

@@ -97,6 +97,11 @@ pub struct Record {
     pub default_s: Option<f64>,
     /// When the record was made (seconds since the Unix epoch).
     pub unix_time: u64,
+    /// Winner: the search stopped at its budget before its candidates ran out. `compile`
+    /// uses such a winner (it was rechecked against the default); `tune` searches the key
+    /// again.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 impl Record {
@@ -127,6 +132,7 @@ impl Record {
             samples,
             status,
             default_s: None,
+            partial: false,
             unix_time: now_unix(),
         }
     }
@@ -258,8 +264,11 @@ enum Line {
     Corrupt,
     /// The unterminated last line, not a record.
     Truncated,
-    /// A record of another format or version.
+    /// A record of another format or an older version.
     ForeignVersion,
+    /// A record of this format and a newer version (kept by compaction: a newer binary
+    /// sharing the directory wrote it).
+    NewerVersion,
 }
 
 /// Classifies one line (without its newline); `terminated` is false for a last line with no
@@ -282,6 +291,9 @@ fn classify(line: &[u8], terminated: bool) -> Line {
     ) else {
         return broken;
     };
+    if format == FORMAT && version > u64::from(VERSION) {
+        return Line::NewerVersion;
+    }
     if format != FORMAT || version != u64::from(VERSION) {
         return Line::ForeignVersion;
     }
@@ -373,7 +385,7 @@ impl TuneCache {
                 Line::Record(_) => loaded.skipped.foreign_scope += 1,
                 Line::Corrupt => loaded.skipped.corrupt += 1,
                 Line::Truncated => loaded.skipped.truncated += 1,
-                Line::ForeignVersion => loaded.skipped.foreign_version += 1,
+                Line::ForeignVersion | Line::NewerVersion => loaded.skipped.foreign_version += 1,
             }
         }
         Ok(loaded)
@@ -457,7 +469,7 @@ impl TuneCache {
         let (mut kept, mut dropped) = (0, 0);
         for (line, terminated) in lines(&bytes) {
             match classify(line, terminated) {
-                Line::Record(_) => {
+                Line::Record(_) | Line::NewerVersion => {
                     kept += 1;
                     kept_bytes.extend_from_slice(line);
                     kept_bytes.push(b'\n');
@@ -870,7 +882,9 @@ mod tests {
         let cache = TuneCache::open(dir.path()).unwrap();
         let (good, foreign) = write_garbage(&cache);
         let (kept, dropped) = cache.compact().unwrap();
-        assert_eq!((kept, dropped), (4, 3));
+        // Kept: the 2 good records, 2 of other scopes and the newer version's line (a newer
+        // binary sharing the directory wrote it); dropped: corrupt and cut-off lines.
+        assert_eq!((kept, dropped), (5, 2));
         let loaded = cache.load(&scope()).unwrap();
         assert_eq!(loaded.records, good);
         assert_eq!(
@@ -878,7 +892,7 @@ mod tests {
             Skipped {
                 corrupt: 0,
                 truncated: 0,
-                foreign_version: 0,
+                foreign_version: 1,
                 foreign_scope: 2
             }
         );
@@ -902,7 +916,7 @@ mod tests {
             vec![FILE_NAME.to_string(), LOCK_FILE_NAME.to_string()]
         );
         // Compacting again changes nothing; appends still work after the rename.
-        assert_eq!(cache.compact().unwrap(), (4, 0));
+        assert_eq!(cache.compact().unwrap(), (5, 0));
         let new = timing("k3", 2, vec![1.0]);
         cache.append(std::slice::from_ref(&new)).unwrap();
         let loaded = cache.load(&scope()).unwrap();

@@ -6,7 +6,8 @@
 //! - 12 hex digits of the SHA-256 of the node's shape-independent description: the op (for a
 //!   fused node, every body op and how they connect) with its shape-carrying fields (reshape,
 //!   broadcast, slice and padding extents, constant values) left out, the dtypes of the
-//!   result and operands, and for a product which operands it reads transposed;
+//!   result and operands, each fused body value's rank and size-1 axes (how it broadcasts),
+//!   and for a product which operands it reads transposed;
 //! - the shape bucket: the dtypes and shapes of the result and operands with every extent
 //!   rounded up to a power of two, as cubecl anchors its tune keys, so that one tuning serves
 //!   the neighbouring sizes (a 1000-row and a 1024-row product share a key).
@@ -83,10 +84,17 @@ fn op_description(op: &Op) -> String {
     }
 }
 
+/// `n1n`: a shape's rank and which axes are 1 (how it broadcasts), not its extents.
+fn pattern(s: &Shape) -> String {
+    s.0.iter()
+        .map(|&d| if d == 1 { '1' } else { 'n' })
+        .collect()
+}
+
 fn fused_description(body: &FusedBody) -> String {
     let mut s = format!("fused {} args [", body.num_args);
-    for (dt, _) in &body.args {
-        let _ = write!(s, "{dt} ");
+    for (dt, shape) in &body.args {
+        let _ = write!(s, "{dt}:{} ", pattern(shape));
     }
     s.push(']');
     for (i, bn) in body.nodes.iter().enumerate() {
@@ -100,9 +108,10 @@ fn fused_description(body: &FusedBody) -> String {
             .collect();
         let _ = write!(
             s,
-            "; n{i} = {} {} ({})",
+            "; n{i} = {} {}:{} ({})",
             op_description(&bn.op),
             bn.dtype,
+            pattern(&bn.shape),
             ops.join(",")
         );
     }

@@ -39,7 +39,9 @@ pub fn gpu_winners(loaded: &cache::Loaded, limits: &TargetLimits) -> IndexMap<St
 
 /// The tuned configuration of every key with a winner in `loaded` made with its template's
 /// current host candidate set. With `gpu_too` (the build also makes GPU kernels, which the
-/// host tuning did not time) only the host-only knobs of each winner are kept.
+/// host tuning did not time) a winner that changes a knob the GPU kernels see (`block`,
+/// `tile`) is left out whole: applying only its host-only knobs would build a configuration
+/// that was never timed.
 pub fn host_winners(
     loaded: &cache::Loaded,
     limits: &TargetLimits,
@@ -50,9 +52,20 @@ pub fn host_winners(
         host_lanes: limits.host_lanes,
         gpu_archs: Vec::new(),
     };
-    winners(loaded, &host_only, true, &|k| {
-        !gpu_too || k == KnobTarget::Host
-    })
+    let mut out = winners(loaded, &host_only, true, &|_| true);
+    if gpu_too {
+        out.retain(|key, c| {
+            let Some(t) = key.split(':').next().and_then(template::template) else {
+                return false;
+            };
+            let default = t.default_config(&host_only);
+            t.knobs
+                .iter()
+                .filter(|k| k.target != KnobTarget::Host)
+                .all(|k| c.0.get(k.name) == default.0.get(k.name))
+        });
+    }
+    out
 }
 
 /// Winners whose candidate set is the current one of their template on the searched target
