@@ -504,6 +504,23 @@ impl Search {
         }
     }
 
+    /// The score of configuration `c`: the sum over the template's keys of the key's latest
+    /// time under `c` (infinite where a key has none).
+    fn score(&self, c: &Config, states: &HashMap<String, KeyState>) -> f64 {
+        self.keys
+            .iter()
+            .map(|k| {
+                states.get(k).map_or(f64::INFINITY, |st| {
+                    st.measured
+                        .iter()
+                        .rev()
+                        .find(|m| &m.1 == c)
+                        .map_or(f64::INFINITY, |m| m.2)
+                })
+            })
+            .sum()
+    }
+
     /// After a round: the beam's next neighbours.
     fn expand(&mut self, width: usize) {
         if self.exhaustive || !self.queue.is_empty() {
@@ -692,18 +709,7 @@ pub fn tune(
                 }
             }
             for c in configs {
-                let score: f64 = s
-                    .keys
-                    .iter()
-                    .map(|k| {
-                        states[k]
-                            .measured
-                            .iter()
-                            .rev()
-                            .find(|m| m.1 == c)
-                            .map_or(f64::INFINITY, |m| m.2)
-                    })
-                    .sum();
+                let score = s.score(&c, &states);
                 s.queue.retain(|q| q != &c);
                 s.seen.insert(c.clone());
                 s.scored.push((c, score));
@@ -919,18 +925,7 @@ pub fn tune(
                         continue;
                     }
                     if let Some(s) = searches.get_mut(t) {
-                        let score: f64 = s
-                            .keys
-                            .iter()
-                            .map(|k| {
-                                states[k]
-                                    .measured
-                                    .iter()
-                                    .rev()
-                                    .find(|m| &m.1 == c)
-                                    .map_or(f64::INFINITY, |m| m.2)
-                            })
-                            .sum();
+                        let score = s.score(c, &states);
                         s.scored.push((c.clone(), score));
                     }
                 }
