@@ -6,12 +6,15 @@
 //!   5), 15 MaskGIT steps, guidance 3.5; each decoded image is classified by the committed
 //!   digit classifier; prints the fraction recognised as their prompt's digit and writes a
 //!   grid (one row per class) to GRID.png;
-//! - captions: ten held-out digits of each class, "What digit is this?", greedy; prints the
-//!   fraction of answers that name the image's digit, and some of the wrong answers.
+//! - captions: ten held-out digits of each class, "What digit is this?", greedy, decoded as
+//!   `mmada generate caption` does by default (blocks of 4 positions, one per step, the answer
+//!   room of the training rows); prints the fraction of answers that name the image's digit,
+//!   and some of the wrong answers.
 //!
 //! Environment: `EVAL_CAPTION` (t2i prompt, `{}` = the digit; default "the digit {}"),
 //! `EVAL_GUIDANCE` (3.5), `EVAL_SPLIT=train` (caption training images instead of held-out ones),
-//! `EVAL_GEN` (answer length; default the rest of the text block), `EVAL_QUESTION` (default
+//! `EVAL_GEN` (answer length; default the rest of the text block in whole blocks), `EVAL_BLOCK`
+//! (block length; default 4), `EVAL_QUESTION` (default
 //! "What digit is this?"), `EVAL_TEXT_LEN` (the text budget; default the training value from
 //! the checkpoint's trainer_state.json, seq − 67 for the built-in tokenizer's 64 codes).
 //!
@@ -126,12 +129,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let question = std::env::var("EVAL_QUESTION").unwrap_or_else(|_| "What digit is this?".into());
     let question = question.as_str();
     let (first, room) = q.mmu_prompt(&codes[test[0]], question)?;
-    // The answer fills the rest of the text block, as in the training rows.
-    let gen: usize = std::env::var("EVAL_GEN").map_or(Ok(room), |v| v.parse())?;
+    // As `mmada generate caption` decodes: blocks of 4, the answer filling the rest of the
+    // text block in whole blocks, one position per step.
+    let block: usize = std::env::var("EVAL_BLOCK").map_or(Ok(4), |v| v.parse())?;
+    let gen: usize =
+        std::env::var("EVAL_GEN").map_or(Ok((room / block).max(1) * block), |v| v.parse())?;
     let opts = TextOptions {
         gen_length: gen,
         steps: gen,
-        block_length: gen,
+        block_length: block,
         early_exit: Some(vocab.ids.eot_id),
         ..TextOptions::default()
     };

@@ -5,7 +5,8 @@
   mmada bench --sampling --checkpoint CKPT --prompt-ids P --reps R --json --dump-ids D
   REFPY scripts/official_sampling.py OFFICIAL CKPT --prompt-ids P --reps R --out D/official.json
 
-Prints, per round, tokens/s of our no-cache and dual-cache + threshold 0.9 samplers and of the
+Prints, per round, tokens/s of our no-cache, prefix-cache and dual-cache samplers (the cached
+ones with threshold 0.9) and of the
 official one, the ratios, and the token agreement of each of ours with the official greedy
 output; then the medians. Needs `cargo build --release`, a checkout of the official code
 (OFFICIAL) and a Python with torch for it (REFPY); see ../shared/tools/README.md.
@@ -48,14 +49,18 @@ for r in range(1, a.rounds + 1):
                     "--prompt-ids", a.prompt_ids, "--reps", str(a.reps), "--out",
                     os.path.join(d, "official.json")], check=True, capture_output=True, text=True)
     off = json.load(open(os.path.join(d, "official.json")))
-    no, du = ours["sampling-nocache"], ours["sampling-dual"]
+    no, pr, du = ours["sampling-nocache"], ours["sampling-prefix"], ours["sampling-dual"]
     row = dict(round=r, time=time.strftime("%H:%M:%S", time.gmtime()), off=off["tokens_per_s"],
-               no=no["tokens_per_s"], dual=du["tokens_per_s"], dual_steps=du["steps"],
+               no=no["tokens_per_s"], prefix=pr["tokens_per_s"], prefix_steps=pr["steps"],
+               dual=du["tokens_per_s"], dual_steps=du["steps"],
                agree_no=agree(ids(os.path.join(d, "sampling-nocache.txt")), off["ids"]),
+               agree_prefix=agree(ids(os.path.join(d, "sampling-prefix.txt")), off["ids"]),
                agree_dual=agree(ids(os.path.join(d, "sampling-dual.txt")), off["ids"]))
     rows.append(row)
     print(f"round {r} ({row['time']} UTC): official {row['off']:.1f} tok/s | no-cache {row['no']:.1f} "
-          f"({row['no'] / row['off']:.2f}x, agreement {row['agree_no']:.3f}) | dual+0.9 {row['dual']:.1f} "
+          f"({row['no'] / row['off']:.2f}x, agreement {row['agree_no']:.3f}) | prefix+0.9 {row['prefix']:.1f} "
+          f"({row['prefix'] / row['off']:.2f}x, {row['prefix_steps']} steps, agreement {row['agree_prefix']:.3f}) "
+          f"| dual+0.9 {row['dual']:.1f} "
           f"({row['dual'] / row['off']:.2f}x, {row['dual_steps']} steps, agreement {row['agree_dual']:.3f})",
           flush=True)
 
@@ -63,7 +68,9 @@ med = lambda k: statistics.median(x[k] for x in rows)
 ratio = lambda k: [x[k] / x["off"] for x in rows]
 print(f"medians over {len(rows)} rounds: official {med('off'):.1f} tok/s, no-cache {med('no'):.1f} "
       f"({med('no') / med('off'):.2f}x; rounds {min(ratio('no')):.2f}-{max(ratio('no')):.2f}x), "
-      f"dual+0.9 {med('dual'):.1f} ({med('dual') / med('off'):.2f}x; rounds "
+      f"prefix+0.9 {med('prefix'):.1f} ({med('prefix') / med('off'):.2f}x; rounds "
+      f"{min(ratio('prefix')):.2f}-{max(ratio('prefix')):.2f}x), dual+0.9 {med('dual'):.1f} ({med('dual') / med('off'):.2f}x; rounds "
       f"{min(ratio('dual')):.2f}-{max(ratio('dual')):.2f}x); agreement with the official greedy output: "
-      f"no-cache {min(x['agree_no'] for x in rows):.3f} (worst round), dual {med('agree_dual'):.3f}")
+      f"no-cache {min(x['agree_no'] for x in rows):.3f} (worst round), prefix {med('agree_prefix'):.3f}, "
+      f"dual {med('agree_dual'):.3f}")
 sys.exit(0)

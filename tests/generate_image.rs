@@ -297,6 +297,94 @@ fn cli_paints_and_captions_and_refuses_bad_options() {
     );
 }
 
+#[test]
+fn caption_of_a_trained_layout_model_decodes_the_training_prompt_in_blocks() {
+    // With `--text-len` (or a checkpoint of `mmada train --multimodal`), `generate caption`
+    // prompts as the training rows do (through the assistant header) and fills the rest of the
+    // text block in blocks of 4, one position per step: the library sampler on
+    // `Prompter::mmu_prompt` gives the same answer.
+    use common::mmada_cli;
+    use mmada_models::image_io::{load_rgb, preprocess, Fit};
+    use mmada_models::image_tokenizer::{load_magvit, ImageTokenizer};
+    use mmada_models::text_sampler::{TextOptions, TextSampler};
+    let cfg = LladaConfig::preset("tiny").unwrap();
+    let mut w = init_weights(&cfg, 3, 0, 0.02);
+    // A sharper head, so the greedy answer is not the same filler token everywhere.
+    let head = "model.transformer.ff_out.weight";
+    let h = w[head].to_f32_vec().iter().map(|v| v * 40.0).collect();
+    w.insert(
+        head.into(),
+        Tensor::from_f32(w[head].shape().clone(), h).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    mmada_models::checkpoint::save_model(&m, &cfg, &w, DType::F32, u64::MAX).unwrap();
+    let vq = format!("{}/models/assets/vq-digits", env!("CARGO_MANIFEST_DIR"));
+    // A held-out digit as the image.
+    let digits = Digits::embedded().unwrap();
+    let i = digits.indices(true)[3];
+    let img = mmada_models::image_io::to_rgb8(&digits.chw(i), 32, 32).unwrap();
+    let png = dir.path().join("d.png");
+    mmada_models::image_io::save_png(&img, &png).unwrap();
+    let question = "Which number is shown?";
+    let (ok, out, err) = mmada_cli(
+        &[
+            "generate",
+            "caption",
+            "--model",
+            m.to_str().unwrap(),
+            "--vq",
+            &vq,
+            "--image",
+            png.to_str().unwrap(),
+            "--question",
+            question,
+            "--text-len",
+            "43",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let (vcfg, vw) = load_magvit(std::path::Path::new(&vq)).unwrap();
+    let host = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let mut tk = ImageTokenizer::new(vcfg, &vw, 32, 32, Target::Cpu, host.clone()).unwrap();
+    let chw = preprocess(
+        &load_rgb(&png, &Default::default()).unwrap(),
+        32,
+        Fit::ResizeCrop,
+    )
+    .unwrap();
+    let codes = tk.encode(&chw).unwrap().to_i64_vec();
+    let (tok, vocab) = UnifiedVocab::for_checkpoint(&m).unwrap();
+    let (ids, room) = Prompter::new(&tok, &vocab, 43)
+        .unwrap()
+        .mmu_prompt(&codes, question)
+        .unwrap();
+    let gen = room / 4 * 4;
+    let opts = TextOptions {
+        gen_length: gen,
+        steps: gen,
+        block_length: 4,
+        early_exit: Some(vocab.ids.eot_id),
+        ..TextOptions::default()
+    };
+    let mut s = TextSampler::new(cfg, &w, 1, ids.len(), opts, Target::Cpu, host).unwrap();
+    let got = s.generate(&[ids], &mut |_, _| {}).unwrap();
+    let text: Vec<i64> = got.ids[0]
+        .iter()
+        .copied()
+        .filter(|&t| t >= 0 && (t as usize) < tok.len() && t != tok.mask)
+        .collect();
+    let want = tok.decode(&text).unwrap().trim().to_string();
+    assert!(!want.is_empty());
+    assert_eq!(out.trim_end_matches('\n'), want, "{err}");
+    assert!(err.contains(&format!("in {gen} steps")), "{err}");
+}
+
 fn image_size(p: &std::path::Path) -> (u32, u32) {
     let img = mmada_models::image_io::load_rgb(p, &Default::default()).unwrap();
     (img.width(), img.height())

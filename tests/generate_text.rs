@@ -15,7 +15,7 @@ use mmada_ir::{interp, DType, Shape, Tensor};
 use mmada_models::checkpoint::{init_weights, save_model};
 use mmada_models::config::LladaConfig;
 use mmada_models::llada::forward_graph;
-use mmada_models::text_sampler::{commit_schedule, TextOptions, TextSampler};
+use mmada_models::text_sampler::{commit_schedule, KvCache, TextOptions, TextSampler};
 use mmada_runtime::Target;
 
 /// A 2-layer model on the tiny vocabulary with a sharpened head (random weights whose
@@ -323,32 +323,49 @@ fn nan_logits_mid_run_stop_with_an_error_naming_the_step() {
 }
 
 #[test]
-fn dual_cache_is_exact_for_one_layer_and_close_for_two() {
+fn prefix_and_dual_caches_are_exact_for_one_layer_and_close_for_two() {
     // One layer: a position's keys and values depend on its own token only, so the cache of
-    // the unchanged prefix and suffix is exact and the cached sampler must give the no-cache
-    // tokens. Two layers: the cache is a block old (Fast-dLLM's approximation).
+    // the unchanged prefix (and, for the dual cache, suffix) is exact and the cached sampler
+    // must give the no-cache tokens. Two layers: the cache is a block old (Fast-dLLM's
+    // approximation). Three blocks, so the prefix cache runs its entries for runs of 24, 16
+    // and 8 positions.
     for layers in [1usize, 2] {
         let (cfg, w) = model_with_layers(layers);
         let prompt = [3i64, 17, 9, 200, 41];
         let o = options(24, 12, 8, 0.0);
-        let run = |dual: bool| {
+        let run = |cache: KvCache| {
+            let o = TextOptions { cache, ..o };
+            let mut s =
+                TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
+            s.generate(&[prompt.to_vec()], &mut |_, _| {}).unwrap().ids[0].clone()
+        };
+        let plain = run(KvCache::None);
+        for cache in [KvCache::Prefix, KvCache::Dual] {
+            let got = run(cache);
+            let same = plain.iter().zip(&got).filter(|(a, b)| a == b).count();
+            eprintln!(
+                "{layers} layers, {cache:?}: {same}/{} tokens agree",
+                plain.len()
+            );
+            if layers == 1 {
+                assert_eq!(got, plain, "{cache:?}");
+            } else {
+                assert!(!got.contains(&cfg.mask_token_id), "{cache:?}");
+                assert!(same * 2 >= plain.len(), "{cache:?}: {same}/{}", plain.len());
+            }
+        }
+        // One block: nothing follows it, so the dual cache (prompt cached, block fresh) and
+        // the prefix cache are the same computation.
+        let one = |cache: KvCache| {
             let o = TextOptions {
-                dual_cache: dual,
-                ..o
+                cache,
+                ..options(8, 4, 8, 0.0)
             };
             let mut s =
                 TextSampler::new(cfg.clone(), &w, 1, prompt.len(), o, Target::Cpu, host()).unwrap();
             s.generate(&[prompt.to_vec()], &mut |_, _| {}).unwrap().ids[0].clone()
         };
-        let (plain, dual) = (run(false), run(true));
-        let same = plain.iter().zip(&dual).filter(|(a, b)| a == b).count();
-        eprintln!("{layers} layers: {same}/{} tokens agree", plain.len());
-        if layers == 1 {
-            assert_eq!(dual, plain);
-        } else {
-            assert!(!dual.contains(&cfg.mask_token_id));
-            assert!(same * 2 >= plain.len(), "{same}/{}", plain.len());
-        }
+        assert_eq!(one(KvCache::Prefix), one(KvCache::Dual));
     }
 }
 
@@ -387,11 +404,12 @@ fn bench_sampling_on_a_checkpoint_times_the_reference_tokens_and_rejects_bad_pro
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(lines[0]["figure"], "sampling-nocache");
     assert_eq!(lines[0]["agreement"], 1.0);
     assert_eq!(lines[0]["steps"], 128);
-    assert_eq!(lines[1]["figure"], "sampling-dual");
+    assert_eq!(lines[1]["figure"], "sampling-prefix");
+    assert_eq!(lines[2]["figure"], "sampling-dual");
     let ids = |name: &str| -> Vec<i64> {
         std::fs::read_to_string(dir.path().join("ids").join(name))
             .unwrap()
@@ -401,9 +419,11 @@ fn bench_sampling_on_a_checkpoint_times_the_reference_tokens_and_rejects_bad_pro
     };
     assert_eq!(ids("prompt.txt"), prompt);
     assert_eq!(ids("sampling-nocache.txt"), want);
-    let dual = ids("sampling-dual.txt");
-    assert_eq!(dual.len(), 128);
-    assert!(!dual.contains(&cfg.mask_token_id));
+    for figure in ["sampling-prefix.txt", "sampling-dual.txt"] {
+        let got = ids(figure);
+        assert_eq!(got.len(), 128, "{figure}");
+        assert!(!got.contains(&cfg.mask_token_id), "{figure}");
+    }
     // A prompt file with a word in it names the file and the token.
     std::fs::write(dir.path().join("bad.txt"), "3 seventeen 9").unwrap();
     let mut bad = args;
@@ -466,32 +486,40 @@ fn a_left_padded_prompt_with_its_key_mask_generates_what_the_unpadded_prompt_doe
     // attention (key_mask) and RoPE's relative positions, a padded row is the unpadded row.
     use mmada_codegen::compile::{compile_entries, CompileOptions, PtxCheck};
     use mmada_models::sampler_step::{
-        block_step_graph, cache_names, text_step_graph, TextStepSpec, BLOCK_STEP, TEXT_STEP,
+        block_step_graph, cache_names, prefix_step_graph, prefix_step_name, text_step_graph,
+        TextStepSpec, BLOCK_STEP, TEXT_STEP,
     };
     use mmada_models::text_sampler::decode;
     let (cfg, w) = model();
     let prompt = vec![3i64, 17, 9, 200, 41, 5, 88];
     let pad = 4;
-    for dual in [false, true] {
+    for cache in [KvCache::None, KvCache::Prefix, KvCache::Dual] {
         let mut o = options(16, 16, 8, 0.0);
-        o.dual_cache = dual;
+        o.cache = cache;
+        let cached = cache != KvCache::None;
         let run = |lp: usize, key_mask: bool, prompts: &[Vec<i64>]| {
             let spec = TextStepSpec {
                 batch: prompts.len(),
                 seq: lp + o.gen_length,
                 cfg: false,
                 remasking: mmada_ir::Remasking::LowConfidence,
-                fill_cache: dual,
+                fill_cache: cached,
                 head_block: Some(o.block_length),
                 key_mask,
             };
             let g = text_step_graph(&cfg, spec).unwrap();
-            let mut entries = vec![(TEXT_STEP, g)];
-            if dual {
-                entries.push((BLOCK_STEP, block_step_graph(&cfg, spec, 8).unwrap()));
+            let mut entries = vec![(TEXT_STEP.to_string(), g)];
+            if cache == KvCache::Dual {
+                entries.push((BLOCK_STEP.into(), block_step_graph(&cfg, spec, 8).unwrap()));
+            }
+            if cache == KvCache::Prefix {
+                for (j, run) in [(0, 16), (1, 8)] {
+                    let g = prefix_step_graph(&cfg, spec, 8, run).unwrap();
+                    entries.push((prefix_step_name(j), g));
+                }
             }
             let refs: Vec<(&str, &mmada_ir::Graph)> =
-                entries.iter().map(|(n, g)| (*n, g)).collect();
+                entries.iter().map(|(n, g)| (n.as_str(), g)).collect();
             let copts = CompileOptions {
                 name: "padded".into(),
                 backend: host(),
@@ -512,7 +540,7 @@ fn a_left_padded_prompt_with_its_key_mask_generates_what_the_unpadded_prompt_doe
                 let km = Tensor::from_f64(DType::Bool, [2, l], &km).unwrap();
                 exe.set_input("key_mask", &km).unwrap();
             }
-            if dual {
+            if cached {
                 let shape = Shape(vec![spec.batch, cfg.n_heads, spec.seq, cfg.head_dim()]);
                 for i in 0..cfg.n_layers {
                     let (k, v) = cache_names(i);
@@ -531,12 +559,12 @@ fn a_left_padded_prompt_with_its_key_mask_generates_what_the_unpadded_prompt_doe
             .map(|i| (i * 37 + 11) % 1000)
             .collect();
         let got = run(padded.len(), true, &[padded.clone(), other]);
-        assert_eq!(got.ids[0], want.ids[0], "dual cache {dual}");
+        assert_eq!(got.ids[0], want.ids[0], "{cache:?}");
         // Without the key mask the padding changes the generation (the check can fail).
         let unmasked = run(padded.len(), false, &[padded.clone(), padded]);
         assert_ne!(
             unmasked.ids[0], want.ids[0],
-            "dual cache {dual}: padding had no effect"
+            "{cache:?}: padding had no effect"
         );
     }
 }

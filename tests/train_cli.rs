@@ -405,6 +405,10 @@ fn bad_multimodal_options_give_one_clear_error() {
         ),
         (&["--multimodal", "--coef-t2i=-1"][..], "--coef-t2i"),
         (
+            &["--multimodal", "--mmu-mask-floor", "1"][..],
+            "--mmu-mask-floor",
+        ),
+        (
             &["--multimodal", "--vq", "/nonexistent/vq"][..],
             "/nonexistent/vq",
         ),

@@ -457,17 +457,18 @@ pub struct SamplingResult {
 }
 
 /// Times text sampling of `model` (BENCHMARKS.md's setting: gen 128, block 32, 128 steps,
-/// τ 0): median of `reps` generations after one warm-up, without a cache or (`dual`) with the
-/// dual KV cache and confidence threshold 0.9; agreement is against the no-cache greedy
+/// τ 0): median of `reps` generations after one warm-up, with `cache` and the confidence
+/// `threshold` (none and none: the plain sampler); agreement is against the no-cache greedy
 /// output.
 pub fn time_sampling(
     model: &SamplingModel,
     reps: usize,
-    dual: bool,
+    cache: crate::text_sampler::KvCache,
+    threshold: Option<f32>,
     target: Target,
     backend: BackendOptions,
 ) -> Result<SamplingResult, Box<dyn std::error::Error>> {
-    use crate::text_sampler::{TextOptions, TextSampler};
+    use crate::text_sampler::{KvCache, TextOptions, TextSampler};
     let base = TextOptions {
         gen_length: 128,
         steps: 128,
@@ -488,16 +489,12 @@ pub fn time_sampling(
     };
     let mut plain = new(base)?;
     let reference = plain.generate(&prompts, &mut |_, _| {})?;
-    let opts = if dual {
-        TextOptions {
-            dual_cache: true,
-            threshold: Some(0.9),
-            ..base
-        }
-    } else {
-        base
+    let opts = TextOptions {
+        cache,
+        threshold,
+        ..base
     };
-    let mut s = if dual {
+    let mut s = if cache != KvCache::None || threshold.is_some() {
         let mut s = new(opts)?;
         s.generate(&prompts, &mut |_, _| {})?;
         s

@@ -68,11 +68,36 @@ pub fn sample_text_mask(
     offset: NodeId,
     prompt: NodeId,
 ) -> Result<TextMask> {
+    sample_text_mask_above(g, seed, offset, prompt, None)
+}
+
+/// [`sample_text_mask`] with a floor `f_b` under each row's masking probability:
+/// `p_b = f_b + (1 − f_b)·((1 − ε)t_b + ε)`, i.e. `t` uniform on `[f_b, 1]` (the loss keeps its
+/// `1/p_b`). `None` or all-zero floors give [`sample_text_mask`]'s graph.
+pub fn sample_text_mask_above(
+    g: &mut Graph,
+    seed: NodeId,
+    offset: NodeId,
+    prompt: NodeId,
+    floor: Option<&[f64]>,
+) -> Result<TextMask> {
     let s = g.try_node(prompt)?.shape.clone();
     let (b, l) = (s.0[0], s.0[1]);
     let t = g.rng(RngDist::Uniform, 0, seed, offset, [b])?;
     let p = g.binary_scalar(BinaryOp::Mul, t, 1.0 - EPS)?;
-    let p = g.binary_scalar(BinaryOp::Add, p, EPS)?;
+    let mut p = g.binary_scalar(BinaryOp::Add, p, EPS)?;
+    if let Some(f) = floor.filter(|f| f.iter().any(|&v| v != 0.0)) {
+        if f.len() != b || f.iter().any(|v| !(0.0..1.0).contains(v)) {
+            return Err(mmada_ir::IrError::Input {
+                name: "mask floor".into(),
+                msg: format!("{b} floors in [0, 1) expected, got {f:?}"),
+            });
+        }
+        let fl = g.constant_f64(DType::F32, [b], f.to_vec())?;
+        let rest = g.constant_f64(DType::F32, [b], f.iter().map(|v| 1.0 - v).collect())?;
+        let scaled = g.binary(BinaryOp::Mul, p, rest)?;
+        p = g.binary(BinaryOp::Add, scaled, fl)?;
+    }
     let u = g.rng(RngDist::Uniform, 1, seed, offset, [b, l])?;
     let pc = g.reshape(p, [b, 1])?;
     let hit = g.compare(CompareOp::Lt, u, pc)?;
@@ -172,4 +197,75 @@ pub fn token_mean(g: &mut Graph, ce: NodeId, keep: NodeId) -> Result<NodeId> {
     let num = g.reduce(ReduceOp::Sum, per, &[0, 1], false)?;
     let den = g.reduce(ReduceOp::Sum, k, &[0, 1], false)?;
     g.div(num, den)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indexmap::IndexMap;
+    use mmada_ir::{interp, Tensor};
+
+    /// `p` and the mask of one draw, with and without floors.
+    fn draw(floor: Option<&[f64]>, b: usize, l: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut g = Graph::new();
+        let prompt = g.input("prompt", DType::Bool, [b, l]).unwrap();
+        let seed = g.input("seed", DType::I64, Vec::<usize>::new()).unwrap();
+        let offset = g.input("offset", DType::I64, Vec::<usize>::new()).unwrap();
+        let m = sample_text_mask_above(&mut g, seed, offset, prompt, floor).unwrap();
+        g.set_output("p", m.p).unwrap();
+        g.set_output("masked", m.masked).unwrap();
+        let mut ins = IndexMap::new();
+        // The first 3 positions of every row are prompt.
+        let pm: Vec<f64> = (0..b * l).map(|i| f64::from(u8::from(i % l < 3))).collect();
+        ins.insert(
+            "prompt".to_string(),
+            Tensor::from_f64(DType::Bool, [b, l], &pm).unwrap(),
+        );
+        ins.insert(
+            "seed".into(),
+            Tensor::from_i64(Shape::scalar(), vec![41]).unwrap(),
+        );
+        ins.insert(
+            "offset".into(),
+            Tensor::from_i64(Shape::scalar(), vec![7 << 32]).unwrap(),
+        );
+        let out = interp::interpret(&g, &ins).unwrap();
+        (out["p"].to_f64_vec(), out["masked"].to_f64_vec())
+    }
+
+    #[test]
+    fn a_mask_floor_maps_t_onto_the_floor_to_one_and_masks_at_that_rate() {
+        let (b, l) = (5, 4003);
+        let floors = [0.0, 0.5, 0.9, 0.25, 0.5];
+        let (p0, _) = draw(None, b, l);
+        let (p, masked) = draw(Some(&floors), b, l);
+        // All-zero floors are the plain graph, draw for draw.
+        assert_eq!(draw(Some(&[0.0; 5]), b, l), draw(None, b, l));
+        for r in 0..b {
+            // By hand: p = f + (1 − f)·p₀ with the same t (f32 arithmetic).
+            let want = floors[r] + (1.0 - floors[r]) * p0[r];
+            assert!((p[r] - want).abs() < 1e-6, "row {r}: {} vs {want}", p[r]);
+            assert!(p[r] >= floors[r]);
+            let row = &masked[r * l..(r + 1) * l];
+            assert!(
+                row[..3].iter().all(|&m| m == 0.0),
+                "row {r}: a prompt masked"
+            );
+            let rate = row[3..].iter().sum::<f64>() / (l - 3) as f64;
+            // Binomial: 5 standard deviations of 4000 draws.
+            let sd = (p[r] * (1.0 - p[r]) / (l - 3) as f64).sqrt();
+            assert!(
+                (rate - p[r]).abs() < 5.0 * sd + 1e-9,
+                "row {r}: rate {rate}, p {}",
+                p[r]
+            );
+        }
+        // A floor of 1 (nothing left to draw) or the wrong count is an error.
+        let mut g = Graph::new();
+        let prompt = g.input("prompt", DType::Bool, [2, 4]).unwrap();
+        let s = g.input("seed", DType::I64, Vec::<usize>::new()).unwrap();
+        for bad in [&[1.0, 0.0][..], &[0.5][..]] {
+            assert!(sample_text_mask_above(&mut g, s, s, prompt, Some(bad)).is_err());
+        }
+    }
 }

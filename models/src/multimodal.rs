@@ -54,6 +54,11 @@ pub struct MultimodalOptions {
     pub coef_mmu: f64,
     /// Fraction of t2i rows trained with the null caption (CFG dropout).
     pub cond_dropout: f64,
+    /// Lowest masking ratio of the mmu answers: their `t` is uniform on `[floor, 1]` instead
+    /// of the reference's `[0, 1]` (see `benches/RESULTS.md`: a small model learns to read the
+    /// image from mostly-masked answers).
+    #[serde(default)]
+    pub mmu_mask_floor: f64,
 }
 
 impl Default for MultimodalOptions {
@@ -65,6 +70,7 @@ impl Default for MultimodalOptions {
             coef_t2i: 1.0,
             coef_mmu: 1.0,
             cond_dropout: 0.1,
+            mmu_mask_floor: 0.0,
         }
     }
 }
@@ -76,6 +82,12 @@ impl MultimodalOptions {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("--{name} must be a finite number ≥ 0, got {v}"));
             }
+        }
+        if !(self.mmu_mask_floor.is_finite() && (0.0..1.0).contains(&self.mmu_mask_floor)) {
+            return Err(format!(
+                "--mmu-mask-floor must be in [0, 1), got {}",
+                self.mmu_mask_floor
+            ));
         }
         if !(self.cond_dropout.is_finite() && (0.0..=1.0).contains(&self.cond_dropout)) {
             return Err(format!(
@@ -400,6 +412,7 @@ impl Multimodal {
             t2i: self.m.coef_t2i,
             mmu: self.m.coef_mmu,
             lm: self.coef_lm,
+            mmu_mask_floor: self.m.mmu_mask_floor,
         };
         Ok(mixed_train_step_graph(cfg, self.mix, coefs, hyper)?)
     }

@@ -11,7 +11,8 @@
 //!   mean of the cross-entropy over the masked image positions and the always-kept `<|soi|>`
 //!   and `<|eoi|>` targets, over all t2i rows together — no `1/t`.
 //! - mmu and text rows: LLaDA masking (per-row `p = (1−ε)t + ε`, Bernoulli per position, prompt
-//!   restored; streams 0–1); the loss is `Σ_b w_b Σ_{i masked} CE_i / p_b` with the row weights
+//!   restored; streams 0–1; for mmu rows optionally `t ~ U(floor, 1)`, see
+//!   [`MixCoefs::mmu_mask_floor`]); the loss is `Σ_b w_b Σ_{i masked} CE_i / p_b` with the row weights
 //!   fed from the host (`row_weight`, one per mmu and text row: `1/(B_mmu·A_b)` for mmu rows,
 //!   with `A_b` the answer positions, and the text rows' weights).
 //!
@@ -24,7 +25,7 @@
 use crate::config::LladaConfig;
 use crate::llada::{declare_params, logits};
 use crate::loss::{
-    apply_mask, sample_image_mask, sample_text_mask, token_mean, weighted_row_losses,
+    apply_mask, sample_image_mask, sample_text_mask_above, token_mean, weighted_row_losses,
 };
 use crate::train_step::{optimizer_step, StepHyper};
 use mmada_ir::{CompareOp, DType, Graph, IrError, NodeId, ReduceOp, Result};
@@ -61,7 +62,7 @@ impl MixShape {
     }
 }
 
-/// Coefficients of the task losses.
+/// Coefficients of the task losses, and the masking floor of the mmu rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MixCoefs {
     /// Of `L_t2i`.
@@ -70,6 +71,8 @@ pub struct MixCoefs {
     pub mmu: f64,
     /// Of `L_lm`.
     pub lm: f64,
+    /// The mmu rows' `t` is uniform on `[floor, 1]` (0: the reference's `U(0, 1)`).
+    pub mmu_mask_floor: f64,
 }
 
 fn need(cond: bool, msg: &str) -> Result<()> {
@@ -135,7 +138,16 @@ pub fn mixed_loss_graph(cfg: &LladaConfig, mix: MixShape, coefs: MixCoefs) -> Re
     let mut text_noise = None;
     if n_text > 0 {
         let pt = g.slice_axis(prompt, 0, mix.t2i, b)?;
-        let noise = sample_text_mask(&mut g, seed, offset, pt)?;
+        let floor: Vec<f64> = (0..n_text)
+            .map(|i| {
+                if i < mix.mmu {
+                    coefs.mmu_mask_floor
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let noise = sample_text_mask_above(&mut g, seed, offset, pt, Some(&floor))?;
         masks.push(noise.masked);
         text_noise = Some(noise);
     }

@@ -105,6 +105,12 @@ fn update_caches(g: &mut Graph, kv: &[(NodeId, NodeId)]) -> Result<()> {
     Ok(())
 }
 
+/// Name of the prefix-cache step entry of block `j` (its run is `seq − start_j` positions
+/// long, so each block has its own entry).
+pub fn prefix_step_name(j: usize) -> String {
+    format!("text-prefix-step.{j}")
+}
+
 /// The dual-cache step of the text sampler (Fast-dLLM): only the `block` positions starting
 /// at `block_start` (i64 scalar input) go through the transformer; attention reads every
 /// layer's cached keys and values with the block's rows replaced by fresh ones (and written
@@ -112,6 +118,42 @@ fn update_caches(g: &mut Graph, kv: &[(NodeId, NodeId)]) -> Result<()> {
 /// within it. Other inputs and outputs as [`text_step_graph`] (`k`, `threshold`,
 /// `temperature`, `seed`, `offset`; `update.x`, `nonfinite`, `masked_left`); no guidance.
 pub fn block_step_graph(cfg: &LladaConfig, spec: TextStepSpec, block: usize) -> Result<Graph> {
+    cached_step_graph(cfg, spec, block, block)
+}
+
+/// The prefix-cache step of the text sampler (Fast-dLLM's prefix cache): the block starting
+/// at `block_start` and every position after it (`run` = `seq − block_start` of them) go
+/// through the transformer, against the cached keys and values of the positions before the
+/// block; the head runs on the block's `block` positions only. As [`block_step_graph`]
+/// otherwise; exact when no earlier position changed since the cache was filled, which holds
+/// for the committed prefix (only its keys of deeper layers drift, as the suffix they
+/// attended to is decoded).
+pub fn prefix_step_graph(
+    cfg: &LladaConfig,
+    spec: TextStepSpec,
+    block: usize,
+    run: usize,
+) -> Result<Graph> {
+    if run < block || run > spec.seq {
+        return Err(mmada_ir::IrError::Input {
+            name: "prefix step".into(),
+            msg: format!(
+                "a run of {run} positions must hold the block ({block}) and fit the sequence ({})",
+                spec.seq
+            ),
+        });
+    }
+    cached_step_graph(cfg, spec, run, block)
+}
+
+/// The cached step: `run` positions from `block_start` through the transformer against the
+/// caches, the head and the remask on the first `block` of them.
+fn cached_step_graph(
+    cfg: &LladaConfig,
+    spec: TextStepSpec,
+    run: usize,
+    block: usize,
+) -> Result<Graph> {
     let mut g = Graph::new();
     let params = declare_params(&mut g, cfg)?;
     let (b, l) = (spec.batch, spec.seq);
@@ -132,20 +174,24 @@ pub fn block_step_graph(cfg: &LladaConfig, spec: TextStepSpec, block: usize) -> 
         k,
         threshold,
     };
-    let xb = block_rows(&mut g, x, start, block)?;
+    let xr = block_rows(&mut g, x, start, run)?;
     let mut kv = Vec::new();
-    let lg = forward(
-        &mut g,
-        cfg,
-        &params,
-        xb,
-        km,
-        Kv::Block {
-            start,
-            caches: &caches,
-        },
-        &mut kv,
-    )?;
+    let kvs = Kv::Block {
+        start,
+        caches: &caches,
+    };
+    let lg = if run == block {
+        forward(&mut g, cfg, &params, xr, km, kvs, &mut kv)?
+    } else {
+        let h = trunk(&mut g, cfg, &params, xr, km, kvs, &mut kv)?;
+        let hb = g.slice_axis(h, 1, 0, block)?;
+        head(&mut g, cfg, &params, hb)?
+    };
+    let xb = if run == block {
+        xr
+    } else {
+        block_rows(&mut g, x, start, block)?
+    };
     update_caches(&mut g, &kv)?;
     let bad = nonfinite_count(&mut g, lg)?;
     g.set_output("nonfinite", bad)?;

@@ -9,7 +9,10 @@
 //! `m` masked positions ([`commit_schedule`]), the most confident ones, never re-masking.
 
 use crate::config::LladaConfig;
-use crate::sampler_step::{block_step_graph, text_step_graph, TextStepSpec, BLOCK_STEP, TEXT_STEP};
+use crate::sampler_step::{
+    block_step_graph, prefix_step_graph, prefix_step_name, text_step_graph, TextStepSpec,
+    BLOCK_STEP, TEXT_STEP,
+};
 use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_codegen::artifact::Artifact;
@@ -42,10 +45,24 @@ pub struct TextOptions {
     /// position of the block whose confidence is above this, and at least the most confident
     /// one, until the block is full; `steps` then only bounds nothing (the count is dynamic).
     pub threshold: Option<f32>,
-    /// Fast-dLLM's dual KV cache: the first step of each block runs the whole sequence and
-    /// fills every layer's key/value cache; the block's other steps run only the block's
-    /// positions against it (approximate: the prefix and suffix keys are a block old).
-    pub dual_cache: bool,
+    /// Fast-dLLM's key/value caches ([`KvCache`]).
+    pub cache: KvCache,
+}
+
+/// Fast-dLLM's approximate key/value caches of the text sampler. With either, the first step
+/// of each block runs the whole sequence and fills every layer's key/value cache; the block's
+/// other steps read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvCache {
+    /// Every step runs the whole sequence.
+    #[default]
+    None,
+    /// The block and every position after it run each step, against the cached keys and
+    /// values of the positions before the block (a block old).
+    Prefix,
+    /// Only the block's positions run, against the cached prefix and suffix (both a block
+    /// old); the block's rows of the cache are rewritten in place.
+    Dual,
 }
 
 impl Default for TextOptions {
@@ -60,7 +77,7 @@ impl Default for TextOptions {
             seed: 0,
             early_exit: None,
             threshold: None,
-            dual_cache: false,
+            cache: KvCache::None,
         }
     }
 }
@@ -107,8 +124,8 @@ impl TextOptions {
                 return bad(format!("--threshold must be in (0, 1], got {t}"));
             }
         }
-        if self.dual_cache && self.cfg_scale > 0.0 {
-            return bad("--cache dual with --cfg-scale is not supported yet".into());
+        if self.cache != KvCache::None && self.cfg_scale > 0.0 {
+            return bad("--cache prefix|dual with --cfg-scale is not supported yet".into());
         }
         if !self.cfg_scale.is_finite() || self.cfg_scale < 0.0 {
             return bad(format!(
@@ -208,22 +225,45 @@ impl TextSampler {
             seq: prompt_len + opts.gen_length,
             cfg: opts.cfg_scale > 0.0,
             remasking: opts.remasking,
-            fill_cache: opts.dual_cache,
+            fill_cache: opts.cache != KvCache::None,
             head_block,
             key_mask: false,
         };
-        let art = if opts.dual_cache {
-            let full = text_step_graph(&cfg, spec)?;
-            let blk = block_step_graph(&cfg, spec, opts.block_length)?;
-            let copts = CompileOptions {
-                name: format!("text_step_dual_b{}_l{}", spec.batch, spec.seq),
-                backend: backend.clone(),
-                ptx_check: PtxCheck::Skip,
-                ..CompileOptions::default()
-            };
-            compile_entries(&[(TEXT_STEP, &full), (BLOCK_STEP, &blk)], &copts)?.0
-        } else {
-            compile_text_step(&cfg, spec, backend.clone())?
+        let art = match opts.cache {
+            KvCache::None => compile_text_step(&cfg, spec, backend.clone())?,
+            cache => {
+                let bk = opts.block_length;
+                let mut entries = vec![(TEXT_STEP.to_string(), text_step_graph(&cfg, spec)?)];
+                if cache == KvCache::Dual {
+                    entries.push((BLOCK_STEP.into(), block_step_graph(&cfg, spec, bk)?));
+                } else {
+                    // One entry per block: block j runs the `seq − start_j` positions from
+                    // its start.
+                    for j in 0..opts.gen_length / bk {
+                        let run = opts.gen_length - j * bk;
+                        let g = prefix_step_graph(&cfg, spec, bk, run)?;
+                        entries.push((prefix_step_name(j), g));
+                    }
+                }
+                let named: Vec<(&str, &mmada_ir::Graph)> =
+                    entries.iter().map(|(n, g)| (n.as_str(), g)).collect();
+                let copts = CompileOptions {
+                    name: format!(
+                        "text_step_{}_b{}_l{}",
+                        if cache == KvCache::Dual {
+                            "dual"
+                        } else {
+                            "prefix"
+                        },
+                        spec.batch,
+                        spec.seq
+                    ),
+                    backend: backend.clone(),
+                    ptx_check: PtxCheck::Skip,
+                    ..CompileOptions::default()
+                };
+                compile_entries(&named, &copts)?.0
+            }
         };
         let mut exe = open_artifact(art, target)?;
         for (n, t) in weights {
@@ -323,7 +363,7 @@ pub fn decode(
         x.extend(std::iter::repeat_n(mask, opts.gen_length));
     }
     exe.set_input("x", &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
-    if opts.dual_cache {
+    if opts.cache != KvCache::None {
         // Filled by each block's first step before anything reads them.
         let shape = Shape(vec![b, cfg.n_heads, l, cfg.head_dim()]);
         let zeros = Tensor::from_f32(shape.clone(), vec![0.0; shape.numel()])?;
@@ -415,14 +455,20 @@ fn step_once(
     ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
     ins.insert("k".into(), scalar_i(k as i64)?);
     ins.insert("threshold".into(), scalar_f(threshold)?);
-    let entry = if opts.dual_cache && !first_in_block {
-        let start = end - opts.block_length;
-        ins.insert("block_start".into(), scalar_i(start as i64)?);
-        BLOCK_STEP
-    } else {
-        ins.insert("block_end".into(), scalar_i(end as i64)?);
-        TEXT_STEP
+    let start = end - opts.block_length;
+    let entry = match opts.cache {
+        KvCache::Dual if !first_in_block => BLOCK_STEP.to_string(),
+        KvCache::Prefix if !first_in_block => {
+            prefix_step_name((start - prompt_len) / opts.block_length)
+        }
+        _ => TEXT_STEP.to_string(),
     };
+    if entry == TEXT_STEP {
+        ins.insert("block_end".into(), scalar_i(end as i64)?);
+    } else {
+        ins.insert("block_start".into(), scalar_i(start as i64)?);
+    }
+    let entry = entry.as_str();
     if spec.cfg {
         ins.insert("cfg_scale".into(), scalar_f(opts.cfg_scale)?);
         ins.insert("prompt_len".into(), scalar_i(prompt_len as i64)?);

@@ -45,7 +45,7 @@ use crate::grpo_noising::{masks, Noising, RowSpan};
 use crate::objective::Objective;
 use crate::reward::{Completion, Reward, Sample};
 use crate::sampler_step::{block_step_graph, text_step_graph, TextStepSpec, BLOCK_STEP, TEXT_STEP};
-use crate::text_sampler::{decode, TextOptions};
+use crate::text_sampler::{decode, KvCache, TextOptions};
 use crate::tokenizer::TextTokenizer;
 use crate::train_step::StepHyper;
 use crate::unigrpo_step::{
@@ -230,7 +230,11 @@ impl GrpoOptions {
             seed,
             early_exit: None,
             threshold: r.threshold,
-            dual_cache: r.dual_cache,
+            cache: if r.dual_cache {
+                KvCache::Dual
+            } else {
+                KvCache::None
+            },
         }
     }
 }

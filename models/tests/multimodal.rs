@@ -54,6 +54,8 @@ fn mixed_losses_equal_the_spec_formulas() {
         t2i: 0.7,
         mmu: 0.4,
         lm: 1.3,
+        // The mmu rows' masking ratio is drawn from [0.6, 1]; the text rows' from [0, 1].
+        mmu_mask_floor: 0.6,
     };
     let (b, l, n) = (mix.rows(), mix.seq(), mix.image_tokens);
     let mut m = mixed_loss_graph(&cfg, mix, coefs).unwrap();
@@ -127,6 +129,7 @@ fn mixed_losses_equal_the_spec_formulas() {
     let out = exe.run(&ins).unwrap();
     let masked = out["masked"].to_bool_vec();
     let p: Vec<f64> = out["p"].to_f64_vec();
+    assert!(p[..2].iter().all(|&x| x >= 0.6), "mmu p {p:?}");
     let lg = out["logits"].to_f32_vec();
     let ce_at = |r: usize, i: usize| ce(&lg[(r * l + i) * v..(r * l + i + 1) * v], ids[r * l + i]);
 

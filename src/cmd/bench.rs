@@ -11,6 +11,7 @@ use mmada_models::bench::{
     case_flops, case_graph, cases, prepare_with, profile, sampling_prompt, time_runs,
     time_sampling, Case, Figure, SamplingModel,
 };
+use mmada_models::text_sampler::KvCache;
 use mmada_runtime::{tensor_io, Target};
 use std::path::{Path, PathBuf};
 
@@ -41,9 +42,10 @@ pub struct Args {
     profile: Option<usize>,
     /// Instead of the step and forward, time text sampling (BENCHMARKS.md: prompt 64, gen
     /// 128, block 32, 128 steps, τ 0) on bench-tiny and bench-small, without a cache
-    /// (figure `sampling-nocache`) and with the dual KV cache and threshold 0.9
-    /// (`sampling-dual`), with agreement to the no-cache greedy output; the official
-    /// `mmu_generate` gives 80 and 14 tokens/s on the build machine.
+    /// (figure `sampling-nocache`), with the prefix KV cache (`sampling-prefix`) and with the
+    /// dual KV cache (`sampling-dual`), both with threshold 0.9, with agreement to the
+    /// no-cache greedy output; the official `mmu_generate` gives 80 and 14 tokens/s on the
+    /// build machine.
     #[arg(long)]
     sampling: bool,
     /// With --sampling: time this checkpoint (a trained model, so that the threshold fires and
@@ -55,7 +57,8 @@ pub struct Args {
     #[arg(long, requires = "sampling")]
     prompt_ids: Option<PathBuf>,
     /// With --sampling: write the prompt and each figure's generated ids here
-    /// (`prompt.txt`, `sampling-nocache.txt`, `sampling-dual.txt`), to compare with
+    /// (`prompt.txt`, `sampling-nocache.txt`, `sampling-prefix.txt`, `sampling-dual.txt`), to
+    /// compare with
     /// `scripts/official_sampling.py`.
     #[arg(long, requires = "sampling")]
     dump_ids: Option<PathBuf>,
@@ -250,13 +253,17 @@ fn sampling(a: &Args, target: Target) -> Result<(), CliError> {
             "config", "figure", "median", "tokens/s", "steps", "agreement", "official", "speed-up"
         );
     }
-    let figures = [(false, "sampling-nocache"), (true, "sampling-dual")];
+    let figures = [
+        (KvCache::None, None, "sampling-nocache"),
+        (KvCache::Prefix, Some(0.9), "sampling-prefix"),
+        (KvCache::Dual, Some(0.9), "sampling-dual"),
+    ];
     for (model, official) in sampling_models(a)? {
         if let Some(dir) = &a.dump_ids {
             write_ids(dir, "prompt.txt", &model.prompt)?;
         }
-        for (dual, figure) in figures {
-            let r = time_sampling(&model, a.reps, dual, target, backend.clone())
+        for (cache, threshold, figure) in figures {
+            let r = time_sampling(&model, a.reps, cache, threshold, target, backend.clone())
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             if let Some(dir) = &a.dump_ids {
                 write_ids(dir, &format!("{figure}.txt"), &r.ids)?;

@@ -12,7 +12,7 @@ use mmada_models::image_sampler::{ImageOptions, ImageSampler, Schedule, Temperat
 use mmada_models::image_tokenizer::{embedded_vq_digits, load_magvit, ImageTokenizer};
 use mmada_models::magvit::MagvitConfig;
 use mmada_models::prompt::{Image, Prompter};
-use mmada_models::text_sampler::{TextOptions, TextSampler};
+use mmada_models::text_sampler::{KvCache, TextOptions, TextSampler};
 use mmada_models::tokenizer::TextTokenizer;
 use mmada_models::trainer::latest_checkpoint;
 use mmada_models::vocab::UnifiedVocab;
@@ -104,21 +104,30 @@ pub struct CaptionArgs {
     /// Image side in pixels the image is resized and cropped to.
     #[arg(long, default_value_t = 32)]
     resolution: usize,
-    /// Generated positions.
-    #[arg(long, default_value_t = 32)]
-    gen_length: usize,
-    /// Denoising steps in all.
-    #[arg(long, default_value_t = 16)]
-    steps: usize,
-    /// Positions per block.
-    #[arg(long, default_value_t = 32)]
+    /// Generated positions [default: for a model of `mmada train --multimodal`, the answer
+    /// room of its training rows (text budget minus the question) in whole blocks; else 32].
+    #[arg(long)]
+    gen_length: Option<usize>,
+    /// Denoising steps in all [default: one per generated position].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Positions per block (semi-autoregressive: short blocks decode the answer's first
+    /// words first, which is where a short answer names what it sees).
+    #[arg(long, default_value_t = 4)]
     block_length: usize,
+    /// Text budget the model was trained with [default: the checkpoint's training rows minus
+    /// the image; the reference's inference layout for other checkpoints].
+    #[arg(long)]
+    text_len: Option<usize>,
     /// Gumbel temperature (0: greedy, the reference's `mmu_generate` default).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
     /// Confidence-threshold parallel decoding, as for `generate text`.
     #[arg(long)]
     threshold: Option<f32>,
+    /// KV cache, as for `generate text`: none, prefix or dual.
+    #[arg(long, value_enum, default_value_t = CacheArg::None)]
+    cache: CacheArg,
     /// Seed of the sampler's random streams.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -142,8 +151,21 @@ enum RemaskingArg {
 enum CacheArg {
     /// Every step runs the whole sequence.
     None,
-    /// Prefix and suffix keys/values cached at each block's first step.
+    /// Keys/values before the block cached at each block's first step; the block and the
+    /// positions after it run every step.
+    Prefix,
+    /// Prefix and suffix keys/values cached at each block's first step; only the block runs.
     Dual,
+}
+
+impl From<CacheArg> for KvCache {
+    fn from(c: CacheArg) -> KvCache {
+        match c {
+            CacheArg::None => KvCache::None,
+            CacheArg::Prefix => KvCache::Prefix,
+            CacheArg::Dual => KvCache::Dual,
+        }
+    }
 }
 
 /// Arguments of `mmada generate text`.
@@ -194,8 +216,9 @@ pub struct TextArgs {
     /// (the step count is then dynamic). In (0, 1].
     #[arg(long)]
     threshold: Option<f32>,
-    /// KV cache: none, or dual (Fast-dLLM: the block's steps after the first run only the
-    /// block against every layer's cached keys and values).
+    /// KV cache (Fast-dLLM): none; prefix (a block's steps after the first run the block
+    /// and the positions after it against the cached keys and values before the block); or
+    /// dual (they run only the block against every layer's cached keys and values).
     #[arg(long, value_enum, default_value_t = CacheArg::None)]
     cache: CacheArg,
     /// Print one JSON object (`generated`: the gen-length generated ids, prompt excluded).
@@ -369,7 +392,7 @@ fn image(a: ImageArgs) -> Result<(), CliError> {
 fn caption(a: CaptionArgs) -> Result<(), CliError> {
     let Multimodal {
         vq: (vq_cfg, vq_w),
-        seq: _,
+        seq,
         cfg,
         weights,
         tok,
@@ -385,34 +408,51 @@ fn caption(a: CaptionArgs) -> Result<(), CliError> {
     let chw = image_io::preprocess(&img, r as u32, Fit::ResizeCrop)?;
     let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, r, r, target, native_and_gpu())?;
     let codes = tk.encode(&chw)?.to_i64_vec();
-    let p = Prompter::new(&tok, &vocab, 2)?;
-    let layout = p.mmu_infer(&codes, &[("user", a.question.as_str())], 0)?;
+    // A model of `mmada train --multimodal` gets its training layout (the prompt through the
+    // assistant header, the answer room of its rows); another the reference's inference
+    // layout (`inference_mmu.py`: the template's newline in the prompt).
+    let text_len = a
+        .text_len
+        .or_else(|| seq.and_then(|s| s.checked_sub(codes.len() + 3)));
+    let bk = a.block_length.max(1);
+    let (prompt, gen) = match text_len {
+        Some(t) => {
+            let p = Prompter::new(&tok, &vocab, t)?;
+            let (ids, room) = p.mmu_prompt(&codes, &a.question)?;
+            (ids, a.gen_length.unwrap_or((room / bk).max(1) * bk))
+        }
+        None => {
+            let p = Prompter::new(&tok, &vocab, 2)?;
+            let l = p.mmu_infer(&codes, &[("user", a.question.as_str())], 0)?;
+            (l.ids, a.gen_length.unwrap_or(32))
+        }
+    };
+    let steps = a.steps.unwrap_or(gen);
     let opts = TextOptions {
-        gen_length: a.gen_length,
-        steps: a.steps,
+        gen_length: gen,
+        steps,
         block_length: a.block_length,
         temperature: a.temperature,
         seed: a.seed,
         early_exit: Some(vocab.ids.eot_id),
         threshold: a.threshold,
+        cache: a.cache.into(),
         ..TextOptions::default()
     };
-    opts.check(layout.len(), cfg.max_sequence_length)
+    opts.check(prompt.len(), cfg.max_sequence_length)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let mut s = TextSampler::new(
         cfg,
         &weights,
         1,
-        layout.len(),
+        prompt.len(),
         opts,
         target,
         native_and_gpu(),
     )?;
     let compile_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let out = with_progress(a.steps, |on| {
-        s.generate(std::slice::from_ref(&layout.ids), on)
-    })?;
+    let out = with_progress(steps, |on| s.generate(std::slice::from_ref(&prompt), on))?;
     let secs = t1.elapsed().as_secs_f64();
     println!("{}", answer_text(&tok, &out.ids[0])?);
     let committed = out.ids[0].iter().filter(|&&i| i != vocab.ids.mask).count();
@@ -466,7 +506,7 @@ fn text(a: TextArgs) -> Result<(), CliError> {
         seed: a.seed,
         early_exit,
         threshold: a.threshold,
-        dual_cache: a.cache == CacheArg::Dual,
+        cache: a.cache.into(),
     };
     opts.check(prompt.len(), cfg.max_sequence_length)
         .map_err(|e| CliError::Usage(e.to_string()))?;

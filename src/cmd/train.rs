@@ -87,6 +87,10 @@ pub struct Args {
     /// Fraction of text-to-image rows trained with the empty (CFG null) caption (--multimodal).
     #[arg(long, default_value_t = 0.1, requires = "multimodal")]
     cond_dropout: f64,
+    /// Lowest masking ratio of the image-understanding answers: t ~ U(F, 1) instead of the
+    /// reference's U(0, 1) (--multimodal; 0.5 for the tiny model, see the README).
+    #[arg(long, default_value_t = 0.0, requires = "multimodal")]
+    mmu_mask_floor: f64,
     /// Resume from a checkpoint directory, or from OUT/latest when given no value.
     #[arg(long, num_args = 0..=1)]
     resume: Option<Option<PathBuf>>,
@@ -308,6 +312,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         batch_mmu: a.batch_mmu,
         coef_t2i: a.coef_t2i,
         coef_mmu: a.coef_mmu,
+        mmu_mask_floor: a.mmu_mask_floor,
         cond_dropout: a.cond_dropout,
     });
     let out = a.out.clone().unwrap_or_else(|| {
