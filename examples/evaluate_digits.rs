@@ -12,7 +12,7 @@
 //!   and some of the wrong answers.
 //!
 //! Environment: `EVAL_CAPTION` (t2i prompt, `{}` = the digit; default "the digit {}"),
-//! `EVAL_GUIDANCE` (3.5), `EVAL_SPLIT=train` (caption training images instead of held-out ones),
+//! `EVAL_GUIDANCE` (3.5), `EVAL_TEMPERATURE` (1), `EVAL_TIMESTEPS` (15), `EVAL_SPLIT=train` (caption training images instead of held-out ones),
 //! `EVAL_GEN` (answer length; default the rest of the text block in whole blocks), `EVAL_BLOCK`
 //! (block length; default 4), `EVAL_QUESTION` (default
 //! "What digit is this?"), `EVAL_TEXT_LEN` (the text budget; default the training value from
@@ -65,6 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = Prompter::new(&tok, &vocab, text_len)?;
     let caption = std::env::var("EVAL_CAPTION").unwrap_or_else(|_| "the digit {}".into());
     let guidance: f32 = std::env::var("EVAL_GUIDANCE").map_or(Ok(3.5), |v| v.parse())?;
+    let temperature: f32 = std::env::var("EVAL_TEMPERATURE").map_or(Ok(1.0), |v| v.parse())?;
+    let timesteps: usize = std::env::var("EVAL_TIMESTEPS").map_or(Ok(15), |v| v.parse())?;
     let prompts: Vec<_> = (0..10)
         .map(|c| p.t2i(&caption.replace("{}", &c.to_string()), Image::Masked(n)))
         .collect::<Result<_, _>>()?;
@@ -76,6 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let opts = ImageOptions {
             seed: seed as u64,
             guidance_scale: guidance,
+            temperature,
+            timesteps,
             ..ImageOptions::default()
         };
         let mut s = ImageSampler::new(
