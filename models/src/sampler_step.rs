@@ -17,7 +17,7 @@
 //! logits and no `[B, L, V]` probabilities.
 
 use crate::config::LladaConfig;
-use crate::llada::{declare_params, forward, head, logits, trunk, Kv};
+use crate::llada::{declare_params, head, logits, trunk, Kv};
 use mmada_ir::{
     BinaryOp, CompareOp, DType, Graph, NodeId, ReduceOp, RemaskArgs, Remasking, Result, Role,
     UnaryOp,
@@ -180,18 +180,17 @@ fn cached_step_graph(
         start,
         caches: &caches,
     };
-    let lg = if run == block {
-        forward(&mut g, cfg, &params, xr, km, kvs, &mut kv)?
+    let h = trunk(&mut g, cfg, &params, xr, km, kvs, &mut kv)?;
+    // The block is the run's first `block` positions (all of it for the dual cache).
+    let (hb, xb) = if run == block {
+        (h, xr)
     } else {
-        let h = trunk(&mut g, cfg, &params, xr, km, kvs, &mut kv)?;
-        let hb = g.slice_axis(h, 1, 0, block)?;
-        head(&mut g, cfg, &params, hb)?
+        (
+            g.slice_axis(h, 1, 0, block)?,
+            g.slice_axis(xr, 1, 0, block)?,
+        )
     };
-    let xb = if run == block {
-        xr
-    } else {
-        block_rows(&mut g, x, start, block)?
-    };
+    let lg = head(&mut g, cfg, &params, hb)?;
     update_caches(&mut g, &kv)?;
     let bad = nonfinite_count(&mut g, lg)?;
     g.set_output("nonfinite", bad)?;

@@ -455,19 +455,19 @@ fn step_once(
     ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
     ins.insert("k".into(), scalar_i(k as i64)?);
     ins.insert("threshold".into(), scalar_f(threshold)?);
+    // A block's first step is the full step (it fills the caches); with a cache the others
+    // run the cached entry from the block's start.
     let start = end - opts.block_length;
-    let entry = match opts.cache {
-        KvCache::Dual if !first_in_block => BLOCK_STEP.to_string(),
-        KvCache::Prefix if !first_in_block => {
-            prefix_step_name((start - prompt_len) / opts.block_length)
-        }
-        _ => TEXT_STEP.to_string(),
-    };
-    if entry == TEXT_STEP {
+    let entry = if opts.cache == KvCache::None || first_in_block {
         ins.insert("block_end".into(), scalar_i(end as i64)?);
+        TEXT_STEP.to_string()
     } else {
         ins.insert("block_start".into(), scalar_i(start as i64)?);
-    }
+        match opts.cache {
+            KvCache::Prefix => prefix_step_name((start - prompt_len) / opts.block_length),
+            _ => BLOCK_STEP.to_string(),
+        }
+    };
     let entry = entry.as_str();
     if spec.cfg {
         ins.insert("cfg_scale".into(), scalar_f(opts.cfg_scale)?);

@@ -58,8 +58,7 @@ pub struct Args {
     prompt_ids: Option<PathBuf>,
     /// With --sampling: write the prompt and each figure's generated ids here
     /// (`prompt.txt`, `sampling-nocache.txt`, `sampling-prefix.txt`, `sampling-dual.txt`), to
-    /// compare with
-    /// `scripts/official_sampling.py`.
+    /// compare with `scripts/official_sampling.py`.
     #[arg(long, requires = "sampling")]
     dump_ids: Option<PathBuf>,
     /// Compile the step and forward with the tuning cache's winners (`mmada tune`); without
