@@ -39,6 +39,7 @@ fn spec(drop: bool) -> GrpoSpec {
         clip_eps: 0.2,
         kl_beta: 0.04,
         drop_zero_variance: drop,
+        vocab: None,
     }
 }
 
@@ -191,4 +192,74 @@ fn every_parameter_gradient_matches_finite_differences_in_f64() {
     let mut g = Graph::new();
     let b = declare_batch(&mut g, &cfg, &spec(false)).unwrap();
     assert_eq!(g.try_node(b.old_logp).unwrap().dtype, DType::F32);
+}
+
+/// With a vocabulary range (text-to-image: the sampler draws from the image codes only) the
+/// log-probabilities are the log-softmax over those ids of the model's logits, computed here
+/// on the host from the forward's logits; without one, over the whole vocabulary. Positions
+/// whose id is outside the range (the prompt) stay finite.
+#[test]
+fn restricted_logprobs_are_the_log_softmax_over_the_range() {
+    use mmada_models::llada::{declare_params, logits};
+    use mmada_models::loss::apply_mask;
+    use mmada_models::unigrpo_step::logprob_graph;
+    let (cfg, w, batch) = fixture();
+    let cfg = cfg.computing_in(DType::F64);
+    let (b, l) = (6, 9);
+    let v = cfg.rows();
+    let (first, count) = (17, 29);
+    // Ids half inside the range, half outside, from a fixed LCG.
+    let mut s: u64 = 12345;
+    let ids: Vec<i64> = (0..b * l)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) % v as u64) as i64
+        })
+        .collect();
+    assert!(ids.iter().any(|&t| t < first as i64) && ids.iter().any(|&t| t >= first as i64));
+    let ids = Tensor::from_i64([b, l], ids).unwrap();
+    let mut ins: IndexMap<String, Tensor> = w
+        .iter()
+        .map(|(k, t)| (k.clone(), cast(t, DType::F64)))
+        .collect();
+    ins.insert("input_ids".into(), ids.clone());
+    ins.insert("masked".into(), batch["masked"].clone());
+    ins.insert("key_mask".into(), batch["key_mask"].clone());
+    // The logits of the masked input.
+    let mut g = Graph::new();
+    let params = declare_params(&mut g, &cfg).unwrap();
+    let x0 = g.input("input_ids", DType::I64, [b, l]).unwrap();
+    let m = g.input("masked", DType::Bool, [b, l]).unwrap();
+    let km = g.input("key_mask", DType::Bool, [b, l]).unwrap();
+    let xt = apply_mask(&mut g, x0, m, cfg.mask_token_id).unwrap();
+    let lg = logits(&mut g, &cfg, &params, xt, Some(km)).unwrap();
+    g.set_output("logits", lg).unwrap();
+    let lg = interp::interpret(&g, &ins).unwrap()["logits"].to_f64_vec();
+    let ids = ids.to_i64_vec();
+    for vocab in [None, Some((first, count))] {
+        let g = logprob_graph(&cfg, b, l, vocab, false).unwrap();
+        let got = interp::interpret(&g, &ins).unwrap()["logp"].to_f64_vec();
+        let (lo, n) = vocab.unwrap_or((0, v));
+        let mut checked = 0;
+        for p in 0..b * l {
+            assert!(got[p].is_finite(), "{vocab:?}: position {p} is {}", got[p]);
+            let id = ids[p] as usize;
+            if id < lo || id >= lo + n {
+                continue;
+            }
+            let row = &lg[p * v + lo..p * v + lo + n];
+            let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + row.iter().map(|x| (x - mx).exp()).sum::<f64>().ln();
+            let want = lg[p * v + id] - lse;
+            assert!(
+                (got[p] - want).abs() < 1e-12 * want.abs().max(1.0),
+                "{vocab:?}: position {p}: {} vs {want}",
+                got[p]
+            );
+            checked += 1;
+        }
+        assert!(checked >= 5, "{vocab:?}: only {checked} positions in range");
+    }
 }

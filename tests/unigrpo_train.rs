@@ -103,6 +103,108 @@ fn figures(r: &StepRecord) -> Vec<(String, u64)> {
     v
 }
 
+/// `--reward t2i`: image rollouts from the MaskGIT step on the artifact's own weights,
+/// decoded by the built-in image tokenizer and scored by the committed digit classifier. Every
+/// logged reward is recomputed here from the logged codes, and the rollout batch the
+/// checkpoint keeps holds those codes at the image positions (in the unified vocabulary)
+/// with the caption and `<|eoi|>` untouched.
+#[test]
+fn t2i_rollouts_are_images_scored_by_the_digit_classifier() {
+    use mmada_models::image_tokenizer::{embedded_vq_digits, ImageTokenizer};
+    use mmada_models::reward::digit_image::DigitImageReward;
+    use mmada_models::tokenizer::TextTokenizer;
+    use mmada_models::vocab::UnifiedVocab;
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = options(out.path(), 4);
+    let g = opts.unigrpo.as_mut().unwrap();
+    g.reward = "t2i".into();
+    g.group_size = 2;
+    // Rows of 110 as `mmada train --multimodal --seq 110`: Lt = 43, image at 45..109.
+    g.prompt_len = 70;
+    g.rollout.gen_length = 40;
+    g.rollout.steps = 4;
+    opts.seq = g.seq();
+    let backend = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let recs = train_with(&opts, None, Target::Cpu, backend, &mut Silent, None).unwrap();
+    assert_eq!(recs.len(), 4);
+    for r in &recs {
+        assert!(
+            r.loss.is_finite() && r.grad_norm.is_finite(),
+            "step {}",
+            r.step
+        );
+        let m = r.metrics["reward_mean"];
+        assert!((0.0..=1.0).contains(&m), "step {}: reward mean {m}", r.step);
+    }
+    assert!(recs.iter().any(|r| r.metrics["reward_std"] > 0.0));
+    assert!(recs.iter().any(|r| r.grad_norm > 0.0));
+
+    let (vq_cfg, vq_w) = embedded_vq_digits().unwrap();
+    let be = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, 32, 32, Target::Cpu, be).unwrap();
+    let reward = DigitImageReward::embedded().unwrap();
+    let text = std::fs::read_to_string(out.path().join("rollouts.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2 * 2 * 2,
+        "2 rollouts × 2 prompts × 2 completions"
+    );
+    let codes_of = |v: &serde_json::Value| -> Vec<i64> {
+        v["completion"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect()
+    };
+    for v in &lines {
+        let codes = codes_of(v);
+        assert_eq!(codes.len(), 64);
+        assert!(codes.iter().all(|&c| (0..256).contains(&c)), "{codes:?}");
+        let pixels = tk
+            .decode(&mmada_ir::Tensor::from_i64([1, 64], codes).unwrap())
+            .unwrap();
+        let want = reward
+            .score(&Sample {
+                prompt: v["prompt"].as_str().unwrap(),
+                target: v["target"].as_str().unwrap(),
+                completion: Completion::Image(&pixels),
+            })
+            .unwrap();
+        let got = v["reward"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "reward {got}, recomputed {want}");
+    }
+
+    let tok = TextTokenizer::tiny().unwrap();
+    let vocab = UnifiedVocab::tiny(&tok).unwrap();
+    let st = mmada_runtime::tensor_io::read_safetensors(
+        &out.path().join("checkpoint-3/objective.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(st["rollout.index"].get_f64(0), 1.0);
+    let ids = st["rollout.input_ids"].to_i64_vec();
+    assert_eq!(ids.len(), 4 * 110);
+    for v in lines.iter().filter(|v| v["rollout"] == 1) {
+        let r = v["row"].as_u64().unwrap() as usize;
+        let row = &ids[r * 110..(r + 1) * 110];
+        let want: Vec<i64> = codes_of(v).iter().map(|c| c + vocab.image_offset).collect();
+        assert_eq!(&row[45..109], &want[..], "row {r}: image positions");
+        assert_eq!(row[109], vocab.ids.eoi, "row {r}: <|eoi|>");
+        assert_eq!(row[44], vocab.ids.soi, "row {r}: <|soi|>");
+        assert!(!row.contains(&vocab.ids.mask), "row {r} keeps a [MASK]");
+    }
+}
+
 #[test]
 fn resume_between_inner_steps_reproduces_the_uninterrupted_run_exactly() {
     let a = tempfile::tempdir().unwrap();

@@ -241,30 +241,6 @@ impl ImageSampler {
         self.spec.image.len()
     }
 
-    fn upload(&mut self, ids: &str, keys: &str, rows: &[&Layout]) -> Result<(), ModelsError> {
-        let (b, l) = (self.spec.batch, self.spec.seq);
-        let mut x = Vec::with_capacity(b * l);
-        let mut k = Vec::with_capacity(b * l);
-        for (r, lay) in rows.iter().enumerate() {
-            if lay.len() != l || lay.image != Some(self.spec.image.clone()) {
-                return Err(ModelsError::Input(format!(
-                    "layout {r} has {} positions and image {:?}; the sampler was compiled for \
-                     {l} and {:?}",
-                    lay.len(),
-                    lay.image,
-                    self.spec.image
-                )));
-            }
-            x.extend_from_slice(&lay.ids);
-            k.extend(lay.key_mask.iter().map(|&m| f64::from(u8::from(m))));
-        }
-        self.exe
-            .set_input(ids, &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
-        let km = Tensor::from_f64(DType::Bool, Shape(vec![b, l]), &k)?;
-        self.exe.set_input(keys, &km)?;
-        Ok(())
-    }
-
     /// Generates the image codes of each t2i layout in `prompts` (image part all `[MASK]`),
     /// with `null` as the unconditional prompt when guiding; `on_step(done, total)` after each
     /// step. Returns the codes (`0..codebook`) of each row.
@@ -274,47 +250,107 @@ impl ImageSampler {
         null: &Layout,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Vec<i64>>, ModelsError> {
-        let b = self.spec.batch;
-        if prompts.len() != b {
+        generate_on(
+            self.exe.as_mut(),
+            &self.spec,
+            &self.opts,
+            prompts,
+            null,
+            on_step,
+        )
+    }
+}
+
+/// Uploads the rows' ids and key masks into the resident inputs `ids` and `keys`.
+fn upload(
+    exe: &mut dyn Executor,
+    spec: &ImageStepSpec,
+    (ids, keys): (&str, &str),
+    rows: &[&Layout],
+) -> Result<(), ModelsError> {
+    let (b, l) = (spec.batch, spec.seq);
+    let mut x = Vec::with_capacity(b * l);
+    let mut k = Vec::with_capacity(b * l);
+    for (r, lay) in rows.iter().enumerate() {
+        if lay.len() != l || lay.image != Some(spec.image.clone()) {
             return Err(ModelsError::Input(format!(
-                "the sampler was compiled for {b} prompts, got {}",
-                prompts.len()
+                "layout {r} has {} positions and image {:?}; the sampler was compiled for \
+                 {l} and {:?}",
+                lay.len(),
+                lay.image,
+                spec.image
             )));
         }
-        let rows: Vec<&Layout> = prompts.iter().collect();
-        self.upload("x", "key_mask", &rows)?;
-        if self.spec.cfg {
-            self.upload("x_null", "key_mask_null", &vec![null; b])?;
-        }
-        let k = self.opts.timesteps;
-        let n = self.image_tokens();
-        let counts = mask_counts(n, k, self.opts.schedule);
-        let temps = temperatures(self.opts.temperature, k, self.opts.temperature_rule);
-        let draws = (b * n * self.spec.codebook) as i64;
-        let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
-        let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
-        for step in 0..k {
-            let mut ins = IndexMap::new();
-            ins.insert("seed".into(), scalar_i(self.opts.seed as i64)?);
-            ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
-            ins.insert("nmask".into(), scalar_i(counts[step] as i64)?);
-            ins.insert("temperature".into(), scalar_f(temps[step])?);
-            if self.spec.cfg {
-                ins.insert("cfg_scale".into(), scalar_f(self.opts.guidance_scale)?);
-            }
-            self.exe.run_entry(IMAGE_STEP, &ins)?;
-            let bad = self.exe.read_output(IMAGE_STEP, "nonfinite")?.to_f64_vec();
-            if bad.first().copied().unwrap_or(0.0) != 0.0 {
-                return Err(ModelsError::Input(format!(
-                    "step {} of {k}: the model produced {} NaN or infinite image logits; \
-                     generation stopped",
-                    step + 1,
-                    bad[0]
-                )));
-            }
-            on_step(step + 1, k);
-        }
-        let s = self.exe.read_output(IMAGE_STEP, "samples")?.to_i64_vec();
-        Ok(s.chunks(n).map(|c| c.to_vec()).collect())
+        x.extend_from_slice(&lay.ids);
+        k.extend(lay.key_mask.iter().map(|&m| f64::from(u8::from(m))));
     }
+    exe.set_input(ids, &Tensor::from_i64(Shape(vec![b, l]), x)?)?;
+    let km = Tensor::from_f64(DType::Bool, Shape(vec![b, l]), &k)?;
+    exe.set_input(keys, &km)?;
+    Ok(())
+}
+
+/// The sampling loop on any executor holding the [`IMAGE_STEP`] entry of `spec` and the
+/// model's weights (the [`ImageSampler`]'s own, or the UniGRPO artifact, whose rollouts read
+/// the parameters being trained): generates the codes of each t2i layout in `prompts` (image
+/// part all `[MASK]`), with `null` as the unconditional prompt when `spec.cfg`;
+/// `on_step(done, total)` after each step. Returns the codes (`0..codebook`) of each row.
+pub fn generate_on(
+    exe: &mut dyn Executor,
+    spec: &ImageStepSpec,
+    opts: &ImageOptions,
+    prompts: &[Layout],
+    null: &Layout,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<i64>>, ModelsError> {
+    opts.check()?;
+    let b = spec.batch;
+    if prompts.len() != b {
+        return Err(ModelsError::Input(format!(
+            "the sampler was compiled for {b} prompts, got {}",
+            prompts.len()
+        )));
+    }
+    if spec.cfg != (opts.guidance_scale > 0.0) {
+        return Err(ModelsError::Input(format!(
+            "the image step was compiled {} guidance, the options ask for a scale of {}",
+            if spec.cfg { "with" } else { "without" },
+            opts.guidance_scale
+        )));
+    }
+    let rows: Vec<&Layout> = prompts.iter().collect();
+    upload(exe, spec, ("x", "key_mask"), &rows)?;
+    if spec.cfg {
+        upload(exe, spec, ("x_null", "key_mask_null"), &vec![null; b])?;
+    }
+    let k = opts.timesteps;
+    let n = spec.image.len();
+    let counts = mask_counts(n, k, opts.schedule);
+    let temps = temperatures(opts.temperature, k, opts.temperature_rule);
+    let draws = (b * n * spec.codebook) as i64;
+    let scalar_f = |v: f32| Tensor::from_f32(Shape::scalar(), vec![v]);
+    let scalar_i = |v: i64| Tensor::from_i64(Shape::scalar(), vec![v]);
+    for step in 0..k {
+        let mut ins = IndexMap::new();
+        ins.insert("seed".into(), scalar_i(opts.seed as i64)?);
+        ins.insert("offset".into(), scalar_i(step as i64 * draws)?);
+        ins.insert("nmask".into(), scalar_i(counts[step] as i64)?);
+        ins.insert("temperature".into(), scalar_f(temps[step])?);
+        if spec.cfg {
+            ins.insert("cfg_scale".into(), scalar_f(opts.guidance_scale)?);
+        }
+        exe.run_entry(IMAGE_STEP, &ins)?;
+        let bad = exe.read_output(IMAGE_STEP, "nonfinite")?.to_f64_vec();
+        if bad.first().copied().unwrap_or(0.0) != 0.0 {
+            return Err(ModelsError::Input(format!(
+                "step {} of {k}: the model produced {} NaN or infinite image logits; \
+                 generation stopped",
+                step + 1,
+                bad[0]
+            )));
+        }
+        on_step(step + 1, k);
+    }
+    let s = exe.read_output(IMAGE_STEP, "samples")?.to_i64_vec();
+    Ok(s.chunks(n).map(|c| c.to_vec()).collect())
 }

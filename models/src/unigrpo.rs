@@ -42,19 +42,26 @@
 use crate::config::LladaConfig;
 use crate::data::{Batcher, DataPosition, EMBEDDED_GSM};
 use crate::grpo_noising::{masks, Noising, RowSpan};
+use crate::image_sampler::{generate_on, ImageOptions, Schedule, TemperatureRule};
+use crate::image_tokenizer::{embedded_vq_digits, ImageTokenizer};
 use crate::objective::Objective;
+use crate::prompt::{Image, Layout};
 use crate::reward::{Completion, Reward, Sample};
-use crate::sampler_step::{block_step_graph, text_step_graph, TextStepSpec, BLOCK_STEP, TEXT_STEP};
+use crate::sampler_step::{
+    block_step_graph, image_step_graph, text_step_graph, ImageStepSpec, TextStepSpec, BLOCK_STEP,
+    IMAGE_STEP, TEXT_STEP,
+};
 use crate::text_sampler::{decode, KvCache, TextOptions};
 use crate::tokenizer::TextTokenizer;
 use crate::train_step::StepHyper;
 use crate::unigrpo_step::{
     grpo_step_graph, logprob_graph, ref_name, GrpoSpec, LOGPROB, REF_LOGPROB,
 };
+use crate::vocab::UnifiedVocab;
 use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_ir::{DType, Graph, Remasking, Shape, Tensor};
-use mmada_runtime::Executor;
+use mmada_runtime::{Executor, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -177,13 +184,6 @@ impl GrpoOptions {
                 self.reward
             ));
         }
-        if self.reward == "t2i" {
-            return Err(
-                "--reward t2i needs image rollouts, which --stage unigrpo does not sample yet; \
-                 use --reward math or caption"
-                    .into(),
-            );
-        }
         let r = &self.rollout;
         if !(r.temperature.is_finite() && r.temperature > 0.0) {
             return Err(format!(
@@ -191,6 +191,20 @@ impl GrpoOptions {
                  prompt are identical and every advantage is 0",
                 r.temperature
             ));
+        }
+        if self.reward == "t2i" {
+            // The image sampler reads only --rollout-steps and --rollout-temperature.
+            if r.steps == 0 {
+                return Err("--rollout-steps must be at least 1".into());
+            }
+            if r.dual_cache || r.threshold.is_some() {
+                return Err(
+                    "--rollout-dual-cache and --rollout-threshold are text-sampler options; \
+                     --reward t2i samples images (MaskGIT)"
+                        .into(),
+                );
+            }
+            return Ok(());
         }
         self.text_options(0)
             .check(self.prompt_len, usize::MAX)
@@ -242,12 +256,14 @@ impl GrpoOptions {
 /// One prompt of the task: its ids (unpadded), text and reference answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskPrompt {
-    /// Token ids of the prompt.
+    /// Token ids of the prompt (for text-to-image the whole row, image positions `[MASK]`).
     pub ids: Vec<i64>,
     /// The question's text (for the reward).
     pub text: String,
     /// The reference answer.
     pub target: String,
+    /// Text-to-image: the row's t2i layout (key mask and image positions).
+    pub layout: Option<Layout>,
 }
 
 /// The math task's prompts: `question` / `answer` rows of the JSONL files (or the embedded
@@ -294,6 +310,7 @@ pub fn math_prompts(
                 ids,
                 text: raw.question,
                 target: raw.answer,
+                layout: None,
             });
         }
     }
@@ -335,9 +352,64 @@ pub fn caption_prompts(
             ids,
             text: question.into(),
             target: digits.labels[i].to_string(),
+            layout: None,
         });
     }
     Ok((out, skipped))
+}
+
+/// The digit text-to-image task: every distinct caption of the training digits (8 phrasings
+/// × 10 digits in the embedded captions) as a t2i layout of `seq` = `Lt + N + 3` positions
+/// (the rows of `mmada train --multimodal`), its image part `n` masks; the target is the
+/// label.
+pub fn t2i_prompts(
+    tok: &TextTokenizer,
+    vocab: &UnifiedVocab,
+    n: usize,
+    seq: usize,
+) -> Result<Vec<TaskPrompt>, ModelsError> {
+    #[derive(Deserialize)]
+    struct Row {
+        image: usize,
+        caption: String,
+        split: String,
+    }
+    let digits = crate::digits::Digits::embedded()?;
+    let text_len = seq.checked_sub(n + 3).filter(|&t| t >= 2).ok_or_else(|| {
+        ModelsError::Options(format!(
+            "--prompt-len plus --rollout-gen-length ({seq}) leaves no room for the caption \
+             before the {n} image positions of a t2i row (Lt + {n} + 3)"
+        ))
+    })?;
+    let p = crate::prompt::Prompter::new(tok, vocab, text_len)?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, line) in crate::digits::CAPTIONS.lines().enumerate() {
+        let r: Row = serde_json::from_str(line).map_err(|e| ModelsError::DataLine {
+            path: "<embedded>/captions.jsonl".into(),
+            line: i + 1,
+            msg: e.to_string(),
+        })?;
+        let label = *digits
+            .labels
+            .get(r.image)
+            .ok_or_else(|| ModelsError::DataLine {
+                path: "<embedded>/captions.jsonl".into(),
+                line: i + 1,
+                msg: format!("image {} is not in the embedded digits", r.image),
+            })?;
+        if r.split != "train" || !seen.insert((r.caption.clone(), label)) {
+            continue;
+        }
+        let layout = p.t2i(&r.caption, Image::Masked(n))?;
+        out.push(TaskPrompt {
+            ids: layout.ids.clone(),
+            text: r.caption,
+            target: label.to_string(),
+            layout: Some(layout),
+        });
+    }
+    Ok(out)
 }
 
 /// A rollout batch and what the inner steps need of it.
@@ -385,7 +457,107 @@ pub struct UniGrpo {
     skipped: usize,
     spec: GrpoSpec,
     text: TextStepSpec,
+    /// Text-to-image (`--reward t2i`): the image sampler's step and the reward's decoder.
+    image: Option<ImageTask>,
     rollout: Option<Rollout>,
+}
+
+/// What text-to-image rollouts need besides the text task's fields.
+struct ImageTask {
+    /// The MaskGIT step of the rollouts (an entry of the artifact, on its resident weights).
+    spec: ImageStepSpec,
+    /// The built-in image tokenizer's decoder: codes → pixels for the reward.
+    decoder: ImageTokenizer,
+}
+
+/// A sampled rollout batch, scored: rows `[B, L]`, key masks, rewards.
+struct Sampled {
+    ids: Vec<i64>,
+    key_mask: Vec<bool>,
+    reward: Vec<f64>,
+    valid: Vec<bool>,
+    dropped: usize,
+    /// `rollouts.jsonl` lines.
+    log: String,
+}
+
+impl Sampled {
+    /// Records completion `r` of rollout `index` with its score: a non-finite score leaves
+    /// the row out of the objective with a warning.
+    fn push(
+        &mut self,
+        index: usize,
+        r: usize,
+        tp: &TaskPrompt,
+        completion: serde_json::Value,
+        score: f64,
+        reward: &str,
+    ) {
+        let line = serde_json::json!({
+            "rollout": index,
+            "row": r,
+            "prompt": tp.text,
+            "target": tp.target,
+            "completion": completion,
+            "reward": if score.is_finite() { Some(score) } else { None },
+        });
+        self.log.push_str(&line.to_string());
+        self.log.push('\n');
+        if score.is_finite() {
+            self.reward.push(score);
+            self.valid.push(true);
+        } else {
+            eprintln!(
+                "warning: rollout {index}, completion {r}: the {reward} reward is {score}; the \
+                 completion is left out of the objective"
+            );
+            self.dropped += 1;
+            self.reward.push(0.0);
+            self.valid.push(false);
+        }
+    }
+}
+
+/// The image task of `--reward t2i` for rows of `seq` positions: the built-in image
+/// tokenizer (its codebook must be the model's), the caption prompts and the sampler's step.
+fn image_task(
+    tok: &TextTokenizer,
+    cfg: &LladaConfig,
+    rows: usize,
+    seq: usize,
+) -> Result<(Vec<TaskPrompt>, ImageTask), ModelsError> {
+    let (vq_cfg, vq_w) = embedded_vq_digits()?;
+    let codebook = cfg.codebook_size.unwrap_or(256);
+    if vq_cfg.codebook_size() != codebook {
+        return Err(ModelsError::Options(format!(
+            "--reward t2i decodes with the built-in image tokenizer of {} codes; the model has \
+             {codebook}",
+            vq_cfg.codebook_size()
+        )));
+    }
+    let side = crate::digits::SIDE;
+    let backend = mmada_codegen::backend::BackendOptions {
+        host: Some(mmada_codegen::HostCpu::native()),
+        gpu_archs: Vec::new(),
+    };
+    let decoder = ImageTokenizer::new(vq_cfg, &vq_w, side, side, Target::Cpu, backend)?;
+    let n = decoder.num_codes();
+    let vocab = UnifiedVocab::from_tokenizer(tok, "<run tokenizer>", codebook, cfg.rows())?;
+    let prompts = t2i_prompts(tok, &vocab, n, seq)?;
+    let image = prompts
+        .first()
+        .and_then(|p| p.layout.as_ref())
+        .and_then(|l| l.image.clone())
+        .ok_or_else(|| ModelsError::Options("the t2i task has no prompt".into()))?;
+    let spec = ImageStepSpec {
+        batch: rows,
+        seq,
+        image,
+        image_offset: vocab.image_offset,
+        codebook,
+        cfg: false,
+    };
+    Ok((prompts, ImageTask { spec, decoder }))
 }
 
 fn bool_tensor<const N: usize>(v: &[bool], shape: [usize; N]) -> Result<Tensor, ModelsError> {
@@ -413,7 +585,13 @@ impl UniGrpo {
             "caption" => caption_prompts(tok, cfg, len, g.seq()),
             _ => math_prompts(tok, &opts.data, len),
         };
-        let (prompts, skipped) = task(g.prompt_len)?;
+        let (prompts, skipped, image) = if reward.name() == "t2i" {
+            let (p, t) = image_task(tok, cfg, opts.prompts * g.group_size, g.seq())?;
+            (p, 0, Some(t))
+        } else {
+            let (p, s) = task(g.prompt_len)?;
+            (p, s, None)
+        };
         if prompts.is_empty() {
             let shortest = task(usize::MAX)?.0.iter().map(|p| p.ids.len()).min();
             return Err(ModelsError::Options(format!(
@@ -431,6 +609,9 @@ impl UniGrpo {
             clip_eps: g.clip_eps,
             kl_beta: g.kl_beta,
             drop_zero_variance: g.drop_zero_variance,
+            vocab: image
+                .as_ref()
+                .map(|t| (t.spec.image_offset as usize, t.spec.codebook)),
         };
         let text = TextStepSpec {
             batch: spec.rows(),
@@ -452,8 +633,17 @@ impl UniGrpo {
             skipped,
             spec,
             text,
+            image,
             rollout: None,
         })
+    }
+
+    /// Positions a completion has: the image's codes, or `--rollout-gen-length`.
+    fn completion_len(&self) -> usize {
+        match &self.image {
+            Some(t) => t.spec.image.len(),
+            None => self.g.rollout.gen_length,
+        }
     }
 
     /// Prompts of the task.
@@ -470,6 +660,17 @@ impl UniGrpo {
     /// row's end, or with `trim_padding` to its first end-of-turn or end-of-text.
     fn spans(&self, ids: &[i64]) -> Vec<RowSpan> {
         let (l, lp) = (self.spec.seq, self.g.prompt_len);
+        if let Some(t) = &self.image {
+            // The completion is the image; the `<|eoi|>` after it is prompt.
+            let img = &t.spec.image;
+            return (0..ids.len() / l)
+                .map(|_| RowSpan {
+                    prompt_len: img.start,
+                    end: img.end,
+                    len: l,
+                })
+                .collect();
+        }
         ids.chunks(l)
             .map(|row| {
                 let end = if self.g.trim_padding {
@@ -504,20 +705,20 @@ impl UniGrpo {
         self.tok.decode(&keep)
     }
 
-    /// Samples rollout `index`, scores it and computes the log-probabilities of its inner
-    /// steps.
-    fn roll_out(&mut self, index: usize, exe: &mut dyn Executor) -> Result<Rollout, ModelsError> {
-        let t0 = Instant::now();
-        let (p, gs, l, lp) = (
-            self.spec.prompts,
-            self.spec.group,
-            self.spec.seq,
-            self.g.prompt_len,
-        );
-        let batch = self.batcher.next_batch(p);
-        let mut prompts = Vec::with_capacity(p * gs);
-        let mut key_mask = Vec::with_capacity(p * gs * l);
-        for tp in &batch {
+    /// Samples the text completions of a rollout batch (`batch`, each prompt `gs` times,
+    /// left-padded to `--prompt-len`) with the text sampler, and scores them.
+    fn sample_text(
+        &mut self,
+        index: usize,
+        batch: &[TaskPrompt],
+        seed: u64,
+        exe: &mut dyn Executor,
+    ) -> Result<Sampled, ModelsError> {
+        let (gs, l, lp) = (self.spec.group, self.spec.seq, self.g.prompt_len);
+        let rows = batch.len() * gs;
+        let mut prompts = Vec::with_capacity(rows);
+        let mut key_mask = Vec::with_capacity(rows * l);
+        for tp in batch {
             let pad = lp - tp.ids.len();
             let mut ids = vec![self.tok.eos; pad];
             ids.extend_from_slice(&tp.ids);
@@ -526,22 +727,20 @@ impl UniGrpo {
                 key_mask.extend((0..l).map(|i| i >= pad));
             }
         }
-        let km = bool_tensor(&key_mask, [p * gs, l])?;
-        exe.set_input("key_mask", &km)?;
-        // A fresh sampler seed per rollout.
-        let seed = self
-            .opts
-            .seed
-            .wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        exe.set_input("key_mask", &bool_tensor(&key_mask, [rows, l])?)?;
         let topts = self.g.text_options(seed);
         let gen = decode(exe, &self.cfg, self.text, &topts, &prompts, &mut |_, _| {})?;
-        let mut ids = Vec::with_capacity(p * gs * l);
-        let (mut reward, mut valid) = (Vec::new(), Vec::new());
-        let mut dropped = 0usize;
-        let mut log = String::new();
+        let mut out = Sampled {
+            ids: Vec::with_capacity(rows * l),
+            key_mask,
+            reward: Vec::new(),
+            valid: Vec::new(),
+            dropped: 0,
+            log: String::new(),
+        };
         for (r, completion) in gen.ids.iter().enumerate() {
-            ids.extend_from_slice(&prompts[r]);
-            ids.extend_from_slice(completion);
+            out.ids.extend_from_slice(&prompts[r]);
+            out.ids.extend_from_slice(completion);
             let tp = &batch[r / gs];
             let text = self.completion_text(completion)?;
             let score = self.reward.score(&Sample {
@@ -549,30 +748,110 @@ impl UniGrpo {
                 target: &tp.target,
                 completion: Completion::Text(&text),
             })?;
-            let line = serde_json::json!({
-                "rollout": index,
-                "row": r,
-                "prompt": tp.text,
-                "target": tp.target,
-                "completion": text,
-                "reward": if score.is_finite() { Some(score) } else { None },
-            });
-            log.push_str(&line.to_string());
-            log.push('\n');
-            if score.is_finite() {
-                reward.push(score);
-                valid.push(true);
-            } else {
-                eprintln!(
-                    "warning: rollout {index}, completion {r}: the {} reward is {score}; the \
-                     completion is left out of the objective",
-                    self.reward.name()
-                );
-                dropped += 1;
-                reward.push(0.0);
-                valid.push(false);
-            }
+            out.push(
+                index,
+                r,
+                tp,
+                serde_json::json!(text),
+                score,
+                self.reward.name(),
+            );
         }
+        Ok(out)
+    }
+
+    /// Samples the images of a rollout batch (`--reward t2i`: each caption `gs` times) with
+    /// the MaskGIT step, without guidance (the policy whose log-probabilities the objective
+    /// takes), `--rollout-steps` steps and `--rollout-temperature` as the initial noise on the
+    /// confidences; decodes them with the built-in image tokenizer and scores them.
+    fn sample_images(
+        &mut self,
+        index: usize,
+        batch: &[TaskPrompt],
+        seed: u64,
+        exe: &mut dyn Executor,
+    ) -> Result<Sampled, ModelsError> {
+        let gs = self.spec.group;
+        let t = self
+            .image
+            .as_mut()
+            .ok_or_else(|| ModelsError::Options("internal: no image task".into()))?;
+        let mut layouts = Vec::with_capacity(batch.len() * gs);
+        for tp in batch {
+            let lay = tp.layout.as_ref().ok_or_else(|| {
+                ModelsError::Options(format!("internal: prompt '{}' has no t2i layout", tp.text))
+            })?;
+            layouts.extend(std::iter::repeat_n(lay.clone(), gs));
+        }
+        let opts = ImageOptions {
+            timesteps: self.g.rollout.steps,
+            guidance_scale: 0.0,
+            temperature: self.g.rollout.temperature,
+            schedule: Schedule::Cosine,
+            temperature_rule: TemperatureRule::Compounding,
+            seed,
+        };
+        let null = layouts[0].clone();
+        let codes = generate_on(exe, &t.spec, &opts, &layouts, &null, &mut |_, _| {})?;
+        let mut out = Sampled {
+            ids: Vec::with_capacity(layouts.len() * self.spec.seq),
+            key_mask: Vec::with_capacity(layouts.len() * self.spec.seq),
+            reward: Vec::new(),
+            valid: Vec::new(),
+            dropped: 0,
+            log: String::new(),
+        };
+        let n = t.spec.image.len();
+        for (r, c) in codes.iter().enumerate() {
+            let mut row = layouts[r].ids.clone();
+            for (slot, &code) in row[t.spec.image.clone()].iter_mut().zip(c) {
+                *slot = code + t.spec.image_offset;
+            }
+            out.ids.extend_from_slice(&row);
+            out.key_mask.extend_from_slice(&layouts[r].key_mask);
+            let pixels = t.decoder.decode(&Tensor::from_i64([1, n], c.clone())?)?;
+            let tp = &batch[r / gs];
+            let score = self.reward.score(&Sample {
+                prompt: &tp.text,
+                target: &tp.target,
+                completion: Completion::Image(&pixels),
+            })?;
+            out.push(
+                index,
+                r,
+                tp,
+                serde_json::json!(c),
+                score,
+                self.reward.name(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Samples rollout `index`, scores it and computes the log-probabilities of its inner
+    /// steps.
+    fn roll_out(&mut self, index: usize, exe: &mut dyn Executor) -> Result<Rollout, ModelsError> {
+        let t0 = Instant::now();
+        let (p, gs, l) = (self.spec.prompts, self.spec.group, self.spec.seq);
+        let batch = self.batcher.next_batch(p);
+        // A fresh sampler seed per rollout.
+        let seed = self
+            .opts
+            .seed
+            .wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let Sampled {
+            ids,
+            key_mask,
+            reward,
+            valid,
+            dropped,
+            log,
+        } = if self.image.is_some() {
+            self.sample_images(index, &batch, seed, exe)?
+        } else {
+            self.sample_text(index, &batch, seed, exe)?
+        };
+        let km = bool_tensor(&key_mask, [p * gs, l])?;
         let kept: Vec<f64> = reward
             .iter()
             .zip(&valid)
@@ -612,7 +891,7 @@ impl UniGrpo {
         stats.insert("rollout_seconds".into(), rollout_s);
         stats.insert(
             "rollout_tokens_per_second".into(),
-            (p * gs * self.g.rollout.gen_length) as f64 / rollout_s.max(1e-9),
+            (p * gs * self.completion_len()) as f64 / rollout_s.max(1e-9),
         );
         Ok(Rollout {
             index,
@@ -634,7 +913,7 @@ impl UniGrpo {
         step: usize,
         spans: &[RowSpan],
     ) -> Result<(Tensor, Tensor), ModelsError> {
-        let m = masks(
+        let mut m = masks(
             self.g.noising,
             self.opts.seed,
             index,
@@ -643,6 +922,15 @@ impl UniGrpo {
             step,
             spans,
         );
+        if let Some(t) = &self.image {
+            // What follows a t2i row's image (`<|eoi|>`) is prompt, not padding: visible.
+            let (l, end) = (self.spec.seq, t.spec.image.end);
+            for (i, v) in m.input.iter_mut().enumerate() {
+                if i % l >= end {
+                    *v = false;
+                }
+            }
+        }
         let shape = [self.spec.rows(), self.spec.seq];
         Ok((
             bool_tensor(&m.input, shape)?,
@@ -687,17 +975,21 @@ impl Objective for UniGrpo {
     }
 
     fn entries(&self, cfg: &LladaConfig) -> Result<Vec<(String, Graph)>, ModelsError> {
-        let (b, l) = (self.spec.rows(), self.spec.seq);
+        let (b, l, v) = (self.spec.rows(), self.spec.seq, self.spec.vocab);
+        let sampler = match &self.image {
+            Some(t) => (IMAGE_STEP.to_string(), image_step_graph(cfg, &t.spec)?),
+            None => (TEXT_STEP.to_string(), text_step_graph(cfg, self.text)?),
+        };
         let mut e = vec![
-            (TEXT_STEP.to_string(), text_step_graph(cfg, self.text)?),
-            (LOGPROB.to_string(), logprob_graph(cfg, b, l, false)?),
+            sampler,
+            (LOGPROB.to_string(), logprob_graph(cfg, b, l, v, false)?),
         ];
-        if self.g.rollout.dual_cache {
+        if self.g.rollout.dual_cache && self.image.is_none() {
             let blk = block_step_graph(cfg, self.text, self.g.rollout.block_length)?;
             e.push((BLOCK_STEP.to_string(), blk));
         }
         if self.g.kl_beta > 0.0 {
-            e.push((REF_LOGPROB.to_string(), logprob_graph(cfg, b, l, true)?));
+            e.push((REF_LOGPROB.to_string(), logprob_graph(cfg, b, l, v, true)?));
         }
         Ok(e)
     }

@@ -62,6 +62,10 @@ pub struct GrpoSpec {
     pub kl_beta: f64,
     /// Leave groups whose rewards are all equal out of the objective.
     pub drop_zero_variance: bool,
+    /// The policy's vocabulary `(first id, count)`: `None` for the whole vocabulary (text);
+    /// the image codes for text-to-image, whose sampler draws from the softmax over the code
+    /// ids only, so that the log-probabilities are those of the policy that sampled.
+    pub vocab: Option<(usize, usize)>,
 }
 
 impl GrpoSpec {
@@ -82,12 +86,15 @@ fn value_dtype(cfg: &LladaConfig) -> DType {
 }
 
 /// Per-token log-probabilities `[B, L]` of `x0` under logits of `xt`, and the token
-/// entropies `[B, L]`.
+/// entropies `[B, L]`. With `vocab = Some((first, count))` the softmax runs over those ids
+/// only; positions whose id is outside them get the log-probability of id `first` (they are
+/// never scored).
 fn token_logprobs(
     g: &mut Graph,
     cfg: &LladaConfig,
     params: &IndexMap<String, NodeId>,
     (x0, masked, key_mask): (NodeId, NodeId, NodeId),
+    vocab: Option<(usize, usize)>,
     entropy: bool,
 ) -> Result<(NodeId, Option<NodeId>)> {
     let (b, l) = {
@@ -97,6 +104,19 @@ fn token_logprobs(
     let xt = apply_mask(g, x0, masked, cfg.mask_token_id)?;
     let lg = logits(g, cfg, params, xt, Some(key_mask))?;
     let lg = g.cast(lg, value_dtype(cfg))?;
+    let (lg, x0) = match vocab {
+        None => (lg, x0),
+        Some((first, count)) => {
+            let lg = g.slice_axis(lg, -1, first, first + count)?;
+            let lo = g.binary_scalar(BinaryOp::Sub, x0, first as f64)?;
+            let zero = g.full(DType::I64, 0.0, mmada_ir::Shape::scalar())?;
+            let below = g.compare(CompareOp::Lt, lo, zero)?;
+            let top = g.full(DType::I64, count as f64, mmada_ir::Shape::scalar())?;
+            let above = g.compare(CompareOp::Ge, lo, top)?;
+            let lo = g.where_(below, zero, lo)?;
+            (lg, g.where_(above, zero, lo)?)
+        }
+    };
     let lp = g.log_softmax(lg, -1)?; // [B, L, V]
     let idx = g.reshape(x0, [b, l, 1])?;
     let picked = g.gather(lp, idx, -1)?;
@@ -116,7 +136,14 @@ fn token_logprobs(
 /// `ref.<name>` with `reference`), `input_ids` i64 `[B, L]`, `masked` bool `[B, L]` and
 /// `key_mask` bool `[B, L]` (false on left padding; role `State`, shared with the rollout
 /// sampler); output `logp` `[B, L]` (every position; the objective reads the masked ones).
-pub fn logprob_graph(cfg: &LladaConfig, rows: usize, seq: usize, reference: bool) -> Result<Graph> {
+/// With `vocab`, the softmax runs over those ids only (as [`GrpoSpec::vocab`]).
+pub fn logprob_graph(
+    cfg: &LladaConfig,
+    rows: usize,
+    seq: usize,
+    vocab: Option<(usize, usize)>,
+    reference: bool,
+) -> Result<Graph> {
     let mut g = Graph::new();
     let params = if reference {
         let mut m = IndexMap::new();
@@ -131,7 +158,7 @@ pub fn logprob_graph(cfg: &LladaConfig, rows: usize, seq: usize, reference: bool
     let x0 = g.input("input_ids", DType::I64, [rows, seq])?;
     let masked = g.input("masked", DType::Bool, [rows, seq])?;
     let km = g.add_input("key_mask", Role::State, DType::Bool, [rows, seq])?;
-    let (logp, _) = token_logprobs(&mut g, cfg, &params, (x0, masked, km), false)?;
+    let (logp, _) = token_logprobs(&mut g, cfg, &params, (x0, masked, km), vocab, false)?;
     g.set_output("logp", logp)?;
     Ok(g)
 }
@@ -232,6 +259,7 @@ pub fn objective(
         cfg,
         params,
         (batch.input_ids, batch.masked, batch.key_mask),
+        spec.vocab,
         true,
     )?;
     let ent = ent.ok_or_else(|| mmada_ir::IrError::Input {

@@ -195,7 +195,12 @@ impl UnifiedVocab {
                 ),
             });
         }
-        let codebook = cfg.codebook_size.unwrap_or(8192);
+        // Without `codebook_size`: MMaDA's 8192 codes, or, for a text model with fewer rows
+        // (a bench preset trained on text), the rows after the text ids, so text commands
+        // work; image commands then refuse any image tokenizer of another codebook by name.
+        let codebook = cfg
+            .codebook_size
+            .unwrap_or_else(|| 8192.min(cfg.rows().saturating_sub(tok.len())));
         let vocab = UnifiedVocab::from_tokenizer(
             &tok,
             &tok_path.display().to_string(),
@@ -381,5 +386,28 @@ mod tests {
         // Too few rows for the codebook: named.
         let e = UnifiedVocab::from_tokenizer(&tok, "t.json", 256, 1100).unwrap_err();
         assert!(e.to_string().contains("embedding rows"), "{e}");
+    }
+
+    #[test]
+    fn a_text_checkpoint_without_codebook_size_loads_with_the_rows_it_has() {
+        let tok = TextTokenizer::tiny().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        tok.save_pretrained(dir.path(), 4096).unwrap();
+        // bench-tiny's 4,096 rows with the tiny tokenizer's ids: no room for 8,192 codes.
+        let mut cfg = LladaConfig::preset("bench-tiny").unwrap();
+        cfg.codebook_size = None;
+        cfg.mask_token_id = tok.mask;
+        cfg.eos_token_id = tok.eos;
+        std::fs::write(dir.path().join("config.json"), cfg.to_json()).unwrap();
+        let (_, v) = UnifiedVocab::load(dir.path()).unwrap();
+        assert_eq!(v.codebook_size, 4096 - 1041);
+        // With room, MMaDA's 8192.
+        cfg.embedding_size = Some(1041 + 8192);
+        cfg.new_vocab_size = Some(1041 + 8192);
+        std::fs::write(dir.path().join("config.json"), cfg.to_json()).unwrap();
+        assert_eq!(
+            UnifiedVocab::load(dir.path()).unwrap().1.codebook_size,
+            8192
+        );
     }
 }

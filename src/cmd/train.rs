@@ -147,7 +147,9 @@ struct GrpoArgs {
     #[arg(long, default_value = "structured")]
     noising: String,
     /// Reward: math (correctness 2.0 + format 0.5), caption (the embedded digit captions),
-    /// clip (needs --clip).
+    /// t2i (images of the embedded digit captions, scored by the committed digit classifier;
+    /// rows as the multimodal training rows: --prompt-len plus --rollout-gen-length = Lt + N +
+    /// 3, the completion is the N image codes), clip (needs --clip).
     #[arg(long, default_value = "math")]
     reward: String,
     /// HF CLIP model directory for --reward clip.
@@ -163,13 +165,14 @@ struct GrpoArgs {
     /// Generated tokens per completion.
     #[arg(long, default_value_t = 64)]
     rollout_gen_length: usize,
-    /// Denoising steps per rollout.
+    /// Denoising steps per rollout (with --reward t2i: the MaskGIT steps).
     #[arg(long, default_value_t = 32)]
     rollout_steps: usize,
     /// Block length of the rollout sampler.
     #[arg(long, default_value_t = 32)]
     rollout_block_length: usize,
-    /// Gumbel temperature of the rollouts (> 0).
+    /// Gumbel temperature of the rollouts (> 0; with --reward t2i: the initial noise on the
+    /// confidences, the codes being drawn from the policy's softmax without guidance).
     #[arg(long, default_value_t = 0.8)]
     rollout_temperature: f32,
     /// Confidence-threshold parallel decoding in the rollouts (Fast-dLLM).
@@ -404,8 +407,11 @@ pub fn run(a: Args) -> Result<(), CliError> {
         },
     };
     eprintln!(
-        "mmada train: preset {}, batch {rows} × {} tokens, {} steps, out {} ({})",
-        opts.preset,
+        "mmada train: {}, batch {rows} × {} tokens, {} steps, out {} ({})",
+        match &opts.model {
+            Some(dir) => format!("model {}", dir.display()),
+            None => format!("preset {}", opts.preset),
+        },
         opts.seq,
         opts.steps,
         opts.out.display(),
