@@ -141,6 +141,11 @@ fn t2i_rollouts_are_images_scored_by_the_digit_classifier() {
     }
     assert!(recs.iter().any(|r| r.metrics["reward_std"] > 0.0));
     assert!(recs.iter().any(|r| r.grad_norm > 0.0));
+    // A rollout's first inner step runs on the parameters that sampled it: every ratio is 1
+    // exactly when the objective's log-probabilities are π_old's (same image-code softmax).
+    for r in recs.iter().filter(|r| r.step % 2 == 0) {
+        assert_eq!(r.metrics["clip_frac"], 0.0, "step {}", r.step);
+    }
 
     let (vq_cfg, vq_w) = embedded_vq_digits().unwrap();
     let be = BackendOptions {

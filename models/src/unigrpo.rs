@@ -2,8 +2,9 @@
 //!
 //! One trainer step is one gradient step. Every μ steps a **rollout** draws P prompts
 //! (`--batch`) and G completions of each (`--group-size`) from π_old — the current parameters
-//! — with the compiled text sampler, which is an entry of the same artifact as the training
-//! step and reads the same resident parameters; the rewards score them. The μ inner gradient
+//! — with the compiled text sampler (for `--reward t2i`, the MaskGIT image step), which is an
+//! entry of the same artifact as the training step and reads the same resident parameters;
+//! the rewards score them. The μ inner gradient
 //! steps that follow keep those completions and see fresh masks
 //! ([`crate::grpo_noising`]); π_old's and π_ref's log-probabilities under each inner step's mask
 //! are computed once, right after the rollout. The objective is [`crate::unigrpo_step`].
@@ -13,7 +14,8 @@
 //! is none. Checkpoints carry it, and the rollout batch in progress, in `objective.safetensors`,
 //! so a run resumed between two inner steps continues bit-identically.
 //!
-//! Every completion, its text and its reward go to `<out>/rollouts.jsonl`.
+//! Every completion (its text, or for images its codes) and its reward go to
+//! `<out>/rollouts.jsonl`.
 //!
 //! Prompts of a rollout share one compiled length (`--prompt-len`): shorter prompts are
 //! left-padded with the end-of-text id, which attention does not see (`key_mask`, in the
@@ -197,10 +199,11 @@ impl GrpoOptions {
             if r.steps == 0 {
                 return Err("--rollout-steps must be at least 1".into());
             }
-            if r.dual_cache || r.threshold.is_some() {
+            if r.dual_cache || r.threshold.is_some() || self.trim_padding {
                 return Err(
-                    "--rollout-dual-cache and --rollout-threshold are text-sampler options; \
-                     --reward t2i samples images (MaskGIT)"
+                    "--rollout-dual-cache, --rollout-threshold and --trim-padding are options \
+                     of text completions; --reward t2i samples images (MaskGIT), whose \
+                     completion is the image positions"
                         .into(),
                 );
             }
@@ -361,13 +364,13 @@ pub fn caption_prompts(
 /// The digit text-to-image task: every distinct caption of the training digits (8 phrasings
 /// × 10 digits in the embedded captions) as a t2i layout of `seq` = `Lt + N + 3` positions
 /// (the rows of `mmada train --multimodal`), its image part `n` masks; the target is the
-/// label.
+/// label. Captions longer than the text block are left out (their count is returned), not cut.
 pub fn t2i_prompts(
     tok: &TextTokenizer,
     vocab: &UnifiedVocab,
     n: usize,
     seq: usize,
-) -> Result<Vec<TaskPrompt>, ModelsError> {
+) -> Result<(Vec<TaskPrompt>, usize), ModelsError> {
     #[derive(Deserialize)]
     struct Row {
         image: usize,
@@ -383,7 +386,7 @@ pub fn t2i_prompts(
     })?;
     let p = crate::prompt::Prompter::new(tok, vocab, text_len)?;
     let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
+    let (mut out, mut skipped) = (Vec::new(), 0);
     for (i, line) in crate::digits::CAPTIONS.lines().enumerate() {
         let r: Row = serde_json::from_str(line).map_err(|e| ModelsError::DataLine {
             path: "<embedded>/captions.jsonl".into(),
@@ -401,6 +404,11 @@ pub fn t2i_prompts(
         if r.split != "train" || !seen.insert((r.caption.clone(), label)) {
             continue;
         }
+        // `<|t2i|>`, the caption and its end must fit the block of Lt + 1.
+        if p.text_ids(&r.caption)?.len() + 2 > text_len + 1 {
+            skipped += 1;
+            continue;
+        }
         let layout = p.t2i(&r.caption, Image::Masked(n))?;
         out.push(TaskPrompt {
             ids: layout.ids.clone(),
@@ -409,7 +417,7 @@ pub fn t2i_prompts(
             layout: Some(layout),
         });
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// A rollout batch and what the inner steps need of it.
@@ -525,7 +533,7 @@ fn image_task(
     cfg: &LladaConfig,
     rows: usize,
     seq: usize,
-) -> Result<(Vec<TaskPrompt>, ImageTask), ModelsError> {
+) -> Result<(Vec<TaskPrompt>, usize, ImageTask), ModelsError> {
     let (vq_cfg, vq_w) = embedded_vq_digits()?;
     let codebook = cfg.codebook_size.unwrap_or(256);
     if vq_cfg.codebook_size() != codebook {
@@ -543,12 +551,18 @@ fn image_task(
     let decoder = ImageTokenizer::new(vq_cfg, &vq_w, side, side, Target::Cpu, backend)?;
     let n = decoder.num_codes();
     let vocab = UnifiedVocab::from_tokenizer(tok, "<run tokenizer>", codebook, cfg.rows())?;
-    let prompts = t2i_prompts(tok, &vocab, n, seq)?;
+    let (prompts, skipped) = t2i_prompts(tok, &vocab, n, seq)?;
     let image = prompts
         .first()
         .and_then(|p| p.layout.as_ref())
         .and_then(|l| l.image.clone())
-        .ok_or_else(|| ModelsError::Options("the t2i task has no prompt".into()))?;
+        .ok_or_else(|| {
+            ModelsError::Options(format!(
+                "no caption of the t2i task fits rows of {seq} (--prompt-len plus \
+                 --rollout-gen-length): {skipped} are longer than the text block of {} ids",
+                seq.saturating_sub(n + 2)
+            ))
+        })?;
     let spec = ImageStepSpec {
         batch: rows,
         seq,
@@ -557,7 +571,7 @@ fn image_task(
         codebook,
         cfg: false,
     };
-    Ok((prompts, ImageTask { spec, decoder }))
+    Ok((prompts, skipped, ImageTask { spec, decoder }))
 }
 
 fn bool_tensor<const N: usize>(v: &[bool], shape: [usize; N]) -> Result<Tensor, ModelsError> {
@@ -585,9 +599,14 @@ impl UniGrpo {
             "caption" => caption_prompts(tok, cfg, len, g.seq()),
             _ => math_prompts(tok, &opts.data, len),
         };
+        if opts.prompts == 0 {
+            return Err(ModelsError::Options(
+                "--batch (prompts per rollout) must be at least 1".into(),
+            ));
+        }
         let (prompts, skipped, image) = if reward.name() == "t2i" {
-            let (p, t) = image_task(tok, cfg, opts.prompts * g.group_size, g.seq())?;
-            (p, 0, Some(t))
+            let (p, s, t) = image_task(tok, cfg, opts.prompts * g.group_size, g.seq())?;
+            (p, s, Some(t))
         } else {
             let (p, s) = task(g.prompt_len)?;
             (p, s, None)
@@ -939,7 +958,7 @@ impl UniGrpo {
     }
 
     /// Appends a rollout's completions to `<out>/rollouts.jsonl` (one object per completion:
-    /// rollout, row, prompt, target, completion text, reward or null). A resumed run appends
+    /// rollout, row, prompt, target, completion text or image codes, reward or null). A resumed run appends
     /// from the rollout it resumes in, so that rollout's lines can appear twice (identical).
     fn append_rollouts(&self, lines: &str) -> Result<(), ModelsError> {
         use std::io::Write;
@@ -1169,5 +1188,75 @@ impl Objective for UniGrpo {
 
     fn tokens_per_step(&self) -> usize {
         self.spec.rows() * self.spec.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--reward t2i` rows of 110 (Lt 43): the inner steps mask only the 64 image positions
+    /// (45..109), score only masked ones, and never hide the `<|eoi|>` after the image or the
+    /// caption before it; captions that do not fit a short text block are left out and
+    /// counted, not cut.
+    #[test]
+    fn t2i_masks_cover_the_image_only_and_short_blocks_skip_long_captions() {
+        let cfg = LladaConfig::preset("tiny").unwrap();
+        let tok = TextTokenizer::tiny().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = GrpoRun {
+            prompts: 2,
+            seed: 7,
+            data: Vec::new(),
+            out: dir.path().to_path_buf(),
+        };
+        let mut g = GrpoOptions {
+            reward: "t2i".into(),
+            group_size: 2,
+            inner_steps: 3,
+            prompt_len: 70,
+            ..GrpoOptions::default()
+        };
+        g.rollout.gen_length = 40;
+        let reward = || crate::reward::by_name("t2i", None).unwrap();
+        let u = UniGrpo::new(&run, &g, &cfg, &tok, reward(), DataPosition::default()).unwrap();
+        assert_eq!((u.prompts(), u.skipped()), (80, 0));
+        assert_eq!(u.spec.vocab, Some((1041, 256)));
+        let ids = vec![5i64; 4 * 110];
+        let spans = u.spans(&ids);
+        let mut masked_any = 0;
+        for n in 0..3 {
+            let (input, scored) = u.mask(1, n, 3 + n, &spans).unwrap();
+            let (input, scored) = (input.to_bool_vec(), scored.to_bool_vec());
+            for (i, (&m, &s)) in input.iter().zip(&scored).enumerate() {
+                let p = i % 110;
+                let image = (45..109).contains(&p);
+                assert!(!m || image, "step {n}: position {p} masked in the input");
+                assert!(!s || (m && image), "step {n}: position {p} scored");
+                masked_any += usize::from(m);
+            }
+        }
+        assert!(masked_any > 0);
+        // Rows of 70 + 5: Lt = 8, a block of 9 for `<|t2i|>`, the caption and its end: the
+        // short captions ("zero", "handwritten 0") fit, the long ones do not.
+        g.rollout.gen_length = 5;
+        let short = UniGrpo::new(&run, &g, &cfg, &tok, reward(), DataPosition::default()).unwrap();
+        assert!(short.skipped() > 0 && short.prompts() + short.skipped() == 80);
+        assert!(short.prompts() > 0);
+        // Rows of 70: Lt = 3, too short for any caption: one clear error.
+        g.rollout.gen_length = 0;
+        let e = UniGrpo::new(&run, &g, &cfg, &tok, reward(), DataPosition::default())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("no caption of the t2i task fits"),
+            "{e}"
+        );
+        // No text block at all: one clear error.
+        g.prompt_len = 68;
+        let e = UniGrpo::new(&run, &g, &cfg, &tok, reward(), DataPosition::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("no room for the caption"), "{e}");
     }
 }

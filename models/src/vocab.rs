@@ -177,7 +177,8 @@ impl UnifiedVocab {
     }
 
     /// Reads a checkpoint directory: `tokenizer.json` for the text ids and `config.json` for
-    /// the codebook size (`codebook_size`, default 8192), the embedding rows and the `[MASK]` id,
+    /// the codebook size (`codebook_size`; without it 8192, or the rows after the text ids
+    /// when fewer), the embedding rows and the `[MASK]` id,
     /// which must agree with the tokenizer's `<|mdm_mask|>`.
     pub fn load(dir: &Path) -> Result<(TextTokenizer, UnifiedVocab), ModelsError> {
         let tok_path = dir.join("tokenizer.json");

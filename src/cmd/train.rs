@@ -162,7 +162,8 @@ struct GrpoArgs {
     /// padding after it (d1 and the default: the whole generated span).
     #[arg(long)]
     trim_padding: bool,
-    /// Generated tokens per completion.
+    /// Generated tokens per completion (with --reward t2i it only sets the row length; the
+    /// completion is the image).
     #[arg(long, default_value_t = 64)]
     rollout_gen_length: usize,
     /// Denoising steps per rollout (with --reward t2i: the MaskGIT steps).
