@@ -490,23 +490,40 @@ struct Sampled {
 }
 
 impl Sampled {
-    /// Records completion `r` of rollout `index` with its score: a non-finite score leaves
-    /// the row out of the objective with a warning.
-    fn push(
+    /// An empty batch of these rows and key masks.
+    fn new(ids: Vec<i64>, key_mask: Vec<bool>) -> Sampled {
+        Sampled {
+            ids,
+            key_mask,
+            reward: Vec::new(),
+            valid: Vec::new(),
+            dropped: 0,
+            log: String::new(),
+        }
+    }
+
+    /// Scores completion `r` of rollout `index` (prompt `tp`) with `reward` and records it,
+    /// `logged` being what `rollouts.jsonl` shows of it (its text, or its codes). A
+    /// non-finite score leaves the row out of the objective with a warning.
+    fn score(
         &mut self,
-        index: usize,
-        r: usize,
-        tp: &TaskPrompt,
-        completion: serde_json::Value,
-        score: f64,
-        reward: &str,
-    ) {
+        reward: &dyn Reward,
+        (index, r, tp): (usize, usize, &TaskPrompt),
+        completion: Completion,
+        logged: serde_json::Value,
+    ) -> Result<(), ModelsError> {
+        let score = reward.score(&Sample {
+            prompt: &tp.text,
+            target: &tp.target,
+            completion,
+        })?;
+        let reward = reward.name();
         let line = serde_json::json!({
             "rollout": index,
             "row": r,
             "prompt": tp.text,
             "target": tp.target,
-            "completion": completion,
+            "completion": logged,
             "reward": if score.is_finite() { Some(score) } else { None },
         });
         self.log.push_str(&line.to_string());
@@ -523,6 +540,7 @@ impl Sampled {
             self.reward.push(0.0);
             self.valid.push(false);
         }
+        Ok(())
     }
 }
 
@@ -749,32 +767,19 @@ impl UniGrpo {
         exe.set_input("key_mask", &bool_tensor(&key_mask, [rows, l])?)?;
         let topts = self.g.text_options(seed);
         let gen = decode(exe, &self.cfg, self.text, &topts, &prompts, &mut |_, _| {})?;
-        let mut out = Sampled {
-            ids: Vec::with_capacity(rows * l),
-            key_mask,
-            reward: Vec::new(),
-            valid: Vec::new(),
-            dropped: 0,
-            log: String::new(),
-        };
+        let mut out = Sampled::new(Vec::with_capacity(rows * l), key_mask);
         for (r, completion) in gen.ids.iter().enumerate() {
             out.ids.extend_from_slice(&prompts[r]);
             out.ids.extend_from_slice(completion);
             let tp = &batch[r / gs];
             let text = self.completion_text(completion)?;
-            let score = self.reward.score(&Sample {
-                prompt: &tp.text,
-                target: &tp.target,
-                completion: Completion::Text(&text),
-            })?;
-            out.push(
-                index,
-                r,
-                tp,
-                serde_json::json!(text),
-                score,
-                self.reward.name(),
-            );
+            let logged = serde_json::json!(text);
+            out.score(
+                self.reward.as_ref(),
+                (index, r, tp),
+                Completion::Text(&text),
+                logged,
+            )?;
         }
         Ok(out)
     }
@@ -812,14 +817,8 @@ impl UniGrpo {
         };
         let null = layouts[0].clone();
         let codes = generate_on(exe, &t.spec, &opts, &layouts, &null, &mut |_, _| {})?;
-        let mut out = Sampled {
-            ids: Vec::with_capacity(layouts.len() * self.spec.seq),
-            key_mask: Vec::with_capacity(layouts.len() * self.spec.seq),
-            reward: Vec::new(),
-            valid: Vec::new(),
-            dropped: 0,
-            log: String::new(),
-        };
+        let cap = layouts.len() * self.spec.seq;
+        let mut out = Sampled::new(Vec::with_capacity(cap), Vec::with_capacity(cap));
         let n = t.spec.image.len();
         for (r, c) in codes.iter().enumerate() {
             let mut row = layouts[r].ids.clone();
@@ -830,19 +829,13 @@ impl UniGrpo {
             out.key_mask.extend_from_slice(&layouts[r].key_mask);
             let pixels = t.decoder.decode(&Tensor::from_i64([1, n], c.clone())?)?;
             let tp = &batch[r / gs];
-            let score = self.reward.score(&Sample {
-                prompt: &tp.text,
-                target: &tp.target,
-                completion: Completion::Image(&pixels),
-            })?;
-            out.push(
-                index,
-                r,
-                tp,
-                serde_json::json!(c),
-                score,
-                self.reward.name(),
-            );
+            let logged = serde_json::json!(c);
+            out.score(
+                self.reward.as_ref(),
+                (index, r, tp),
+                Completion::Image(&pixels),
+                logged,
+            )?;
         }
         Ok(out)
     }
