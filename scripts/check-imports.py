@@ -17,7 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRATES = {"ir": "ir/src", "passes": "passes/src", "codegen": "codegen/src",
           "runtime": "runtime/src", "models": "models/src", "mmada": "src"}
-BUILDERS = ["config.rs", "expr.rs", "llada.rs", "loss.rs", "selfcheck.rs", "spec.rs",
+BUILDERS = ["clip.rs", "config.rs", "expr.rs", "llada.rs", "loss.rs", "selfcheck.rs", "spec.rs",
             "train_step.rs", "magvit.rs", "multimodal_step.rs", "sampler_step.rs", "unigrpo_step.rs",
             "nn"]
 

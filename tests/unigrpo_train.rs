@@ -103,6 +103,72 @@ fn figures(r: &StepRecord) -> Vec<(String, u64)> {
     v
 }
 
+/// `--reward clip`: the t2i rollouts scored by 0.1·max(100·cos, 0) of the CLIP towers compiled
+/// from `--clip` (the tiny random CLIP fixture, whose towers `tests/clip.rs` checks against
+/// the NumPy reference). Every logged reward is recomputed from the logged codes and caption.
+#[test]
+fn clip_rewards_score_the_t2i_rollouts_with_the_given_clip() {
+    use mmada_models::clip_model::ClipModel;
+    use mmada_models::image_tokenizer::{embedded_vq_digits, ImageTokenizer};
+    use mmada_models::reward::clip::ClipReward;
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = options(out.path(), 2);
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_clip");
+    let g = opts.unigrpo.as_mut().unwrap();
+    g.reward = "clip".into();
+    g.clip_weights = Some(clip.clone());
+    g.group_size = 2;
+    g.prompt_len = 70;
+    g.rollout.gen_length = 40;
+    g.rollout.steps = 4;
+    opts.seq = g.seq();
+    let backend = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let recs = train_with(&opts, None, Target::Cpu, backend, &mut Silent, None).unwrap();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.loss.is_finite()));
+
+    let (vq_cfg, vq_w) = embedded_vq_digits().unwrap();
+    let be = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, 32, 32, Target::Cpu, be).unwrap();
+    let reward = ClipReward::new(ClipModel::open(&clip).unwrap());
+    let text = std::fs::read_to_string(out.path().join("rollouts.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2 * 2, "1 rollout × 2 prompts × 2 completions");
+    let mut seen = Vec::new();
+    for v in &lines {
+        let codes: Vec<i64> = v["completion"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect();
+        let pixels = tk
+            .decode(&mmada_ir::Tensor::from_i64([1, 64], codes).unwrap())
+            .unwrap();
+        let want = reward
+            .score(&Sample {
+                prompt: v["prompt"].as_str().unwrap(),
+                target: v["target"].as_str().unwrap(),
+                completion: Completion::Image(&pixels),
+            })
+            .unwrap();
+        let got = v["reward"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "reward {got}, recomputed {want}");
+        seen.push(got);
+    }
+    // Random towers still tell the images apart: not one constant.
+    assert!(seen.iter().any(|&r| (r - seen[0]).abs() > 1e-6), "{seen:?}");
+}
+
 /// `--reward t2i`: image rollouts from the MaskGIT step on the artifact's own weights,
 /// decoded by the built-in image tokenizer and scored by the committed digit classifier. Every
 /// logged reward is recomputed here from the logged codes, and the rollout batch the

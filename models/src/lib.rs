@@ -11,6 +11,7 @@
 //!   [`unigrpo_step`]: UniGRPO's objective (eqs. 3–5) and its log-probability passes;
 //! - [`spec`] and [`expr`]: graph specs in TOML and their expression language
 //!   (`softmax(x @ w + b, -1)`), the format of `mmada compile SPEC`;
+//! - [`clip`]: CLIP's image and text towers (the HF `CLIPModel` layout), for the CLIP reward;
 //! - [`selfcheck`]: the built-in check graphs.
 //!
 //! **Drivers** compile graphs and run them:
@@ -24,7 +25,8 @@
 //!   [`image_sampler`]: text-to-image generation (MaskGIT) the same way;
 //! - [`image_io`]: images in and out; [`image_tokenizer`]: MAGVIT-v2 directories compiled into
 //!   an encoder and a decoder; [`digits`]: the embedded digits; [`digit_classifier`]: the
-//!   classifier that judges generated digits; [`digit_codes`]: the digits as
+//!   classifier that judges generated digits; [`clip_model`]: an HF CLIP directory compiled
+//!   into its two towers, with its tokenizer and image preprocessing; [`digit_codes`]: the digits as
 //!   image codes; [`unigrpo`]: the RL stage (rollouts, rewards, inner steps) on the trainer,
 //!   with [`grpo_noising`] (which completion tokens are masked) and [`reward`] (the reward
 //!   functions); [`vq_trainer`]: training the
@@ -33,6 +35,7 @@
 //! One error type, [`ModelsError`], for the crate.
 
 // Graph builders.
+pub mod clip;
 pub mod config;
 pub mod expr;
 pub mod llada;
@@ -49,6 +52,7 @@ pub mod unigrpo_step;
 // Drivers.
 pub mod bench;
 pub mod checkpoint;
+pub mod clip_model;
 pub mod data;
 pub mod digit_classifier;
 pub mod digit_codes;

@@ -194,7 +194,7 @@ impl GrpoOptions {
                 r.temperature
             ));
         }
-        if self.reward == "t2i" {
+        if crate::reward::scores_images(&self.reward) {
             // The image sampler reads only --rollout-steps and --rollout-temperature.
             if r.steps == 0 {
                 return Err("--rollout-steps must be at least 1".into());
@@ -202,8 +202,8 @@ impl GrpoOptions {
             if r.dual_cache || r.threshold.is_some() || self.trim_padding {
                 return Err(
                     "--rollout-dual-cache, --rollout-threshold and --trim-padding are options \
-                     of text completions; --reward t2i samples images (MaskGIT), whose \
-                     completion is the image positions"
+                     of text completions; --reward t2i and clip sample images (MaskGIT), \
+                     whose completion is the image positions"
                         .into(),
                 );
             }
@@ -622,7 +622,7 @@ impl UniGrpo {
                 "--batch (prompts per rollout) must be at least 1".into(),
             ));
         }
-        let (prompts, skipped, image) = if reward.name() == "t2i" {
+        let (prompts, skipped, image) = if crate::reward::scores_images(reward.name()) {
             let (p, s, t) = image_task(tok, cfg, opts.prompts * g.group_size, g.seq())?;
             (p, s, Some(t))
         } else {

@@ -18,7 +18,10 @@
 //! before it) and the patch kernel only copies. (A single gather with iota-computed offsets was
 //! tried: its per-element index arithmetic made the patch kernel 5× slower on MAGVIT's 256²
 //! layers, and the fuser inlined the norm into it, recomputing it per tap.)
-//! A 1×1 convolution with stride 1 and no padding is the product with the input itself.
+//! A 1×1 convolution with stride 1 and no padding is the product with the input itself. When
+//! the kernel is no larger than the stride (a ViT's patch embedding), every tap is its own
+//! phase of that view, so the patch matrix is one slice of it, permuted, and its gradient one
+//! permute and pad: no kh·kw-way concatenation (1024 taps for CLIP's 32×32 patches).
 
 use crate::{Pass, PassError};
 use mmada_ir::{ConvGeom, Graph, NodeId, Op};
@@ -95,6 +98,13 @@ impl Patches {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && geom.padding == [0; 4]
     }
 
+    /// True when no two taps read the same phase of the grid view (kernel ≤ stride, as in a
+    /// ViT's patch embedding): the patch matrix is then one slice of the view, permuted,
+    /// instead of a concatenation of kh·kw slices (1024 of them for CLIP's 32×32 patches).
+    fn disjoint(&self) -> bool {
+        self.kh <= self.sh && self.kw <= self.sw
+    }
+
     /// Rows and columns of the padded grid the taps read.
     fn grid(&self) -> (usize, usize) {
         (self.sh * self.r, self.sw * self.q)
@@ -126,6 +136,16 @@ impl Patches {
             padded
         };
         let view = g.reshape(cropped, [n, c, self.r, self.sh, self.q, self.sw])?;
+        if self.disjoint() {
+            // Tap (i, j) is the phase (i, j) of the view (r = OH, q = OW here).
+            let slice = Op::Slice {
+                start: vec![0; 6],
+                end: vec![n, c, self.oh, self.kh, self.ow, self.kw],
+            };
+            let t = g.add(slice, &[view])?;
+            let t = g.permute(t, &[0, 1, 3, 5, 2, 4])?; // [N, C, kh, kw, OH, OW]
+            return g.reshape(t, [n, self.k(), p]);
+        }
         let mut taps = Vec::with_capacity(self.kh * self.kw);
         for i in 0..self.kh {
             for j in 0..self.kw {
@@ -161,6 +181,55 @@ impl Patches {
             let d = g.reshape(d, [c, n, self.h, self.w])?;
             return g.permute(d, &[1, 0, 2, 3]);
         }
+        let (rows, cols) = self.grid();
+        let grid = if self.disjoint() {
+            // Each tap owns one phase of the grid: place them all at once.
+            let d = g.reshape(d, [c, self.kh, self.kw, n, self.oh, self.ow])?;
+            let d = g.permute(d, &[0, 3, 4, 1, 5, 2])?; // [C, N, OH, kh, OW, kw]
+            let d = g.pad(
+                d,
+                &[0; 6],
+                &[0, 0, 0, self.sh - self.kh, 0, self.sw - self.kw],
+                0.0,
+            )?;
+            g.reshape(d, [c, n, rows, cols])?
+        } else {
+            self.tap_sum(g, d)?
+        };
+        // Input rows the grid does not reach got no gradient.
+        let (need_r, need_c) = (self.pt + self.h, self.pl + self.w);
+        let grid = if need_r > rows || need_c > cols {
+            g.pad(
+                grid,
+                &[0, 0, 0, 0],
+                &[
+                    0,
+                    0,
+                    need_r.saturating_sub(rows),
+                    need_c.saturating_sub(cols),
+                ],
+                0.0,
+            )?
+        } else {
+            grid
+        };
+        let gs = g.try_node(grid)?.shape.clone();
+        let dx = if gs.0[2] != self.h || gs.0[3] != self.w || self.pt + self.pl > 0 {
+            let slice = Op::Slice {
+                start: vec![0, 0, self.pt, self.pl],
+                end: vec![c, n, self.pt + self.h, self.pl + self.w],
+            };
+            g.add(slice, &[grid])?
+        } else {
+            grid
+        };
+        g.permute(dx, &[1, 0, 2, 3])
+    }
+
+    /// The taps of patch gradients `d [C·kh·kw, N, OH·OW]`, each padded into the grid view
+    /// and summed: `[C, N, rows, cols]`.
+    fn tap_sum(&self, g: &mut Graph, d: NodeId) -> Result<NodeId, mmada_ir::IrError> {
+        let (n, c) = (self.n, self.c);
         let d = g.reshape(d, [c, self.kh * self.kw, n, self.oh, self.ow])?;
         let mut sum = None;
         for i in 0..self.kh {
@@ -199,35 +268,7 @@ impl Patches {
             operands: String::new(),
         })?;
         let (rows, cols) = self.grid();
-        let grid = g.reshape(sum, [c, n, rows, cols])?;
-        // Input rows the grid does not reach got no gradient.
-        let (need_r, need_c) = (self.pt + self.h, self.pl + self.w);
-        let grid = if need_r > rows || need_c > cols {
-            g.pad(
-                grid,
-                &[0, 0, 0, 0],
-                &[
-                    0,
-                    0,
-                    need_r.saturating_sub(rows),
-                    need_c.saturating_sub(cols),
-                ],
-                0.0,
-            )?
-        } else {
-            grid
-        };
-        let gs = g.try_node(grid)?.shape.clone();
-        let dx = if gs.0[2] != self.h || gs.0[3] != self.w || self.pt + self.pl > 0 {
-            let slice = Op::Slice {
-                start: vec![0, 0, self.pt, self.pl],
-                end: vec![c, n, self.pt + self.h, self.pl + self.w],
-            };
-            g.add(slice, &[grid])?
-        } else {
-            grid
-        };
-        g.permute(dx, &[1, 0, 2, 3])
+        g.reshape(sum, [c, n, rows, cols])
     }
 }
 

@@ -149,10 +149,12 @@ struct GrpoArgs {
     /// Reward: math (correctness 2.0 + format 0.5), caption (the embedded digit captions),
     /// t2i (images of the embedded digit captions, scored by the committed digit classifier;
     /// rows as the multimodal training rows: --prompt-len plus --rollout-gen-length = Lt + N +
-    /// 3, the completion is the N image codes), clip (needs --clip).
+    /// 3, the completion is the N image codes), clip (the same image rollouts scored by
+    /// 0.1·max(100·cos, 0) of the HF CLIP at --clip).
     #[arg(long, default_value = "math")]
     reward: String,
-    /// HF CLIP model directory for --reward clip.
+    /// HF CLIP model directory for --reward clip (config.json, model.safetensors,
+    /// tokenizer.json, optionally preprocessor_config.json).
     #[arg(long)]
     clip: Option<PathBuf>,
     /// Tokens every prompt is left-padded to (longer prompts are left out).

@@ -271,13 +271,20 @@ impl<'b> BodyEval<'b> {
                     in_idx[a] = s.let_(Expr::bin(KBinary::Min, shifted, Expr::idx(len - 1)));
                     vals.push(self.value(s, o, &in_idx)?);
                 }
-                let mut acc = vals.pop().unwrap_or(Expr::f32(0.0));
-                for k in (0..vals.len()).rev() {
-                    let (st, len) = bounds[k];
-                    let c = Expr::cmp(KCmp::Lt, idx[a].clone(), Expr::idx(st + len));
-                    acc = Expr::select(c, vals[k].clone(), acc);
+                // A balanced tree of selects on the operands' starts: depth log2(count), not
+                // count (a chain of 1024 nested selects overflowed the artifact's JSON reader).
+                fn pick(vals: &[Expr], starts: &[u64], at: &Expr) -> Expr {
+                    if vals.len() <= 1 {
+                        return vals.first().cloned().unwrap_or(Expr::f32(0.0));
+                    }
+                    let mid = vals.len() / 2;
+                    let c = Expr::cmp(KCmp::Lt, at.clone(), Expr::idx(starts[mid]));
+                    let (lo, hi) = (&vals[..mid], &vals[mid..]);
+                    let (slo, shi) = (&starts[..mid], &starts[mid..]);
+                    Expr::select(c, pick(lo, slo, at), pick(hi, shi, at))
                 }
-                acc
+                let starts: Vec<u64> = bounds.iter().map(|b| b.0).collect();
+                pick(&vals, &starts, &idx[a])
             }
             Op::Gather { axis } => {
                 let x_shape = self.shape_of(ops[0]).clone();

@@ -12,7 +12,7 @@ pub mod norm;
 pub use adamw::adamw;
 pub use attention::{attention, rope, rope_from, swiglu};
 pub use lfq::{lfq_codes, lfq_decode};
-pub use norm::{group_norm, rms_norm};
+pub use norm::{group_norm, layer_norm, rms_norm};
 
 use mmada_ir::{DType, Graph, IrError, NodeId, Result, Shape};
 

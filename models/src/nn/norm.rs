@@ -1,4 +1,5 @@
-//! Normalisations: RMSNorm (the transformer, spec §1.2) and group norm (MAGVIT-v2, spec §7).
+//! Normalisations: RMSNorm (the transformer, spec §1.2), LayerNorm (CLIP) and group norm
+//! (MAGVIT-v2, spec §7).
 
 use super::{bad, compute_dtype, dtype_of, shape_of};
 use mmada_ir::{BinaryOp, Graph, NodeId, Result, UnaryOp};
@@ -17,6 +18,26 @@ pub fn rms_norm(g: &mut Graph, x: NodeId, w: NodeId, eps: f64) -> Result<NodeId>
     let n = g.cast(n, dt)?;
     let w = g.cast(w, dt)?;
     g.mul(n, w)
+}
+
+/// LayerNorm over the last axis with affine `w`, `b` (biased variance, as PyTorch):
+/// `(x − mean) / sqrt(var + eps) · w + b`, computed in f32 (or f64) and cast back to x's dtype.
+pub fn layer_norm(g: &mut Graph, x: NodeId, w: NodeId, b: NodeId, eps: f64) -> Result<NodeId> {
+    let dt = dtype_of(g, x)?;
+    let cd = compute_dtype(dt);
+    let xf = g.cast(x, cd)?;
+    let mean = g.mean(xf, -1, true)?;
+    let d = g.sub(xf, mean)?;
+    let d2 = g.mul(d, d)?;
+    let var = g.mean(d2, -1, true)?;
+    let ve = g.binary_scalar(BinaryOp::Add, var, eps)?;
+    let r = g.unary(UnaryOp::Rsqrt, ve)?;
+    let y = g.mul(d, r)?;
+    let y = g.cast(y, dt)?;
+    let w = g.cast(w, dt)?;
+    let b = g.cast(b, dt)?;
+    let y = g.mul(y, w)?;
+    g.add2(y, b)
 }
 
 /// Group normalisation of `[N, C, H, W]` over `groups` channel groups with affine `gamma`,

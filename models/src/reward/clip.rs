@@ -1,38 +1,65 @@
-//! The CLIP image–text reward (spec §5.2: `0.1·CLIP(image, text)` for captioning and
-//! text-to-image): a plug-in point. It needs HF CLIP weights from the user; this build does not
-//! ship them and does not fake the score, so without weights — or, for now, with them, since
-//! the CLIP towers are not yet built as an IR graph — the reward is unavailable and says why.
+//! The CLIP image–text reward (spec §5.2: `0.1·CLIP(image, text)` for text-to-image, with the
+//! prompt as the text): CLIP(image, text) = max(100·cos(e_image, e_text), 0), the CLIPScore
+//! scale of the paper's tables (CLIP 32.8 for MMaDA's images), so the reward is
+//! `0.1·max(100·cos, 0)`, about 3 for a well-matched pair.
+//!
+//! The towers are the IR graphs of [`crate::clip`], compiled from an HF CLIP directory the
+//! user gives (`--clip DIR`, [`ClipModel`]). None is bundled and nothing approximates the
+//! score without one: with no directory the reward is unavailable and says so.
 
 use super::{Reward, Sample};
+use crate::clip_model::{dot, ClipModel};
 use crate::ModelsError;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
-/// The CLIP reward (unavailable until the CLIP graph lands).
-#[derive(Debug)]
+/// The CLIP reward on a compiled CLIP.
 pub struct ClipReward {
-    _private: (),
+    model: RefCell<ClipModel>,
+    /// Text embeddings by prompt (a rollout scores G images of each prompt).
+    texts: RefCell<HashMap<String, Vec<f32>>>,
 }
 
 impl ClipReward {
-    /// Opens the HF CLIP directory `weights`.
+    /// Opens and compiles the HF CLIP directory `weights`.
     pub fn open(weights: Option<&Path>) -> Result<ClipReward, ModelsError> {
-        match weights {
-            None => Err(ModelsError::Options(
-                "--reward clip needs HF CLIP weights (--clip DIR with config.json and \
-                 model.safetensors of a CLIP model); none are bundled, and the reward is not \
-                 approximated without them"
+        let Some(dir) = weights else {
+            return Err(ModelsError::Options(
+                "--reward clip needs HF CLIP weights (--clip DIR with config.json, \
+                 model.safetensors and tokenizer.json of a CLIP model); none are bundled, and \
+                 the reward is not approximated without them"
                     .into(),
-            )),
-            Some(dir) if !dir.join("config.json").is_file() => Err(ModelsError::Options(format!(
-                "--clip {}: no config.json there (expected an HF CLIP model directory)",
-                dir.display()
-            ))),
-            Some(dir) => Err(ModelsError::Options(format!(
-                "--clip {}: the CLIP image and text towers are not built as a graph yet; \
-                 use --reward math, caption or t2i",
-                dir.display()
-            ))),
+            ));
+        };
+        Ok(ClipReward::new(ClipModel::open(dir)?))
+    }
+
+    /// The reward of an already compiled model.
+    pub fn new(model: ClipModel) -> ClipReward {
+        ClipReward {
+            model: RefCell::new(model),
+            texts: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// cos(image, text) of a CHW image in [−1, 1] and a text.
+    pub fn cosine(&self, chw: &[f32], text: &str) -> Result<f64, ModelsError> {
+        let mut m = self.model.borrow_mut();
+        let t = match self.texts.borrow().get(text) {
+            Some(t) => t.clone(),
+            None => {
+                let ids = m.text_ids(text)?;
+                m.text_embeds(&ids)?
+            }
+        };
+        self.texts
+            .borrow_mut()
+            .entry(text.to_string())
+            .or_insert_with(|| t.clone());
+        let px = m.pixel_values(chw)?;
+        let i = m.image_embeds(&px)?;
+        Ok(dot(&i, &t))
     }
 }
 
@@ -41,10 +68,10 @@ impl Reward for ClipReward {
         "clip"
     }
 
-    fn score(&self, _s: &Sample) -> Result<f64, ModelsError> {
-        Err(ModelsError::Options(
-            "the CLIP reward is unavailable".into(),
-        ))
+    fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
+        let chw = s.image(self.name())?;
+        let cos = self.cosine(chw, s.prompt)?;
+        Ok(0.1 * (100.0 * cos).max(0.0))
     }
 }
 
@@ -52,11 +79,12 @@ impl Reward for ClipReward {
 mod tests {
     #[test]
     fn without_weights_the_reward_is_unavailable_with_a_message() {
-        let e = super::ClipReward::open(None).unwrap_err().to_string();
+        let e = super::ClipReward::open(None).err().unwrap().to_string();
         assert!(e.contains("needs HF CLIP weights"), "{e}");
         let d = tempfile::tempdir().unwrap();
         let e = super::ClipReward::open(Some(d.path()))
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(e.contains("no config.json"), "{e}");
     }

@@ -4,8 +4,8 @@
 //! - [`caption`]: the embedded digit captions (is the digit's name in the answer);
 //! - [`digit_image`]: text-to-image on the embedded digits, judged by the committed digit
 //!   classifier;
-//! - [`clip`]: the CLIP image–text score, a plug-in point that needs the user's HF CLIP
-//!   weights and is unavailable, with a clear message, without them.
+//! - [`clip`]: the CLIP image–text score of text-to-image rollouts, on the CLIP towers compiled
+//!   from the user's HF CLIP directory; unavailable, with a clear message, without one.
 //!
 //! A reward may return a non-finite value; the trainer drops that completion from the
 //! objective with a warning and counts it in the metrics (`dropped_nan`).
@@ -79,6 +79,12 @@ pub trait Reward {
 
 /// The rewards `--reward` names.
 pub const NAMES: [&str; 4] = ["math", "caption", "t2i", "clip"];
+
+/// Whether the reward named `name` scores images (the t2i task's rollouts: the embedded
+/// captions as prompts, MaskGIT images as completions) rather than text.
+pub fn scores_images(name: &str) -> bool {
+    matches!(name, "t2i" | "clip")
+}
 
 /// The reward named `name`; `clip_weights` is the HF CLIP directory for `clip`.
 pub fn by_name(
