@@ -194,6 +194,7 @@ fn the_reward_of_images_and_captions_matches_the_reference() {
                         prompt: text,
                         target: "",
                         completion: Completion::Image(img),
+                        image: None,
                     })
                     .unwrap();
                 let want = case.reward[i][j];
@@ -209,6 +210,7 @@ fn the_reward_of_images_and_captions_matches_the_reference() {
             prompt: "a",
             target: "",
             completion: Completion::Text("a"),
+            image: None,
         })
         .unwrap_err()
         .to_string();
@@ -322,5 +324,52 @@ fn the_default_config_is_vit_b32_with_its_parameter_count() {
         txt.node(txt.outputs()[0].1).shape.0,
         [1, 512],
         "text_embeds"
+    );
+}
+
+/// `--reward caption --clip DIR`: correctness plus 0.1·CLIP(image, answer), the image being
+/// the prompt's; each pair's CLIP part is the reference's, each correctness the caption rule's.
+#[test]
+fn the_caption_reward_adds_the_clip_bonus_of_the_prompt_image() {
+    use mmada_models::reward::caption::CaptionReward;
+    let case = reward_case();
+    let r = CaptionReward::new(Some(ClipReward::new(ClipModel::open(&fixture()).unwrap())));
+    let images = read("reward_inputs.safetensors")["images"].to_f32_vec();
+    // "…digit 7" and "…SEVEN" name 7, "…a three" does not.
+    let correct = [1.0, 1.0, 0.0];
+    for (i, img) in images.chunks(3 * 16 * 16).enumerate() {
+        for (j, text) in case.texts.iter().enumerate() {
+            let got = r
+                .score(&Sample {
+                    prompt: "What digit is this?",
+                    target: "7",
+                    completion: Completion::Text(text),
+                    image: Some(img),
+                })
+                .unwrap();
+            let want = correct[j] + case.reward[i][j];
+            assert!(
+                (got - want).abs() < 2e-5,
+                "image {i}, '{text}': {got} vs {want}"
+            );
+        }
+    }
+    let e = r
+        .score(&Sample {
+            prompt: "What digit is this?",
+            target: "7",
+            completion: Completion::Text("7"),
+            image: None,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs the prompt's image"), "{e}");
+    let e = mmada_models::reward::by_name("math", Some(&fixture()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("--clip is read by --reward clip and --reward caption"),
+        "{e}"
     );
 }

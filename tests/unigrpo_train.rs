@@ -103,6 +103,48 @@ fn figures(r: &StepRecord) -> Vec<(String, u64)> {
     v
 }
 
+/// `--reward caption --clip DIR`: caption rollouts scored by correctness plus the CLIP bonus
+/// of the prompt's image (the pair scoring itself is checked against the reference in
+/// `tests/clip.rs`): each logged reward is the caption rule's 0 or 1 plus a bonus in
+/// [0, 10], and the bonuses are not all equal (they follow the images and answers).
+#[test]
+fn caption_rollouts_get_the_clip_bonus_of_their_image() {
+    use mmada_models::digit_classifier::named_digit;
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = options(out.path(), 2);
+    let g = opts.unigrpo.as_mut().unwrap();
+    g.reward = "caption".into();
+    g.clip_weights = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_clip"));
+    g.group_size = 2;
+    g.prompt_len = 90;
+    g.rollout.gen_length = 8;
+    g.rollout.steps = 8;
+    g.rollout.block_length = 8;
+    opts.seq = g.seq();
+    let backend = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let recs = train_with(&opts, None, Target::Cpu, backend, &mut Silent, None).unwrap();
+    assert!(recs.iter().all(|r| r.loss.is_finite()));
+    let text = std::fs::read_to_string(out.path().join("rollouts.jsonl")).unwrap();
+    let mut bonus = Vec::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let answer = v["completion"].as_str().unwrap();
+        let label: usize = v["target"].as_str().unwrap().parse().unwrap();
+        let correct = f64::from(u8::from(named_digit(answer) == Some(label)));
+        let b = v["reward"].as_f64().unwrap() - correct;
+        assert!((0.0..=10.0).contains(&b), "bonus {b} of '{answer}'");
+        bonus.push(b);
+    }
+    assert_eq!(bonus.len(), 4, "1 rollout × 2 prompts × 2 completions");
+    assert!(
+        bonus.iter().any(|&b| (b - bonus[0]).abs() > 1e-6),
+        "{bonus:?}"
+    );
+}
+
 /// `--reward clip`: the t2i rollouts scored by 0.1·max(100·cos, 0) of the CLIP towers compiled
 /// from `--clip` (the tiny random CLIP fixture, whose towers `tests/clip.rs` checks against
 /// the NumPy reference). Every logged reward is recomputed from the logged codes and caption.
@@ -159,6 +201,7 @@ fn clip_rewards_score_the_t2i_rollouts_with_the_given_clip() {
                 prompt: v["prompt"].as_str().unwrap(),
                 target: v["target"].as_str().unwrap(),
                 completion: Completion::Image(&pixels),
+                image: None,
             })
             .unwrap();
         let got = v["reward"].as_f64().unwrap();
@@ -250,6 +293,7 @@ fn t2i_rollouts_are_images_scored_by_the_digit_classifier() {
                 prompt: v["prompt"].as_str().unwrap(),
                 target: v["target"].as_str().unwrap(),
                 completion: Completion::Image(&pixels),
+                image: None,
             })
             .unwrap();
         let got = v["reward"].as_f64().unwrap();

@@ -267,6 +267,8 @@ pub struct TaskPrompt {
     pub target: String,
     /// Text-to-image: the row's t2i layout (key mask and image positions).
     pub layout: Option<Layout>,
+    /// Captioning: the image the prompt shows (CHW in [−1, 1]), for a CLIP bonus.
+    pub image: Option<Vec<f32>>,
 }
 
 /// The math task's prompts: `question` / `answer` rows of the JSONL files (or the embedded
@@ -314,6 +316,7 @@ pub fn math_prompts(
                 text: raw.question,
                 target: raw.answer,
                 layout: None,
+                image: None,
             });
         }
     }
@@ -356,6 +359,7 @@ pub fn caption_prompts(
             text: question.into(),
             target: digits.labels[i].to_string(),
             layout: None,
+            image: Some(digits.chw(i)),
         });
     }
     Ok((out, skipped))
@@ -415,6 +419,7 @@ pub fn t2i_prompts(
             text: r.caption,
             target: label.to_string(),
             layout: Some(layout),
+            image: None,
         });
     }
     Ok((out, skipped))
@@ -516,6 +521,7 @@ impl Sampled {
             prompt: &tp.text,
             target: &tp.target,
             completion,
+            image: tp.image.as_deref(),
         })?;
         let reward = reward.name();
         let line = serde_json::json!({

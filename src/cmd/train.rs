@@ -154,7 +154,8 @@ struct GrpoArgs {
     #[arg(long, default_value = "math")]
     reward: String,
     /// HF CLIP model directory for --reward clip (config.json, model.safetensors,
-    /// tokenizer.json, optionally preprocessor_config.json).
+    /// tokenizer.json, optionally preprocessor_config.json); with --reward caption, adds
+    /// 0.1·CLIP(image, answer) to the correctness.
     #[arg(long)]
     clip: Option<PathBuf>,
     /// Tokens every prompt is left-padded to (longer prompts are left out).

@@ -1,5 +1,5 @@
-//! The CLIP image–text reward (spec §5.2: `0.1·CLIP(image, text)` for text-to-image, with the
-//! prompt as the text): CLIP(image, text) = max(100·cos(e_image, e_text), 0), the CLIPScore
+//! The CLIP image–text reward (spec §5.2: `0.1·CLIP(image, text)`; for text-to-image the
+//! text is the prompt, for captions — as a bonus of [`super::caption`] — the answer): CLIP(image, text) = max(100·cos(e_image, e_text), 0), the CLIPScore
 //! scale of the paper's tables (CLIP 32.8 for MMaDA's images), so the reward is
 //! `0.1·max(100·cos, 0)`, about 3 for a well-matched pair.
 //!
@@ -63,6 +63,13 @@ impl ClipReward {
     }
 }
 
+impl ClipReward {
+    /// `0.1·max(100·cos(image, text), 0)`.
+    pub fn score_pair(&self, chw: &[f32], text: &str) -> Result<f64, ModelsError> {
+        Ok(0.1 * (100.0 * self.cosine(chw, text)?).max(0.0))
+    }
+}
+
 impl Reward for ClipReward {
     fn name(&self) -> &str {
         "clip"
@@ -70,8 +77,7 @@ impl Reward for ClipReward {
 
     fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
         let chw = s.image(self.name())?;
-        let cos = self.cosine(chw, s.prompt)?;
-        Ok(0.1 * (100.0 * cos).max(0.0))
+        self.score_pair(chw, s.prompt)
     }
 }
 

@@ -54,6 +54,7 @@ mod tests {
                     prompt: "",
                     target: t,
                     completion: Completion::Image(&img),
+                    image: None,
                 })
                 .unwrap()
             };

@@ -171,6 +171,7 @@ mod tests {
                 prompt: "",
                 target,
                 completion: Completion::Text(text),
+                image: None,
             })
             .unwrap()
     }
@@ -221,6 +222,7 @@ mod tests {
             prompt: "",
             target: "1",
             completion: Completion::Image(&img),
+            image: None,
         });
         assert!(e.is_err());
     }

@@ -1,7 +1,8 @@
 //! UniGRPO's rewards (spec §5.2), one trait with one implementation per file:
 //! - [`math`]: correctness 2.0 for the right final answer plus format 0.5 for a
 //!   `<think>…</think>` response (GSM8K-style reasoning);
-//! - [`caption`]: the embedded digit captions (is the digit's name in the answer);
+//! - [`caption`]: the embedded digit captions (is the digit's name in the answer), plus
+//!   `0.1·CLIP(image, answer)` when a CLIP is given (spec §5.2's captioning reward);
 //! - [`digit_image`]: text-to-image on the embedded digits, judged by the committed digit
 //!   classifier;
 //! - [`clip`]: the CLIP image–text score of text-to-image rollouts, on the CLIP towers compiled
@@ -35,6 +36,8 @@ pub struct Sample<'a> {
     pub target: &'a str,
     /// What the policy produced.
     pub completion: Completion<'a>,
+    /// The image the prompt asks about (captioning), CHW f32 in [−1, 1].
+    pub image: Option<&'a [f32]>,
 }
 
 impl<'a> Sample<'a> {
@@ -86,14 +89,25 @@ pub fn scores_images(name: &str) -> bool {
     matches!(name, "t2i" | "clip")
 }
 
-/// The reward named `name`; `clip_weights` is the HF CLIP directory for `clip`.
+/// The reward named `name`; `clip_weights` is the HF CLIP directory for `clip` (and, with
+/// `caption`, the CLIP bonus of spec §5.2).
 pub fn by_name(
     name: &str,
     clip_weights: Option<&std::path::Path>,
 ) -> Result<Box<dyn Reward>, ModelsError> {
+    if clip_weights.is_some() && !matches!(name, "clip" | "caption") {
+        return Err(ModelsError::Options(format!(
+            "--clip is read by --reward clip and --reward caption (its CLIP bonus), not by \
+             --reward {name}"
+        )));
+    }
     match name {
         "math" => Ok(Box::new(math::MathReward::default())),
-        "caption" => Ok(Box::new(caption::CaptionReward)),
+        "caption" => Ok(Box::new(caption::CaptionReward::new(
+            clip_weights
+                .map(|d| clip::ClipReward::open(Some(d)))
+                .transpose()?,
+        ))),
         "t2i" => Ok(Box::new(digit_image::DigitImageReward::embedded()?)),
         "clip" => Ok(Box::new(clip::ClipReward::open(clip_weights)?)),
         _ => Err(ModelsError::Options(format!(
