@@ -182,6 +182,12 @@ fn the_reward_of_images_and_captions_matches_the_reference() {
         want.resize(12, 0);
         assert_eq!(model.text_ids(text).unwrap(), want, "ids of '{text}'");
     }
+    // Longer than the 12 positions: cut, keeping the end id.
+    let long = vec!["a"; 15].join(" ");
+    let mut want = vec![61];
+    want.extend([1; 10]);
+    want.push(62);
+    assert_eq!(model.text_ids(&long).unwrap(), want);
     let images = read("reward_inputs.safetensors")["images"].to_f32_vec();
     let r = ClipReward::new(model);
     let plane = 3 * 16 * 16;
@@ -238,17 +244,100 @@ fn images_are_resized_and_normalised_as_the_processor_does() {
     assert!(e.contains("square RGB"), "{e}");
 }
 
-/// A copy of the fixture with `edit` applied, opened.
-fn open_edited(edit: impl Fn(&Path)) -> String {
+/// A copy of the fixture with `edit` applied (the copy is deleted when it is dropped).
+fn edited(edit: impl Fn(&Path)) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(fixture().join(f), d.path().join(f)).unwrap();
     }
     edit(d.path());
+    d
+}
+
+/// A copy of the fixture with `edit` applied, opened: "opened" or the error.
+fn open_edited(edit: impl Fn(&Path)) -> String {
+    let d = edited(edit);
     match ClipModel::open(d.path()) {
         Ok(_) => "opened".into(),
         Err(e) => e.to_string(),
     }
+}
+
+fn write_preprocessor(d: &Path, v: serde_json::Value) {
+    std::fs::write(d.join("preprocessor_config.json"), v.to_string()).unwrap();
+}
+
+/// `preprocessor_config.json`: a shortest edge of 20 and a crop of 16 take the central 16 px
+/// (offset ⌊(20 − 16)/2⌋ = 2) of the 20 px resize, normalised with the file's mean and std;
+/// steps switched off, another crop size or rescale factor are refused by name.
+#[test]
+fn the_processor_config_sets_the_resize_crop_and_normalisation() {
+    use mmada_models::image_io::{preprocess, to_rgb8, Fit};
+    let d = edited(|d| {
+        write_preprocessor(
+            d,
+            serde_json::json!({"size": {"shortest_edge": 20}, "crop_size": {"height": 16,
+            "width": 16}, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.25, 0.5, 1.0],
+            "rescale_factor": 1.0 / 255.0, "do_resize": true}),
+        )
+    });
+    let model = ClipModel::open(d.path()).unwrap();
+    let chw: Vec<f32> = (0..3 * 32 * 32)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let got = model.pixel_values(&chw).unwrap();
+    let big = preprocess(&to_rgb8(&chw, 32, 32).unwrap(), 20, Fit::ResizeCrop).unwrap();
+    let (mean, std) = ([0.5f32, 0.4, 0.3], [0.25f32, 0.5, 1.0]);
+    for c in 0..3 {
+        for r in 0..16 {
+            for x in 0..16 {
+                let v = big[(c * 20 + r + 2) * 20 + x + 2];
+                let want = ((v + 1.0) / 2.0 - mean[c]) / std[c];
+                let g = got[(c * 16 + r) * 16 + x];
+                assert!((g - want).abs() < 1e-6, "[{c}, {r}, {x}]: {g} vs {want}");
+            }
+        }
+    }
+    for (v, needle) in [
+        (
+            serde_json::json!({"do_center_crop": false}),
+            "do_center_crop",
+        ),
+        (serde_json::json!({"crop_size": 15}), "crop_size"),
+        (
+            serde_json::json!({"size": {"shortest_edge": 8}}),
+            "field 'size'",
+        ),
+        (serde_json::json!({"rescale_factor": 0.5}), "rescale_factor"),
+        (serde_json::json!({"image_std": [1, 0, 1]}), "image_std"),
+    ] {
+        let e = open_edited(|d| write_preprocessor(d, v.clone()));
+        assert!(e.contains(needle), "{v}: {e}");
+    }
+}
+
+/// NaN weights make a NaN reward (which the trainer drops and counts), not a silent 0.
+#[test]
+fn a_nan_cosine_is_a_nan_reward() {
+    let d = edited(|d| {
+        let mut w = read_safetensors(&d.join("model.safetensors")).unwrap();
+        let n = "visual_projection.weight";
+        let t = &w[n];
+        let nan = Tensor::from_f32(t.shape().clone(), vec![f32::NAN; t.numel()]).unwrap();
+        w.insert(n.into(), nan);
+        mmada_runtime::tensor_io::write_safetensors(&d.join("model.safetensors"), &w).unwrap();
+    });
+    let r = ClipReward::new(ClipModel::open(d.path()).unwrap());
+    let img = vec![0.0f32; 3 * 16 * 16];
+    let v = r
+        .score(&Sample {
+            prompt: "a picture of the digit 7",
+            target: "",
+            completion: Completion::Image(&img),
+            image: None,
+        })
+        .unwrap();
+    assert!(v.is_nan(), "{v}");
 }
 
 /// An edit of a copy's `config.json`.
@@ -281,6 +370,22 @@ fn bad_directories_give_clear_errors() {
     }));
     assert!(e.contains("5 heads do not divide hidden_size 32"), "{e}");
     // A wider projection than the weights have: the tensor is named with both shapes.
+    let e = open_edited(config_edit(|v| {
+        v["text_config"]["pad_token_id"] = 64.into()
+    }));
+    assert!(
+        e.contains("pad_token_id") && e.contains("outside the vocabulary"),
+        "{e}"
+    );
+    let e = open_edited(config_edit(|v| {
+        v["text_config_dict"] = serde_json::json!({"hidden_act": "gelu"})
+    }));
+    assert!(e.contains("'text_config_dict'"), "{e}");
+    let e = open_edited(config_edit(|v| {
+        v["vision_config"]["image_size"] = (1u64 << 40).into();
+        v["vision_config"]["patch_size"] = 1.into();
+    }));
+    assert!(e.contains("vision_config.image_size"), "{e}");
     let e = open_edited(config_edit(|v| v["projection_dim"] = 17.into()));
     assert!(
         e.contains("text_projection.weight") && e.contains("[17, 32]"),

@@ -204,6 +204,9 @@ fn disjoint_patch_convolutions_and_their_gradients_match_the_interpreter() {
         ("patch4", [2, 3, 16, 12], [5, 3, 4, 4], [4, 4], [0; 4]),
         ("gap", [1, 2, 11, 7], [3, 2, 2, 2], [3, 3], [1, 0, 0, 2]),
         ("patch16", [1, 3, 32, 48], [4, 3, 16, 16], [16, 16], [0; 4]),
+        // 3 outputs of stride 3 read rows 0..9 of 10: the last row is cropped, its
+        // gradient 0.
+        ("crop", [2, 2, 10, 10], [3, 2, 2, 2], [3, 3], [0; 4]),
     ];
     for (name, xs, ws, stride, padding) in cases {
         let geom = ConvGeom {

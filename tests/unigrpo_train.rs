@@ -105,11 +105,22 @@ fn figures(r: &StepRecord) -> Vec<(String, u64)> {
 
 /// `--reward caption --clip DIR`: caption rollouts scored by correctness plus the CLIP bonus
 /// of the prompt's image (the pair scoring itself is checked against the reference in
-/// `tests/clip.rs`): each logged reward is the caption rule's 0 or 1 plus a bonus in
-/// [0, 10], and the bonuses are not all equal (they follow the images and answers).
+/// `tests/clip.rs`): each logged reward is recomputed from the logged answer and the logged
+/// image (its index in the embedded digits), and the bonuses are not all equal.
+fn g_clip(opts: &TrainOptions) -> &Path {
+    opts.unigrpo
+        .as_ref()
+        .unwrap()
+        .clip_weights
+        .as_deref()
+        .unwrap()
+}
+
 #[test]
 fn caption_rollouts_get_the_clip_bonus_of_their_image() {
+    use mmada_models::clip_model::ClipModel;
     use mmada_models::digit_classifier::named_digit;
+    use mmada_models::reward::clip::ClipReward;
     let out = tempfile::tempdir().unwrap();
     let mut opts = options(out.path(), 2);
     let g = opts.unigrpo.as_mut().unwrap();
@@ -128,14 +139,25 @@ fn caption_rollouts_get_the_clip_bonus_of_their_image() {
     let recs = train_with(&opts, None, Target::Cpu, backend, &mut Silent, None).unwrap();
     assert!(recs.iter().all(|r| r.loss.is_finite()));
     let text = std::fs::read_to_string(out.path().join("rollouts.jsonl")).unwrap();
+    let clip = ClipReward::new(ClipModel::open(g_clip(&opts)).unwrap());
+    let digits = mmada_models::digits::Digits::embedded().unwrap();
     let mut bonus = Vec::new();
     for l in text.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         let answer = v["completion"].as_str().unwrap();
         let label: usize = v["target"].as_str().unwrap().parse().unwrap();
+        let image = v["image"].as_u64().unwrap() as usize;
+        assert_eq!(
+            digits.labels[image] as usize, label,
+            "the logged image is the prompt's"
+        );
         let correct = f64::from(u8::from(named_digit(answer) == Some(label)));
-        let b = v["reward"].as_f64().unwrap() - correct;
-        assert!((0.0..=10.0).contains(&b), "bonus {b} of '{answer}'");
+        let b = clip.score_pair(&digits.chw(image), answer, false).unwrap();
+        let got = v["reward"].as_f64().unwrap();
+        assert!(
+            (got - correct - b).abs() < 1e-6,
+            "'{answer}': {got} vs {correct} + {b}"
+        );
         bonus.push(b);
     }
     assert_eq!(bonus.len(), 4, "1 rollout × 2 prompts × 2 completions");

@@ -168,13 +168,19 @@ pub struct ClipConfig {
     pub projection_dim: usize,
 }
 
+/// The most values one tensor of a tower may have (2^34, 64 GiB of f32).
+const MAX_TENSOR: usize = 1 << 34;
+/// The most encoder layers a tower may have.
+const MAX_LAYERS: usize = 1024;
+
 /// Activations the towers support (`hidden_act`).
 pub const ACTIVATIONS: [&str; 4] = ["quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh"];
 
 impl ClipConfig {
-    /// Patches per side.
+    /// Patches per side (0 for a patch size of 0, which [`ClipConfig::check`] refuses).
     pub fn grid(&self) -> usize {
-        self.vision_config.image_size / self.vision_config.patch_size
+        let v = &self.vision_config;
+        v.image_size.checked_div(v.patch_size).unwrap_or(0)
     }
 
     /// Checks the fields; the error is `(field, message)`.
@@ -241,14 +247,69 @@ impl ClipConfig {
                 return Err((f.into(), format!("must be a positive number, got {e}")));
             }
         }
-        if t.eos_token_id < 0 || t.eos_token_id as usize >= t.vocab_size {
-            return Err((
-                "text_config.eos_token_id".into(),
-                format!(
-                    "{} is outside the vocabulary of {}",
-                    t.eos_token_id, t.vocab_size
-                ),
-            ));
+        for (f, id) in [
+            ("text_config.eos_token_id", t.eos_token_id),
+            ("text_config.pad_token_id", t.pad_token_id),
+        ] {
+            if id < 0 || id as usize >= t.vocab_size {
+                return Err((
+                    f.into(),
+                    format!("{id} is outside the vocabulary of {}", t.vocab_size),
+                ));
+            }
+        }
+        // A corrupt config must not overflow the shapes: every tensor of the towers (and the
+        // text mask, N×N) has at most MAX_TENSOR values.
+        let g = self.grid();
+        let positions = g.checked_mul(g).and_then(|x| x.checked_add(1));
+        let patch = v
+            .patch_size
+            .checked_mul(v.patch_size)
+            .and_then(|x| x.checked_mul(v.num_channels));
+        let widest = t.hidden_size.max(v.hidden_size);
+        let sizes = [
+            ("text_config.vocab_size", Some(t.vocab_size), t.hidden_size),
+            (
+                "text_config.max_position_embeddings",
+                Some(t.max_position_embeddings),
+                widest,
+            ),
+            (
+                "text_config.max_position_embeddings",
+                Some(t.max_position_embeddings),
+                t.max_position_embeddings,
+            ),
+            (
+                "text_config.intermediate_size",
+                Some(t.intermediate_size),
+                t.hidden_size,
+            ),
+            ("vision_config.image_size", positions, v.hidden_size),
+            (
+                "vision_config.intermediate_size",
+                Some(v.intermediate_size),
+                v.hidden_size,
+            ),
+            ("vision_config.patch_size", patch, v.hidden_size),
+            ("projection_dim", Some(self.projection_dim), widest),
+        ];
+        for (f, a, b) in sizes {
+            if a.and_then(|a| a.checked_mul(b))
+                .is_none_or(|n| n > MAX_TENSOR)
+            {
+                return Err((
+                    f.into(),
+                    format!("makes a tensor of more than {MAX_TENSOR} values"),
+                ));
+            }
+        }
+        for (f, n) in [
+            ("text_config.num_hidden_layers", t.num_hidden_layers),
+            ("vision_config.num_hidden_layers", v.num_hidden_layers),
+        ] {
+            if n > MAX_LAYERS {
+                return Err((f.into(), format!("{n} is more than {MAX_LAYERS}")));
+            }
         }
         Ok(())
     }
@@ -606,4 +667,63 @@ pub fn text_graph(cfg: &ClipConfig, batch: usize) -> Result<Graph> {
     let e = l2_normalize(&mut g, e)?;
     g.set_output("text_embeds", e)?;
     Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indexmap::IndexMap;
+    use mmada_ir::Tensor;
+
+    /// erf by its Maclaurin series in f64 (|x| ≤ 4: 60 terms, error far below f32's).
+    fn erf64(x: f64) -> f64 {
+        let (mut term, mut sum) = (x, x);
+        for n in 1..60 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// Every activation on 97 points of [−4, 4] (the interpreter, f32) against its f64
+    /// formula: quick_gelu and the tanh forms to f32 rounding, gelu within the erf
+    /// approximation's 1.5e-7 (times |x|/2 ≤ 2) plus rounding.
+    #[test]
+    fn activations_match_their_formulas() {
+        let xs: Vec<f32> = (0..97).map(|i| -4.0 + i as f32 / 12.0).collect();
+        let tanh_form = |x: f64| {
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            0.5 * x * (1.0 + u.tanh())
+        };
+        type Formula<'a> = &'a dyn Fn(f64) -> f64;
+        let cases: [(&str, Formula, f64); 4] = [
+            ("quick_gelu", &|x| x / (1.0 + (-1.702 * x).exp()), 2e-6),
+            (
+                "gelu",
+                &|x| 0.5 * x * (1.0 + erf64(x / 2f64.sqrt())),
+                5e-7 + 2e-6,
+            ),
+            ("gelu_new", &tanh_form, 2e-6),
+            ("gelu_pytorch_tanh", &tanh_form, 2e-6),
+        ];
+        for (name, want, tol) in cases {
+            let mut g = Graph::new();
+            let x = g.input("x", DType::F32, [xs.len()]).unwrap();
+            let y = activation(&mut g, x, name).unwrap();
+            g.set_output("y", y).unwrap();
+            let mut ins = IndexMap::new();
+            ins.insert(
+                "x".to_string(),
+                Tensor::from_f32([xs.len()], xs.clone()).unwrap(),
+            );
+            let out = mmada_ir::interp::interpret(&g, &ins).unwrap()["y"].to_f64_vec();
+            for (&x, &got) in xs.iter().zip(&out) {
+                let w = want(x as f64);
+                assert!((got - w).abs() <= tol, "{name}({x}) = {got}, want {w}");
+            }
+        }
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F32, [1]).unwrap();
+        assert!(activation(&mut g, x, "relu").is_err());
+    }
 }

@@ -6,13 +6,15 @@
 //! - `model.safetensors` (f32, f16 or bf16; computed in f32). The old `position_ids` buffers
 //!   are ignored; any other tensor that is not a parameter is an error;
 //! - `tokenizer.json` (the fast tokenizer; its post-processor adds the start and end ids);
-//! - optionally `preprocessor_config.json`, whose `image_mean` and `image_std` replace OpenAI's.
+//! - optionally `preprocessor_config.json`: its `image_mean`, `image_std`, `size` (shortest
+//!   edge) and `crop_size` (which must be the tower's `image_size`) replace OpenAI's; switching
+//!   a step off (`do_resize: false`, …) or another `rescale_factor` is refused.
 //!
 //! Text: the tokenizer's ids, cut to `max_position_embeddings` keeping the last (end) id, then
 //! padded with `pad_token_id`; the causal mask keeps the padding out of the pooled state.
 //! Images (CHW in [−1, 1], square): the bytes a PNG of them holds ([`to_rgb8`]), resized so
-//! the shorter side is `image_size` (bicubic) and centre-cropped ([`preprocess`]), then
-//! `(byte/255 − mean)/std` per channel. Transformers' processor resizes with PIL's bicubic,
+//! the shorter side is the processor's shortest edge (bicubic, [`preprocess`]), centre-cropped
+//! to `image_size`, then `(byte/255 − mean)/std` per channel. Transformers' processor resizes with PIL's bicubic,
 //! which differs from this resampler by a level or so where the size changes; at the model's
 //! size both are exact.
 
@@ -44,8 +46,7 @@ pub struct ClipModel {
     pub cfg: ClipConfig,
     /// `logit_scale` (the logits are `exp(logit_scale)·cos`).
     pub logit_scale: f32,
-    mean: [f32; 3],
-    std: [f32; 3],
+    preprocess: Preprocess,
     tokenizer: tokenizers::Tokenizer,
     text: Box<dyn Executor>,
     image: Box<dyn Executor>,
@@ -59,11 +60,82 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelsError + '_ {
     }
 }
 
-/// `image_mean`/`image_std` of a `preprocessor_config.json` (OpenAI's where absent).
-fn read_preprocessor(path: &Path) -> Result<([f32; 3], [f32; 3]), ModelsError> {
-    if !path.is_file() {
-        return Ok((OPENAI_MEAN, OPENAI_STD));
+/// A CLIP `config.json`: transformers' older `text_config_dict`/`vision_config_dict` keys are
+/// refused (their values would be ignored); a `null` tower config means the defaults.
+fn parse_config(text: &str, name: &str) -> Result<ClipConfig, ModelsError> {
+    let bad = |msg: String| ModelsError::Toml {
+        path: name.to_string(),
+        msg,
+    };
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| bad("must be a JSON object".into()))?;
+    for k in ["text_config_dict", "vision_config_dict"] {
+        if obj.get(k).is_some_and(|x| !x.is_null()) {
+            return Err(bad(format!(
+                "'{k}' (an old transformers key) is not read; move its keys into '{}'",
+                k.trim_end_matches("_dict")
+            )));
+        }
     }
+    for k in ["text_config", "vision_config"] {
+        if obj.get(k).is_some_and(serde_json::Value::is_null) {
+            obj.remove(k);
+        }
+    }
+    serde_json::from_value(v).map_err(|e| bad(e.to_string()))
+}
+
+/// How images become the image tower's input: resized so the shorter side is
+/// `shortest_edge`, centre-cropped to the tower's size, then `(x/255 − mean)/std`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Preprocess {
+    /// Shorter side after resizing.
+    pub shortest_edge: usize,
+    /// Per-channel mean (RGB).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (RGB).
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// OpenAI's processor for a tower of `image_size` pixels.
+    pub fn openai(image_size: usize) -> Preprocess {
+        Preprocess {
+            shortest_edge: image_size,
+            mean: OPENAI_MEAN,
+            std: OPENAI_STD,
+        }
+    }
+}
+
+/// A size field of a processor config: a number, `{"shortest_edge": n}` or a square
+/// `{"height": n, "width": n}`.
+fn size_field(v: &serde_json::Value) -> Option<usize> {
+    let n = match (v.as_u64(), v.get("shortest_edge")) {
+        (Some(n), _) => n,
+        (None, Some(e)) => e.as_u64()?,
+        (None, None) => {
+            let (h, w) = (v.get("height")?.as_u64()?, v.get("width")?.as_u64()?);
+            if h != w {
+                return None;
+            }
+            h
+        }
+    };
+    usize::try_from(n).ok()
+}
+
+/// The `preprocessor_config.json` at `path` (OpenAI's processor where absent) for a tower of
+/// `image_size` pixels. Read: `image_mean`, `image_std`, `size` (shortest edge) and
+/// `crop_size`, which must be the tower's size. Refused: `do_resize`, `do_center_crop`,
+/// `do_rescale` or `do_normalize` set to false, and a `rescale_factor` other than 1/255.
+fn read_preprocessor(path: &Path, image_size: usize) -> Result<Preprocess, ModelsError> {
+    if !path.is_file() {
+        return Ok(Preprocess::openai(image_size));
+    }
+
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelsError::Toml {
         path: path.display().to_string(),
@@ -89,14 +161,62 @@ fn read_preprocessor(path: &Path) -> Result<([f32; 3], [f32; 3]), ModelsError> {
         field("image_mean", OPENAI_MEAN)?,
         field("image_std", OPENAI_STD)?,
     );
+    let refuse = |field: &str, msg: String| ModelsError::Field {
+        path: path.display().to_string(),
+        field: field.into(),
+        msg,
+    };
     if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(ModelsError::Field {
-            path: path.display().to_string(),
-            field: "image_std".into(),
-            msg: format!("must be positive, got {std:?}"),
-        });
+        return Err(refuse(
+            "image_std",
+            format!("must be positive, got {std:?}"),
+        ));
     }
-    Ok((mean, std))
+    for flag in ["do_resize", "do_center_crop", "do_rescale", "do_normalize"] {
+        if v.get(flag).and_then(serde_json::Value::as_bool) == Some(false) {
+            return Err(refuse(
+                flag,
+                "false is not supported (the reward resizes, crops, rescales and normalises)"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(r) = v.get("rescale_factor") {
+        if r.as_f64().is_none_or(|r| (r - 1.0 / 255.0).abs() > 1e-9) {
+            return Err(refuse("rescale_factor", format!("must be 1/255, got {r}")));
+        }
+    }
+    let size = |name: &str| -> Result<usize, ModelsError> {
+        match v.get(name) {
+            None => Ok(image_size),
+            Some(x) => size_field(x).filter(|&n| n > 0).ok_or_else(|| {
+                refuse(
+                    name,
+                    format!("must be a positive size (n, shortest_edge or a square), got {x}"),
+                )
+            }),
+        }
+    };
+    let (shortest_edge, crop) = (size("size")?, size("crop_size")?);
+    if crop != image_size {
+        return Err(refuse(
+            "crop_size",
+            format!("{crop} is not the image tower's image_size {image_size}"),
+        ));
+    }
+    if shortest_edge < crop || shortest_edge > 1 << 14 {
+        return Err(refuse(
+            "size",
+            format!(
+                "a shortest edge of {shortest_edge} is not between the crop ({crop}) and 16384"
+            ),
+        ));
+    }
+    Ok(Preprocess {
+        shortest_edge,
+        mean,
+        std,
+    })
 }
 
 impl ClipModel {
@@ -111,10 +231,7 @@ impl ClipModel {
         }
         let text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
         let name = cfg_path.display().to_string();
-        let cfg: ClipConfig = serde_json::from_str(&text).map_err(|e| ModelsError::Toml {
-            path: name.clone(),
-            msg: e.to_string(),
-        })?;
+        let cfg = parse_config(&text, &name)?;
         cfg.check().map_err(|(field, msg)| ModelsError::Field {
             path: name,
             field,
@@ -137,13 +254,19 @@ impl ClipModel {
                 dir.display()
             )));
         }
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(&tpath).map_err(|e| ModelsError::TokenizerLoad {
-                path: tpath.display().to_string(),
-                msg: e.to_string(),
-            })?;
-        let (mean, std) = read_preprocessor(&dir.join("preprocessor_config.json"))?;
-        ClipModel::new(cfg, weights, tokenizer, mean, std, &wpath)
+        let load_err = |e: tokenizers::Error| ModelsError::TokenizerLoad {
+            path: tpath.display().to_string(),
+            msg: e.to_string(),
+        };
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tpath).map_err(load_err)?;
+        // The rows are cut and padded here, to the tower's positions, whatever the file says.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(load_err)?;
+        let pre = read_preprocessor(
+            &dir.join("preprocessor_config.json"),
+            cfg.vision_config.image_size,
+        )?;
+        ClipModel::new(cfg, weights, tokenizer, pre, &wpath)
     }
 
     /// Compiles both towers with `weights` (read from `path`, named in errors).
@@ -151,10 +274,14 @@ impl ClipModel {
         cfg: ClipConfig,
         mut weights: IndexMap<String, Tensor>,
         tokenizer: tokenizers::Tokenizer,
-        mean: [f32; 3],
-        std: [f32; 3],
+        preprocess: Preprocess,
         path: &Path,
     ) -> Result<ClipModel, ModelsError> {
+        cfg.check().map_err(|(field, msg)| ModelsError::Field {
+            path: path.display().to_string(),
+            field,
+            msg,
+        })?;
         let bad = |tensor: &str, msg: String| ModelsError::Tensor {
             path: path.display().to_string(),
             tensor: tensor.to_string(),
@@ -185,16 +312,15 @@ impl ClipModel {
             ptx_check: PtxCheck::Skip,
             ..CompileOptions::default()
         };
-        let mut towers = Vec::new();
-        for (tower, graph, name) in [
-            (Tower::Text, text_graph(&cfg, 1)?, "clip_text"),
-            (Tower::Vision, image_graph(&cfg, 1)?, "clip_image"),
-        ] {
-            let mut exe = open_artifact(compile(&graph, &opts(name))?, Target::Cpu)?;
+        // Every tensor is checked against the config before anything is compiled.
+        let mut params = Vec::new();
+        for tower in [Tower::Text, Tower::Vision] {
+            let mut p = Vec::new();
             for (n, shape) in cfg.param_specs(tower) {
-                exe.set_input(&n, &take(&n, &shape)?)?;
+                let t = take(&n, &shape)?;
+                p.push((n, t));
             }
-            towers.push(exe);
+            params.push(p);
         }
         let scale = take("logit_scale", &[])?.to_f32_vec()[0];
         for n in IGNORED {
@@ -202,6 +328,20 @@ impl ClipModel {
         }
         if let Some((extra, _)) = weights.first() {
             return Err(bad(extra, "is not a parameter of CLIPModel".into()));
+        }
+        let mut towers = Vec::new();
+        for ((graph, name), p) in [
+            (text_graph(&cfg, 1)?, "clip_text"),
+            (image_graph(&cfg, 1)?, "clip_image"),
+        ]
+        .into_iter()
+        .zip(params)
+        {
+            let mut exe = open_artifact(compile(&graph, &opts(name))?, Target::Cpu)?;
+            for (n, t) in &p {
+                exe.set_input(n, t)?;
+            }
+            towers.push(exe);
         }
         let image = towers
             .pop()
@@ -212,8 +352,7 @@ impl ClipModel {
         Ok(ClipModel {
             cfg,
             logit_scale: scale,
-            mean,
-            std,
+            preprocess,
             tokenizer,
             text,
             image,
@@ -291,12 +430,20 @@ impl ClipModel {
             )));
         }
         let img = to_rgb8(chw, side as u32, side as u32)?;
-        let x = preprocess(&img, v.image_size as u32, Fit::ResizeCrop)?;
-        let plane = v.image_size * v.image_size;
-        Ok(x.iter()
-            .enumerate()
-            .map(|(i, &s)| ((s + 1.0) / 2.0 - self.mean[i / plane]) / self.std[i / plane])
-            .collect())
+        // Square in, so the resize gives edge × edge; then the central crop (offset
+        // ⌊(edge − size)/2⌋, as transformers' center_crop).
+        let (edge, size) = (self.preprocess.shortest_edge, v.image_size);
+        let x = preprocess(&img, edge as u32, Fit::ResizeCrop)?;
+        let off = (edge - size) / 2;
+        let (mean, std) = (self.preprocess.mean, self.preprocess.std);
+        let mut out = Vec::with_capacity(3 * size * size);
+        for c in 0..3 {
+            for r in off..off + size {
+                let row = &x[(c * edge + r) * edge + off..][..size];
+                out.extend(row.iter().map(|&s| ((s + 1.0) / 2.0 - mean[c]) / std[c]));
+            }
+        }
+        Ok(out)
     }
 
     /// The unit image embedding of one CLIP input `[C, S, S]` (see [`ClipModel::pixel_values`]).

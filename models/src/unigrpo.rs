@@ -267,8 +267,9 @@ pub struct TaskPrompt {
     pub target: String,
     /// Text-to-image: the row's t2i layout (key mask and image positions).
     pub layout: Option<Layout>,
-    /// Captioning: the image the prompt shows (CHW in [−1, 1]), for a CLIP bonus.
-    pub image: Option<Vec<f32>>,
+    /// Captioning: the image the prompt shows (its index in the embedded digits, and its
+    /// pixels, CHW in [−1, 1]), for a CLIP bonus; `rollouts.jsonl` logs the index.
+    pub image: Option<(usize, Vec<f32>)>,
 }
 
 /// The math task's prompts: `question` / `answer` rows of the JSONL files (or the embedded
@@ -359,7 +360,7 @@ pub fn caption_prompts(
             text: question.into(),
             target: digits.labels[i].to_string(),
             layout: None,
-            image: Some(digits.chw(i)),
+            image: Some((i, digits.chw(i))),
         });
     }
     Ok((out, skipped))
@@ -521,10 +522,10 @@ impl Sampled {
             prompt: &tp.text,
             target: &tp.target,
             completion,
-            image: tp.image.as_deref(),
+            image: tp.image.as_ref().map(|(_, chw)| chw.as_slice()),
         })?;
         let reward = reward.name();
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "rollout": index,
             "row": r,
             "prompt": tp.text,
@@ -532,6 +533,9 @@ impl Sampled {
             "completion": logged,
             "reward": if score.is_finite() { Some(score) } else { None },
         });
+        if let Some((i, _)) = &tp.image {
+            line["image"] = serde_json::json!(i);
+        }
         self.log.push_str(&line.to_string());
         self.log.push('\n');
         if score.is_finite() {

@@ -386,3 +386,62 @@ impl Pass for ConvToGemm {
         Ok(changed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Pass;
+    use mmada_ir::DType;
+
+    /// Convolutions with kernel ≤ stride lower without a concatenation of taps, forward and
+    /// both gradients; a 3×3 stride-2 one still concatenates its 9 taps.
+    #[test]
+    fn disjoint_patches_need_no_concatenation() {
+        let concats = |k: usize, s: usize| {
+            let mut g = Graph::new();
+            let x = g.input("x", DType::F32, [2, 3, 16, 16]).unwrap();
+            let w = g.input("w", DType::F32, [4, 3, k, k]).unwrap();
+            let geom = ConvGeom {
+                stride: [s, s],
+                padding: [0; 4],
+                groups: 1,
+            };
+            let y = g.conv2d(x, w, geom).unwrap();
+            let ys = g.node(y).shape.clone();
+            let dy = g.input("dy", DType::F32, ys).unwrap();
+            let dx = g
+                .add(
+                    Op::Conv2dInputGrad {
+                        geom,
+                        input_hw: [16, 16],
+                    },
+                    &[dy, w],
+                )
+                .unwrap();
+            let dw = g
+                .add(
+                    Op::Conv2dWeightGrad {
+                        geom,
+                        kernel_hw: [k, k],
+                    },
+                    &[x, dy],
+                )
+                .unwrap();
+            for (n, id) in [("y", y), ("dx", dx), ("dw", dw)] {
+                g.set_output(n, id).unwrap();
+            }
+            ConvToGemm.run(&mut g).unwrap();
+            g.node_ids()
+                .into_iter()
+                .filter(|&id| matches!(g.node(id).op, Op::Concat { .. }))
+                .count()
+        };
+        assert_eq!(concats(4, 4), 0);
+        assert_eq!(concats(2, 3), 0);
+        assert_eq!(
+            concats(3, 2),
+            2,
+            "forward and weight gradient concatenate their taps"
+        );
+    }
+}

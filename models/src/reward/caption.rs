@@ -42,7 +42,7 @@ impl Reward for CaptionReward {
                     .into(),
             )
         })?;
-        Ok(correct + clip.score_pair(image, text)?)
+        Ok(correct + clip.score_pair(image, text, false)?)
     }
 }
 

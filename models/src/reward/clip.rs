@@ -17,7 +17,8 @@ use std::path::Path;
 /// The CLIP reward on a compiled CLIP.
 pub struct ClipReward {
     model: RefCell<ClipModel>,
-    /// Text embeddings by prompt (a rollout scores G images of each prompt).
+    /// Text embeddings of the prompts (a rollout scores G images of each prompt); answers,
+    /// scored once each, are not kept.
     texts: RefCell<HashMap<String, Vec<f32>>>,
 }
 
@@ -43,20 +44,22 @@ impl ClipReward {
         }
     }
 
-    /// cos(image, text) of a CHW image in [−1, 1] and a text.
-    pub fn cosine(&self, chw: &[f32], text: &str) -> Result<f64, ModelsError> {
+    /// cos(image, text) of a CHW image in [−1, 1] and a text; `keep` keeps the text's
+    /// embedding for the next call with the same text.
+    pub fn cosine(&self, chw: &[f32], text: &str, keep: bool) -> Result<f64, ModelsError> {
         let mut m = self.model.borrow_mut();
-        let t = match self.texts.borrow().get(text) {
-            Some(t) => t.clone(),
+        let cached = self.texts.borrow().get(text).cloned();
+        let t = match cached {
+            Some(t) => t,
             None => {
                 let ids = m.text_ids(text)?;
-                m.text_embeds(&ids)?
+                let t = m.text_embeds(&ids)?;
+                if keep {
+                    self.texts.borrow_mut().insert(text.to_string(), t.clone());
+                }
+                t
             }
         };
-        self.texts
-            .borrow_mut()
-            .entry(text.to_string())
-            .or_insert_with(|| t.clone());
         let px = m.pixel_values(chw)?;
         let i = m.image_embeds(&px)?;
         Ok(dot(&i, &t))
@@ -64,9 +67,14 @@ impl ClipReward {
 }
 
 impl ClipReward {
-    /// `0.1·max(100·cos(image, text), 0)`.
-    pub fn score_pair(&self, chw: &[f32], text: &str) -> Result<f64, ModelsError> {
-        Ok(0.1 * (100.0 * self.cosine(chw, text)?).max(0.0))
+    /// `0.1·max(100·cos(image, text), 0)`; NaN when the cosine is not finite (NaN weights or
+    /// a zero embedding), so that the trainer drops the completion and counts it.
+    pub fn score_pair(&self, chw: &[f32], text: &str, keep: bool) -> Result<f64, ModelsError> {
+        let cos = self.cosine(chw, text, keep)?;
+        if !cos.is_finite() {
+            return Ok(f64::NAN);
+        }
+        Ok(0.1 * (100.0 * cos).max(0.0))
     }
 }
 
@@ -77,7 +85,7 @@ impl Reward for ClipReward {
 
     fn score(&self, s: &Sample) -> Result<f64, ModelsError> {
         let chw = s.image(self.name())?;
-        self.score_pair(chw, s.prompt)
+        self.score_pair(chw, s.prompt, true)
     }
 }
 
