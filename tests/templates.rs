@@ -269,3 +269,22 @@ fn a_concatenation_of_many_operands_compiles_opens_and_matches() {
     let host = worst_error_cpu(&g, &art, &[5], -1.0, 1.0, 1.0);
     assert!(host <= 1e-6, "host {host:e}");
 }
+
+/// A concatenation with a zero-length operand (which shape inference allows) compiles, opens
+/// and equals the interpreter: the empty operand is left out of the kernel, never read.
+#[test]
+fn a_concatenation_with_an_empty_operand_matches() {
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, [3, 2]).unwrap();
+    let e = g.input("e", DType::F32, [3, 0]).unwrap();
+    let b = g.input("b", DType::F32, [3, 5]).unwrap();
+    let parts: Vec<_> = [a, e, b]
+        .iter()
+        .map(|&x| g.unary(mmada_ir::UnaryOp::Exp, x).unwrap())
+        .collect();
+    let y = g.concat(&parts, 1).unwrap();
+    g.set_output("y", y).unwrap();
+    let art = compile(&g, &options(&[], common::ptx_check())).unwrap();
+    let host = worst_error_cpu(&g, &art, &[5], -1.0, 1.0, 1.0);
+    assert!(host <= 1e-6, "host {host:e}");
+}

@@ -566,7 +566,7 @@ fn image_task(
     let codebook = cfg.codebook_size.unwrap_or(256);
     if vq_cfg.codebook_size() != codebook {
         return Err(ModelsError::Options(format!(
-            "--reward t2i decodes with the built-in image tokenizer of {} codes; the model has \
+            "--reward t2i and clip decode with the built-in image tokenizer of {} codes; the model has \
              {codebook}",
             vq_cfg.codebook_size()
         )));

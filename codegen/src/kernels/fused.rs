@@ -262,9 +262,14 @@ impl<'b> BodyEval<'b> {
                     bounds.push((start, len));
                     start += len;
                 }
-                let mut vals = Vec::with_capacity(ops.len());
+                // Empty operands hold no element: they are never read.
+                let (mut vals, mut starts) = (Vec::new(), Vec::new());
                 for (k, &o) in ops.iter().enumerate() {
                     let (st, len) = bounds[k];
+                    if len == 0 {
+                        continue;
+                    }
+                    starts.push(st);
                     let mut in_idx = idx.to_vec();
                     let shifted =
                         Expr::bin(KBinary::Max, idx[a].clone(), Expr::idx(st)) - Expr::idx(st);
@@ -283,7 +288,6 @@ impl<'b> BodyEval<'b> {
                     let (slo, shi) = (&starts[..mid], &starts[mid..]);
                     Expr::select(c, pick(lo, slo, at), pick(hi, shi, at))
                 }
-                let starts: Vec<u64> = bounds.iter().map(|b| b.0).collect();
                 pick(&vals, &starts, &idx[a])
             }
             Op::Gather { axis } => {
