@@ -107,6 +107,47 @@ fn figures(r: &StepRecord) -> Vec<(String, u64)> {
 /// of the prompt's image (the pair scoring itself is checked against the reference in
 /// `tests/clip.rs`): each logged reward is recomputed from the logged answer and the logged
 /// image (its index in the embedded digits), and the bonuses are not all equal.
+/// The lines of a run's `rollouts.jsonl`.
+fn rollout_lines(out: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("rollouts.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Each logged image rollout's reward equals `reward` of its logged codes, decoded by the
+/// built-in image tokenizer, and its caption.
+fn assert_image_rewards_recompute(lines: &[serde_json::Value], reward: &dyn Reward) {
+    use mmada_models::image_tokenizer::{embedded_vq_digits, ImageTokenizer};
+    let (vq_cfg, vq_w) = embedded_vq_digits().unwrap();
+    let be = BackendOptions {
+        host: Some(HostCpu::native()),
+        gpu_archs: vec![],
+    };
+    let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, 32, 32, Target::Cpu, be).unwrap();
+    for v in lines {
+        let codes: Vec<i64> = v["completion"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect();
+        let pixels = tk
+            .decode(&mmada_ir::Tensor::from_i64([1, 64], codes).unwrap())
+            .unwrap();
+        let want = reward
+            .score(&Sample {
+                prompt: v["prompt"].as_str().unwrap(),
+                target: v["target"].as_str().unwrap(),
+                completion: Completion::Image(&pixels),
+                image: None,
+            })
+            .unwrap();
+        let got = v["reward"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "reward {got}, recomputed {want}");
+    }
+}
+
 fn g_clip(opts: &TrainOptions) -> &Path {
     opts.unigrpo
         .as_ref()
@@ -138,12 +179,10 @@ fn caption_rollouts_get_the_clip_bonus_of_their_image() {
     };
     let recs = train_with(&opts, None, Target::Cpu, backend, &mut Silent, None).unwrap();
     assert!(recs.iter().all(|r| r.loss.is_finite()));
-    let text = std::fs::read_to_string(out.path().join("rollouts.jsonl")).unwrap();
     let clip = ClipReward::new(ClipModel::open(g_clip(&opts)).unwrap());
     let digits = mmada_models::digits::Digits::embedded().unwrap();
     let mut bonus = Vec::new();
-    for l in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    for v in rollout_lines(out.path()) {
         let answer = v["completion"].as_str().unwrap();
         let label: usize = v["target"].as_str().unwrap().parse().unwrap();
         let image = v["image"].as_u64().unwrap() as usize;
@@ -173,7 +212,6 @@ fn caption_rollouts_get_the_clip_bonus_of_their_image() {
 #[test]
 fn clip_rewards_score_the_t2i_rollouts_with_the_given_clip() {
     use mmada_models::clip_model::ClipModel;
-    use mmada_models::image_tokenizer::{embedded_vq_digits, ImageTokenizer};
     use mmada_models::reward::clip::ClipReward;
     let out = tempfile::tempdir().unwrap();
     let mut opts = options(out.path(), 2);
@@ -194,42 +232,14 @@ fn clip_rewards_score_the_t2i_rollouts_with_the_given_clip() {
     assert_eq!(recs.len(), 2);
     assert!(recs.iter().all(|r| r.loss.is_finite()));
 
-    let (vq_cfg, vq_w) = embedded_vq_digits().unwrap();
-    let be = BackendOptions {
-        host: Some(HostCpu::native()),
-        gpu_archs: vec![],
-    };
-    let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, 32, 32, Target::Cpu, be).unwrap();
     let reward = ClipReward::new(ClipModel::open(&clip).unwrap());
-    let text = std::fs::read_to_string(out.path().join("rollouts.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = rollout_lines(out.path());
     assert_eq!(lines.len(), 2 * 2, "1 rollout × 2 prompts × 2 completions");
-    let mut seen = Vec::new();
-    for v in &lines {
-        let codes: Vec<i64> = v["completion"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_i64().unwrap())
-            .collect();
-        let pixels = tk
-            .decode(&mmada_ir::Tensor::from_i64([1, 64], codes).unwrap())
-            .unwrap();
-        let want = reward
-            .score(&Sample {
-                prompt: v["prompt"].as_str().unwrap(),
-                target: v["target"].as_str().unwrap(),
-                completion: Completion::Image(&pixels),
-                image: None,
-            })
-            .unwrap();
-        let got = v["reward"].as_f64().unwrap();
-        assert!((got - want).abs() < 1e-6, "reward {got}, recomputed {want}");
-        seen.push(got);
-    }
+    assert_image_rewards_recompute(&lines, &reward);
+    let seen: Vec<f64> = lines
+        .iter()
+        .map(|v| v["reward"].as_f64().unwrap())
+        .collect();
     // Random towers still tell the images apart: not one constant.
     assert!(seen.iter().any(|&r| (r - seen[0]).abs() > 1e-6), "{seen:?}");
 }
@@ -241,7 +251,6 @@ fn clip_rewards_score_the_t2i_rollouts_with_the_given_clip() {
 /// with the caption and `<|eoi|>` untouched.
 #[test]
 fn t2i_rollouts_are_images_scored_by_the_digit_classifier() {
-    use mmada_models::image_tokenizer::{embedded_vq_digits, ImageTokenizer};
     use mmada_models::reward::digit_image::DigitImageReward;
     use mmada_models::tokenizer::TextTokenizer;
     use mmada_models::vocab::UnifiedVocab;
@@ -278,18 +287,8 @@ fn t2i_rollouts_are_images_scored_by_the_digit_classifier() {
         assert_eq!(r.metrics["clip_frac"], 0.0, "step {}", r.step);
     }
 
-    let (vq_cfg, vq_w) = embedded_vq_digits().unwrap();
-    let be = BackendOptions {
-        host: Some(HostCpu::native()),
-        gpu_archs: vec![],
-    };
-    let mut tk = ImageTokenizer::new(vq_cfg, &vq_w, 32, 32, Target::Cpu, be).unwrap();
     let reward = DigitImageReward::embedded().unwrap();
-    let text = std::fs::read_to_string(out.path().join("rollouts.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = rollout_lines(out.path());
     assert_eq!(
         lines.len(),
         2 * 2 * 2,
@@ -307,20 +306,8 @@ fn t2i_rollouts_are_images_scored_by_the_digit_classifier() {
         let codes = codes_of(v);
         assert_eq!(codes.len(), 64);
         assert!(codes.iter().all(|&c| (0..256).contains(&c)), "{codes:?}");
-        let pixels = tk
-            .decode(&mmada_ir::Tensor::from_i64([1, 64], codes).unwrap())
-            .unwrap();
-        let want = reward
-            .score(&Sample {
-                prompt: v["prompt"].as_str().unwrap(),
-                target: v["target"].as_str().unwrap(),
-                completion: Completion::Image(&pixels),
-                image: None,
-            })
-            .unwrap();
-        let got = v["reward"].as_f64().unwrap();
-        assert!((got - want).abs() < 1e-6, "reward {got}, recomputed {want}");
     }
+    assert_image_rewards_recompute(&lines, &reward);
 
     let tok = TextTokenizer::tiny().unwrap();
     let vocab = UnifiedVocab::tiny(&tok).unwrap();

@@ -117,3 +117,34 @@ pub fn init_weights(
     }
     out
 }
+
+/// Removes the tensor `name` from `weights` (read from `path`), checks that it has `shape` and
+/// a float dtype, and returns it as f32; the errors name the file and the tensor.
+pub fn take_f32(
+    weights: &mut IndexMap<String, Tensor>,
+    name: &str,
+    shape: &[usize],
+    path: &str,
+) -> Result<Tensor, ModelsError> {
+    let bad = |msg: String| ModelsError::Tensor {
+        path: path.to_string(),
+        tensor: name.to_string(),
+        msg,
+    };
+    let t = weights
+        .shift_remove(name)
+        .ok_or_else(|| bad("missing from the weights".into()))?;
+    if t.shape().0 != shape {
+        return Err(bad(format!(
+            "shape {} but the config implies {shape:?}",
+            t.shape()
+        )));
+    }
+    if !t.dtype().is_float() {
+        return Err(bad(format!("dtype {} is not a float", t.dtype())));
+    }
+    if t.dtype() == DType::F32 {
+        return Ok(t);
+    }
+    Tensor::from_f32(t.shape().clone(), t.to_f32_vec()).map_err(|e| bad(e.to_string()))
+}

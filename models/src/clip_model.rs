@@ -18,12 +18,13 @@
 //! which differs from this resampler by a level or so where the size changes; at the model's
 //! size both are exact.
 
+use crate::checkpoint::take_f32;
 use crate::clip::{image_graph, text_graph, ClipConfig, Tower};
 use crate::image_io::{preprocess, to_rgb8, Fit};
 use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
-use mmada_ir::{DType, Tensor};
+use mmada_ir::Tensor;
 use mmada_runtime::tensor_io::read_safetensors;
 use mmada_runtime::{open_artifact, Executor, Target};
 use std::path::{Path, PathBuf};
@@ -287,26 +288,8 @@ impl ClipModel {
             tensor: tensor.to_string(),
             msg,
         };
-        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor, ModelsError> {
-            let t = weights
-                .shift_remove(name)
-                .ok_or_else(|| bad(name, "missing from the weights".into()))?;
-            if t.shape().0 != shape {
-                return Err(bad(
-                    name,
-                    format!("shape {} but the config implies {shape:?}", t.shape()),
-                ));
-            }
-            if !t.dtype().is_float() {
-                return Err(bad(name, format!("dtype {} is not a float", t.dtype())));
-            }
-            if t.dtype() == DType::F32 {
-                Ok(t)
-            } else {
-                Tensor::from_f32(t.shape().clone(), t.to_f32_vec())
-                    .map_err(|e| bad(name, e.to_string()))
-            }
-        };
+        let file = path.display().to_string();
+        let mut take = |name: &str, shape: &[usize]| take_f32(&mut weights, name, shape, &file);
         let opts = |name: &str| CompileOptions {
             name: name.into(),
             ptx_check: PtxCheck::Skip,

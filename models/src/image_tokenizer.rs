@@ -14,7 +14,7 @@ use crate::ModelsError;
 use indexmap::IndexMap;
 use mmada_codegen::backend::BackendOptions;
 use mmada_codegen::compile::{compile, CompileOptions, PtxCheck};
-use mmada_ir::{DType, Tensor};
+use mmada_ir::Tensor;
 use mmada_runtime::tensor_io::read_safetensors;
 use mmada_runtime::{open_artifact, Executor, Target};
 use std::path::Path;
@@ -90,24 +90,7 @@ fn check_weights(
     check_quantize_buffers(cfg, &mut raw, &bad)?;
     let mut out = IndexMap::new();
     for (name, shape) in cfg.param_specs() {
-        let t = raw
-            .shift_remove(&name)
-            .ok_or_else(|| bad(&name, "missing from the weights".into()))?;
-        if t.shape().0 != shape {
-            return Err(bad(
-                &name,
-                format!("shape {} but the config implies {shape:?}", t.shape()),
-            ));
-        }
-        if !t.dtype().is_float() {
-            return Err(bad(&name, format!("dtype {} is not a float", t.dtype())));
-        }
-        let t = if t.dtype() == DType::F32 {
-            t
-        } else {
-            Tensor::from_f32(t.shape().clone(), t.to_f32_vec())
-                .map_err(|e| bad(&name, e.to_string()))?
-        };
+        let t = crate::checkpoint::take_f32(&mut raw, &name, &shape, path)?;
         out.insert(name, t);
     }
     if let Some((extra, _)) = raw.first() {
