@@ -13,25 +13,14 @@
 
 mod common;
 
-use common::{compile_all, gpu_kernels_on_host, random_inputs};
+use common::{
+    attention_inputs as inputs, compile_all, gpu_kernels_on_host, random_inputs,
+    AttentionCase as Case, ATTENTION_CASES as CASES,
+};
 use indexmap::IndexMap;
 use mmada_ir::gradcheck::{check_gradients, float, Fill, GradInput};
 use mmada_ir::{autodiff, interp, max_rel_error, DType, Graph, NodeId, Op, ReduceOp, Tensor};
 use mmada_runtime::{open_artifact, Target};
-
-/// (batch, query heads, K/V heads, queries, keys, head dim, value dim, masked).
-type Case = (usize, usize, usize, usize, usize, usize, usize, bool);
-
-const CASES: &[Case] = &[
-    (1, 1, 1, 1, 1, 1, 1, false),
-    (2, 3, 3, 37, 53, 8, 8, true),
-    (1, 4, 2, 5, 70, 16, 12, true), // grouped heads, a query block against 70 cached keys
-    (2, 2, 1, 67, 33, 5, 7, false), // more query rows than one block, odd dims
-    (1, 2, 2, 9, 130, 32, 32, true), // keys over five tiles of 32
-    (3, 1, 1, 4, 6, 3, 2, true),
-    (1, 2, 1, 40, 45, 72, 20, true), // head dim above 64: query rows in shared memory
-    (1, 1, 1, 33, 21, 160, 9, false), // above 128: query rows read from q
-];
 
 /// `attention(q, k, v[, mask])` with the given scale, fused or unfused.
 fn graph(c: Case, dt: DType, scale: f64, fused: bool) -> Graph {
@@ -48,24 +37,6 @@ fn graph(c: Case, dt: DType, scale: f64, fused: bool) -> Graph {
     };
     g.set_output("o", o).unwrap();
     g
-}
-
-/// Random inputs; in masked cases the last batch row has every key masked (when there are
-/// two rows or more) and the middle row all but the first three (when there are three).
-fn inputs(g: &Graph, c: Case, seed: u64) -> IndexMap<String, Tensor> {
-    let mut ins = random_inputs(g, seed, -2.0, 2.0);
-    let (b, s) = (c.0, c.4);
-    if let Some(m) = ins.get_mut("mask") {
-        let mut v = m.to_f64_vec();
-        if b >= 2 {
-            v[(b - 1) * s..b * s].fill(0.0);
-        }
-        if b >= 3 {
-            v[s + 3..2 * s].fill(0.0);
-        }
-        *m = Tensor::from_f64(DType::Bool, vec![b, s], &v).unwrap();
-    }
-    ins
 }
 
 /// Attention written out per row in f64: grouped heads, the f32 minimum added at masked keys.

@@ -204,3 +204,48 @@ fn tensor_core_attention_assembles_for_sm90a() {
     );
     assert_eq!(k.spill_stores + k.spill_loads, 0);
 }
+
+/// Attention's backward kernels (statistics, dQ, dK | dV) of a training graph at the model's
+/// head dims (64: bench-small; 128: MMaDA-8B), f32 and bf16, masked, grouped heads: private
+/// accumulators of at most 64 columns, no spills, for sm_80, sm_90 and sm_90a.
+#[test]
+fn attention_backward_kernels_assemble_without_spills() {
+    let Some(ptxas) = ptxas_or_skip() else { return };
+    for d in [64usize, 128] {
+        for dt in [mmada_ir::DType::F32, mmada_ir::DType::BF16] {
+            let mut g = mmada_ir::Graph::new();
+            let q = g.param("q", dt, [1, 4, 100, d]).unwrap();
+            let k = g.param("k", dt, [1, 2, 300, d]).unwrap();
+            let v = g.param("v", dt, [1, 2, 300, d]).unwrap();
+            let m = g.input("m", mmada_ir::DType::Bool, [1, 300]).unwrap();
+            let o = g.attention(q, k, v, Some(m), 0.125).unwrap();
+            let l = g.reduce(mmada_ir::ReduceOp::Sum, o, &[0, 1, 2, 3], false);
+            let l = l.unwrap();
+            let grads = mmada_ir::autodiff::grad(&mut g, l, &[q, k, v]).unwrap();
+            for (name, gid) in ["q", "k", "v"].iter().zip(grads) {
+                g.set_output(&format!("grad_{name}"), gid).unwrap();
+            }
+            let art = compile_with_sm90a(&g);
+            for arch in [SmArch::SM80, SmArch::SM90, SmArch::SM90A] {
+                let ptx = art.section_str(&format!("ptx.{arch}")).unwrap();
+                let report = assemble(&ptxas, ptx, arch).unwrap_or_else(|e| panic!("{e}"));
+                let pieces: Vec<_> = report
+                    .iter()
+                    .filter(|k| k.name.starts_with("attention_grad"))
+                    .collect();
+                for k in &pieces {
+                    eprintln!(
+                        "attention backward {} d {d} {dt} {arch}: {} registers, {} spill bytes, \
+                         {} shared",
+                        k.name,
+                        k.registers,
+                        k.spill_stores + k.spill_loads,
+                        k.shared_bytes
+                    );
+                    assert_eq!(k.spill_stores + k.spill_loads, 0, "d {d} {dt} {arch}");
+                }
+                assert_eq!(pieces.len(), 3, "d {d} {dt} {arch}: the three pieces");
+            }
+        }
+    }
+}

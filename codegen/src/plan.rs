@@ -91,6 +91,15 @@ pub enum LibraryCall {
     /// f32 attention on the host (per head and block of query rows, the scores in a
     /// cache-sized scratch, products on the `gemm` crate): args are q, k, v[, key mask], out.
     AttentionF32(crate::kernels::attention::AttentionShape),
+    /// A piece of f32 attention's backward on the host (the same blocking, products on the
+    /// `gemm` crate): args are the op's operands, then out (the statistics piece's shape has
+    /// `dv` 0).
+    AttentionGradF32 {
+        /// The attention's shape.
+        shape: crate::kernels::attention::AttentionShape,
+        /// Which piece.
+        part: mmada_ir::AttentionPart,
+    },
 }
 
 /// A generated kernel launched over a 1-D grid of 1-D blocks.
@@ -134,6 +143,11 @@ impl Dispatch {
             Dispatch::Call(LibraryCall::GemmF32(_)) => "gemm_f32".into(),
             Dispatch::Call(LibraryCall::ConvF32(_)) => "conv_f32".into(),
             Dispatch::Call(LibraryCall::AttentionF32(_)) => "attention_f32".into(),
+            Dispatch::Call(LibraryCall::AttentionGradF32 { part, .. }) => match part {
+                mmada_ir::AttentionPart::Stats => "attention_stats_f32".into(),
+                mmada_ir::AttentionPart::Q => "attention_grad_q_f32".into(),
+                mmada_ir::AttentionPart::Kv => "attention_grad_kv_f32".into(),
+            },
         }
     }
 }
@@ -258,6 +272,7 @@ fn kind_name(op: &Op) -> &'static str {
         Op::Softmax { .. } => "softmax",
         Op::Permute { .. } | Op::Broadcast { .. } | Op::Reshape { .. } => "copy",
         Op::Attention { .. } => "attention",
+        Op::AttentionGrad { .. } => "attention_grad",
         _ => "elementwise",
     }
 }
@@ -401,6 +416,10 @@ pub fn plan(g: &Graph, choices: &Choices) -> Result<Planned, CodegenError> {
                     kernels::attention_shape(g, id).filter(|_| n.dtype == DType::F32)
                 {
                     Dispatch::Call(LibraryCall::AttentionF32(a))
+                } else if let Some((a, part)) = kernels::attention_grad_shape(g, id)
+                    .filter(|_| g.node(g.operands(id)[0]).dtype == DType::F32)
+                {
+                    Dispatch::Call(LibraryCall::AttentionGradF32 { shape: a, part })
                 } else {
                     Dispatch::Kernel(host_kernel.unwrap_or_else(|| gpu.clone()))
                 };

@@ -345,6 +345,51 @@ impl Program {
                         used[buf] = used[buf].max(n.unwrap_or(0));
                     }
                 }
+                if let Dispatch::Call(LibraryCall::AttentionGradF32 { shape: s, part }) = &l.host {
+                    let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
+                    let mut sizes = vec![
+                        (DType::F32, prod(&[s.b, s.h, s.t, s.d])),
+                        (DType::F32, prod(&[s.b, s.hk, s.s, s.d])),
+                    ];
+                    let out = if *part == mmada_ir::AttentionPart::Stats {
+                        prod(&[s.b, s.h, s.t, 2])
+                    } else {
+                        sizes.extend([
+                            (DType::F32, prod(&[s.b, s.hk, s.s, s.dv])),
+                            (DType::F32, prod(&[s.b, s.h, s.t, s.dv])),
+                            (DType::F32, prod(&[s.b, s.h, s.t, 2])),
+                            (DType::F32, prod(&[s.b, s.h, s.t])),
+                        ]);
+                        if *part == mmada_ir::AttentionPart::Q {
+                            prod(&[s.b, s.h, s.t, s.d])
+                        } else {
+                            s.d.checked_add(s.dv)
+                                .and_then(|w| prod(&[s.b, s.hk, s.s, w]))
+                        }
+                    };
+                    if s.masked {
+                        sizes.push((DType::Bool, prod(&[s.b, s.s])));
+                    }
+                    sizes.push((DType::F32, out));
+                    if l.args.len() != sizes.len() {
+                        return Err(at(format!(
+                            "attention backward takes {} buffers",
+                            sizes.len()
+                        )));
+                    }
+                    let out = l.args[sizes.len() - 1];
+                    let fits = l.args.iter().zip(&sizes).all(|(&buf, &(dt, n))| {
+                        let d = &self.buffers[buf];
+                        d.dtype == dt && n.is_some_and(|n| n <= d.len)
+                    });
+                    let heads = s.hk > 0 && s.h.is_multiple_of(s.hk);
+                    if !fits || !heads || l.args[..sizes.len() - 1].contains(&out) {
+                        return Err(at("attention backward shapes do not fit its buffers".into()));
+                    }
+                    for (&buf, &(_, n)) in l.args.iter().zip(&sizes) {
+                        used[buf] = used[buf].max(n.unwrap_or(0));
+                    }
+                }
                 if let Dispatch::Call(LibraryCall::AttentionF32(s)) = &l.host {
                     let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
                     let mut sizes = vec![

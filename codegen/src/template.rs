@@ -335,8 +335,23 @@ pub static ATTENTION: Template = Template {
     },
 };
 
+/// Attention's backward pieces (statistics, dQ, dK | dV; SIMT f32).
+pub static ATTENTION_GRAD: Template = Template {
+    key: "attention_grad",
+    knobs: &[ATTENTION_BLOCK, KEY_TILE],
+    // The other side's tile: two rows of head dims up to 128 and three statistics per row.
+    shared_bytes: |c| c.get("key_tile") * (128 + 128 + 3) * 4,
+    threads: |c| c.get("block"),
+    default: |_| {
+        Config(BTreeMap::from([
+            ("block".into(), 64),
+            ("key_tile".into(), 32),
+        ]))
+    },
+};
+
 /// Every template, in the order of the module docs.
-pub static TEMPLATES: [&Template; 11] = [
+pub static TEMPLATES: [&Template; 12] = [
     &ELEMENTWISE,
     &REDUCTION,
     &SOFTMAX,
@@ -348,6 +363,7 @@ pub static TEMPLATES: [&Template; 11] = [
     &RNG,
     &REMASK,
     &ATTENTION,
+    &ATTENTION_GRAD,
 ];
 
 /// The template with this key.

@@ -1,13 +1,7 @@
 //! Bidirectional scaled dot-product attention ([`Op::Attention`]): the operand rule, the fused
-//! node's builder, the same computation from primitive ops ([`Graph::attention_unfused`], which
-//! defines the op's semantics and is what the `fuse_attention` pass recognises), and its
-//! vector–Jacobian products for [`crate::autodiff`].
-//!
-//! The backward recomputes the probabilities from `q` and `k` (the forward keeps no `[B, H, T,
-//! S]` buffer): with `P = softmax(S)`, `S = scale · q kᵀ + bias` and `dO` the output gradient,
-//! `dV = Pᵀ dO`, `dS = P ⊙ (dO vᵀ − Δ)` with `Δ = rowsum(dO ⊙ O)` (FlashAttention-2's
-//! preprocess; equal to `rowsum(P ⊙ dO vᵀ)`), `dQ = scale · dS k`, `dK = scale · dSᵀ q`;
-//! grouped heads sum their query heads' `dK`, `dV`.
+//! node's builder, and the same computation from primitive ops ([`Graph::attention_unfused`],
+//! which defines the op's semantics and is what the `fuse_attention` pass recognises). Its
+//! backward is in [`crate::attention_grad`].
 
 use crate::error::{IrError, Result};
 use crate::{BinaryOp, DType, Graph, NodeId, Op, ReduceOp, Shape};
@@ -98,7 +92,7 @@ pub fn check(
     Ok((dq, Shape(vec![dims.b, dims.h, dims.t, dims.dv])))
 }
 
-fn bad(msg: String) -> IrError {
+pub(crate) fn bad(msg: String) -> IrError {
     IrError::BadOperands {
         op: "attention".into(),
         msg,
@@ -126,13 +120,13 @@ impl Graph {
     }
 
     /// The dims of an attention over these operands.
-    fn attention_dims(&self, q: NodeId, k: NodeId, v: NodeId) -> Result<AttentionDims> {
+    pub(crate) fn attention_dims(&self, q: NodeId, k: NodeId, v: NodeId) -> Result<AttentionDims> {
         let shape = |id| self.try_node(id).map(|n| n.shape.clone());
         AttentionDims::of(&shape(q)?, &shape(k)?, &shape(v)?).map_err(bad)
     }
 
     /// K or V `[B, Hk, S, X]` repeated to `[B, H, S, X]` (head `h` reads `h / group`).
-    fn expand_heads(&mut self, x: NodeId, dims: &AttentionDims) -> Result<NodeId> {
+    pub(crate) fn expand_heads(&mut self, x: NodeId, dims: &AttentionDims) -> Result<NodeId> {
         if dims.hk == dims.h {
             return Ok(x);
         }
@@ -144,7 +138,7 @@ impl Graph {
     }
 
     /// A gradient `[B, H, S, X]` of expanded K or V summed back to `[B, Hk, S, X]`.
-    fn sum_heads(&mut self, gx: NodeId, dims: &AttentionDims) -> Result<NodeId> {
+    pub(crate) fn sum_heads(&mut self, gx: NodeId, dims: &AttentionDims) -> Result<NodeId> {
         if dims.hk == dims.h {
             return Ok(gx);
         }
@@ -156,6 +150,18 @@ impl Graph {
 
     /// The attention probabilities `softmax(scale · q kᵀ + bias)` `[B, H, T, S]`, k expanded.
     fn attention_probs(
+        &mut self,
+        q: NodeId,
+        kx: NodeId,
+        key_mask: Option<NodeId>,
+        scale: f64,
+    ) -> Result<NodeId> {
+        let scores = self.attention_scores(q, kx, key_mask, scale)?;
+        self.softmax(scores, -1)
+    }
+
+    /// The attention scores `scale · q kᵀ + bias` `[B, H, T, S]` in q's dtype, k expanded.
+    pub(crate) fn attention_scores(
         &mut self,
         q: NodeId,
         kx: NodeId,
@@ -175,7 +181,7 @@ impl Graph {
             let bias = self.where_(m4, zero, neg)?;
             scores = self.add2(scores, bias)?;
         }
-        self.softmax(scores, -1)
+        Ok(scores)
     }
 
     /// Attention from primitive ops: `softmax(scale · q kᵀ + bias) · v`, with K/V heads
@@ -195,48 +201,5 @@ impl Graph {
         let vx = self.expand_heads(v, &dims)?;
         let p = self.attention_probs(q, kx, key_mask, scale)?;
         self.matmul(p, vx)
-    }
-
-    /// The vector–Jacobian product of attention node `n` (operands q, k, v[, mask]) for
-    /// operand `slot`, given the output gradient `gy`; `None` for the mask.
-    pub(crate) fn attention_vjp(
-        &mut self,
-        n: NodeId,
-        gy: NodeId,
-        slot: usize,
-    ) -> Result<Option<NodeId>> {
-        let Op::Attention { scale, masked } = self.try_node(n)?.op.clone() else {
-            return Err(bad("attention_vjp on another op".into()));
-        };
-        if slot >= 3 {
-            return Ok(None);
-        }
-        let ops = self.operands(n);
-        let (q, k, v) = (ops[0], ops[1], ops[2]);
-        let mask = masked.then(|| ops[3]);
-        let dims = self.attention_dims(q, k, v)?;
-        let kx = self.expand_heads(k, &dims)?;
-        let vx = self.expand_heads(v, &dims)?;
-        let p = self.attention_probs(q, kx, mask, scale)?;
-        if slot == 2 {
-            let pt = self.transpose(p)?;
-            let dvx = self.matmul(pt, gy)?;
-            return Ok(Some(self.sum_heads(dvx, &dims)?));
-        }
-        // dS = P ⊙ (dO vᵀ − Δ), Δ = rowsum(dO ⊙ O).
-        let vt = self.transpose(vx)?;
-        let dp = self.matmul(gy, vt)?;
-        let o_dot = self.mul(gy, n)?;
-        let delta = self.reduce(ReduceOp::Sum, o_dot, &[3], true)?;
-        let centred = self.sub(dp, delta)?;
-        let ds = self.mul(p, centred)?;
-        let ds = self.binary_scalar(BinaryOp::Mul, ds, scale)?;
-        Ok(Some(if slot == 0 {
-            self.matmul(ds, kx)?
-        } else {
-            let dst = self.transpose(ds)?;
-            let dkx = self.matmul(dst, q)?;
-            self.sum_heads(dkx, &dims)?
-        }))
     }
 }

@@ -192,6 +192,14 @@ pub fn vjp(g: &mut Graph, n: NodeId, gy: NodeId, slot: usize) -> Result<Option<N
         }
         Op::Compare { .. } | Op::TopK { .. } | Op::Remask { .. } => return Ok(None),
         Op::Attention { .. } => return g.attention_vjp(n, gy, slot),
+        Op::AttentionGrad { .. } => {
+            return Err(err(
+                g,
+                n,
+                "attention's backward pieces have no gradient (no second derivatives of \
+                 attention)",
+            ))
+        }
         Op::Where => {
             if slot == 0 {
                 return Ok(None);

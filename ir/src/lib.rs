@@ -7,6 +7,7 @@
 //! - [`serialize`]: versioned JSON encoding; [`display`]: text and Graphviz dumps.
 
 pub mod attention;
+pub mod attention_grad;
 pub mod autodiff;
 pub mod builder;
 pub mod composite;
@@ -32,7 +33,8 @@ pub use error::{IrError, Result};
 pub use fused::{BodyNode, FusedBody, Operand};
 pub use graph::{Graph, Node, NodeId};
 pub use op::{
-    BinaryOp, CompareOp, ConvGeom, Literal, Op, ReduceOp, Remasking, RngDist, Role, UnaryOp,
+    AttentionPart, BinaryOp, CompareOp, ConvGeom, Literal, Op, ReduceOp, Remasking, RngDist, Role,
+    UnaryOp,
 };
 pub use remask::RemaskArgs;
 pub use shape::Shape;

@@ -297,6 +297,20 @@ pub enum Remasking {
     Random,
 }
 
+/// Which piece of attention's backward an [`Op::AttentionGrad`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionPart {
+    /// The softmax statistics of each query row: operands q, k[, mask]; result f32 (f64 for f64
+    /// operands)
+    /// `[B, H, T, 2]` holding the row's score maximum `m` and `l = Σ exp(s − m)`.
+    Stats,
+    /// `dQ`: operands q, k, v, dO, stats, Δ[, mask]; result `[B, H, T, D]`.
+    Q,
+    /// `dK | dV` packed along the last axis: operands as for `Q`; result `[B, Hk, S, D + Dv]`.
+    Kv,
+}
+
 /// Convolution geometry shared by [`Op::Conv2d`] and its gradient ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConvGeom {
@@ -534,6 +548,21 @@ pub enum Op {
         /// Whether the 4th operand, the key mask, is present.
         masked: bool,
     },
+    /// A piece of [`Op::Attention`]'s backward in FlashAttention-2's form (see
+    /// [`crate::attention_grad`]): the row statistics, then `dQ` per query row and `dK | dV`
+    /// per key row, each recomputing the probabilities `p = exp(s − m) / l` from q, k and the
+    /// statistics, so no `[B, H, T, S]` buffer exists. `Δ` is f32 `[B, H, T]`, `rowsum(dO ⊙
+    /// O)`. Statistics and products are f32 (f64 for f64 operands); `dQ` and `dK | dV` round to q's dtype. At least
+    /// one key. [`crate::Graph::attention_grad_unfused`] builds each piece from primitive ops
+    /// and is its semantics.
+    AttentionGrad {
+        /// The forward's score scale.
+        scale: f64,
+        /// Whether the last operand is the key mask.
+        masked: bool,
+        /// Which piece.
+        part: AttentionPart,
+    },
     /// A fused group of ops created by a pass. Operands are the body's arguments in order.
     /// Semantics are exactly those of the body (see [`FusedBody`]).
     Fused {
@@ -573,6 +602,11 @@ impl Op {
             Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad".into(),
             Op::Remask { .. } => "remask".into(),
             Op::Attention { .. } => "attention".into(),
+            Op::AttentionGrad { part, .. } => match part {
+                AttentionPart::Stats => "attention_stats".into(),
+                AttentionPart::Q => "attention_grad_q".into(),
+                AttentionPart::Kv => "attention_grad_kv".into(),
+            },
             Op::Fused { .. } => "fused".into(),
         }
     }
@@ -603,6 +637,10 @@ impl Op {
             Op::Where | Op::ScatterAdd { .. } => 3,
             Op::Remask { .. } => 8,
             Op::Attention { masked, .. } => 3 + *masked as usize,
+            Op::AttentionGrad { masked, part, .. } => match part {
+                AttentionPart::Stats => 2 + *masked as usize,
+                AttentionPart::Q | AttentionPart::Kv => 6 + *masked as usize,
+            },
             Op::Concat { count, .. } => *count,
             Op::Fused { body } => body.num_args,
         }
@@ -1041,6 +1079,11 @@ impl Op {
             Op::Attention { scale, masked } => {
                 crate::attention::check(operands, *scale, *masked).map_err(bad)
             }
+            Op::AttentionGrad {
+                scale,
+                masked,
+                part,
+            } => crate::attention_grad::check(operands, *scale, *masked, *part).map_err(bad),
             Op::Fused { body } => {
                 body.check_args(operands).map_err(bad)?;
                 Ok((body.dtype(), body.shape()))

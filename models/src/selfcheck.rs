@@ -4,8 +4,8 @@
 
 use crate::nn;
 use mmada_ir::{
-    autodiff, BinaryOp, CompareOp, ConvGeom, DType, Graph, NodeId, Op, ReduceOp, Result, RngDist,
-    UnaryOp,
+    autodiff, AttentionPart, BinaryOp, CompareOp, ConvGeom, DType, Graph, NodeId, Op, ReduceOp,
+    Result, RngDist, UnaryOp,
 };
 
 /// A graph with every op kind, in `dt` for the float parts.
@@ -86,6 +86,19 @@ pub fn all_ops_graph(dt: DType) -> Result<Graph> {
     let av = g.input("att_v", dt, [2, 2, 5, 4])?;
     let am = g.input("att_mask", DType::Bool, [2, 5])?;
     out("attention", g.attention(aq, ak, av, Some(am), 0.4)?);
+    // Its backward pieces: the statistics feed dQ and dK | dV.
+    let stats = g.attention_grad(AttentionPart::Stats, &[aq, ak], Some(am), 0.4)?;
+    out("attention_stats", stats);
+    let a_do = g.input("att_do", dt, [2, 4, 3, 4])?;
+    let stat_dt = mmada_ir::attention_grad::stat_dtype(dt);
+    let a_delta = g.input("att_delta", stat_dt, [2, 4, 3])?;
+    let grad_operands = [aq, ak, av, a_do, stats, a_delta];
+    for (name, part) in [
+        ("attention_grad_q", AttentionPart::Q),
+        ("attention_grad_kv", AttentionPart::Kv),
+    ] {
+        out(name, g.attention_grad(part, &grad_operands, Some(am), 0.4)?);
+    }
     let img = g.input("img", dt, [2, 4, 6, 5])?;
     let w = g.input("w", dt, [6, 2, 3, 3])?;
     let geom = ConvGeom {

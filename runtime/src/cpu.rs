@@ -3,6 +3,7 @@
 //! dispatched on its host [`Dispatch`]: a generated kernel over its own grid, or a library call.
 
 use crate::cpu_attention::attention_f32;
+use crate::cpu_attention_grad::{attention_grad_f32, GradBuffers};
 use crate::cpu_conv::conv_f32;
 use crate::cpu_gemm::gemm_f32_cut;
 use crate::executable::{Executable, Executor, Transfers};
@@ -151,6 +152,8 @@ enum HostLaunch {
     Conv(ConvShape),
     /// f32 fused attention.
     Attention(AttentionShape),
+    /// A piece of f32 attention's backward.
+    AttentionGrad(AttentionShape, mmada_ir::AttentionPart),
 }
 
 /// Runs artifacts on the host.
@@ -195,6 +198,9 @@ impl CpuExecutor {
                     Dispatch::Call(LibraryCall::GemmF32(s)) => HostLaunch::Gemm(*s),
                     Dispatch::Call(LibraryCall::ConvF32(s)) => HostLaunch::Conv(*s),
                     Dispatch::Call(LibraryCall::AttentionF32(s)) => HostLaunch::Attention(*s),
+                    Dispatch::Call(LibraryCall::AttentionGradF32 { shape: s, part }) => {
+                        HostLaunch::AttentionGrad(*s, *part)
+                    }
                     Dispatch::Kernel(k) => {
                         let sym = format!("{}__entry", k.kernel);
                         // SAFETY: every kernel entry has the signature `KernelFn`.
@@ -317,6 +323,25 @@ impl CpuExecutor {
                 let out = p(l.args.len() - 1) as *mut f32;
                 let mask = s.masked.then(|| p(3) as *const u8);
                 unsafe { attention_f32(&s, p(0) as _, p(1) as _, p(2) as _, mask, out) };
+                return;
+            }
+            HostLaunch::AttentionGrad(s, part) => {
+                // SAFETY: the program was validated: every operand is an f32 buffer (the mask
+                // a bool buffer) that holds this shape, and out is distinct from the rest.
+                let stats = part == mmada_ir::AttentionPart::Stats;
+                let n = l.args.len();
+                let (f, none) = (|i: usize| p(i) as *const f32, std::ptr::null::<f32>());
+                let bufs = GradBuffers {
+                    q: f(0),
+                    k: f(1),
+                    v: if stats { none } else { f(2) },
+                    d_o: if stats { none } else { f(3) },
+                    stats: if stats { none } else { f(4) },
+                    delta: if stats { none } else { f(5) },
+                    mask: s.masked.then(|| p(n - 2) as *const u8),
+                    out: p(n - 1) as *mut f32,
+                };
+                unsafe { attention_grad_f32(&s, part, bufs) };
                 return;
             }
             HostLaunch::Kernel { entry, grid } => (entry, grid as i64),

@@ -141,24 +141,7 @@ fn probabilities_body(row: &mut [f32], scale: f32, mask: Option<&[u8]>) {
             }
         }
     }
-    let mut maxima = [f32::NEG_INFINITY; LANES];
-    let mut nan = false;
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (m, &x) in maxima.iter_mut().zip(c) {
-            *m = if x > *m { x } else { *m };
-            nan |= x.is_nan();
-        }
-    }
-    for (m, &x) in maxima.iter_mut().zip(chunks.remainder()) {
-        *m = if x > *m { x } else { *m };
-        nan |= x.is_nan();
-    }
-    let max = if nan {
-        f32::NAN
-    } else {
-        maxima.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
-    };
+    let max = row_max(row);
     let mut sums = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {
@@ -177,6 +160,46 @@ fn probabilities_body(row: &mut [f32], scale: f32, mask: Option<&[u8]>) {
     }
 }
 
+/// The row's maximum (NaN when it holds a NaN), in `LANES` partial maxima so the loop
+/// vectorises.
+#[inline(always)]
+pub(crate) fn row_max(row: &[f32]) -> f32 {
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    let mut nan = false;
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &x) in maxima.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+            nan |= x.is_nan();
+        }
+    }
+    for (m, &x) in maxima.iter_mut().zip(chunks.remainder()) {
+        *m = if x > *m { x } else { *m };
+        nan |= x.is_nan();
+    }
+    if nan {
+        f32::NAN
+    } else {
+        maxima.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+    }
+}
+
+/// `Σ exp(x − max)` over the row, in `LANES` partial sums so the loop vectorises.
+#[inline(always)]
+pub(crate) fn row_exp_sum(row: &[f32], max: f32) -> f32 {
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (s, &x) in sums.iter_mut().zip(c) {
+            *s += exp(x - max);
+        }
+    }
+    for (s, &x) in sums.iter_mut().zip(chunks.remainder()) {
+        *s += exp(x - max);
+    }
+    sums.iter().sum()
+}
+
 /// e^x for x ≤ 0 (a score minus its row's maximum; NaN passes through), in plain f32
 /// arithmetic that vectorises on every x86 level: `x = k·ln 2 + r` with k rounded by the
 /// 1.5·2^23 shift (no float-to-int conversion), e^r by its degree-7 Taylor polynomial on
@@ -185,7 +208,7 @@ fn probabilities_body(row: &mut [f32], scale: f32, mask: Option<&[u8]>) {
 /// ([`mmada_ir::mathlib::exp`]) uses fma and a float-to-int conversion, which without FMA
 /// hardware are library calls: 12× slower here on SSE2.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5 · 2^23
     let xc = if x < -87.3 { -87.3 } else { x };
     let kf = (xc * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
@@ -205,12 +228,107 @@ fn exp(x: f32) -> f32 {
     }
 }
 
+/// `f()` compiled for the widest vector unit this CPU has (AVX-512, AVX2 with FMA, or the
+/// baseline): the closure and what it inlines take the wrapper's target features.
+#[inline(always)]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { with_avx512(f) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// A matrix operand of a product: its pointer, column stride and row stride (elements).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Operand {
+    ptr: *const f32,
+    cs: isize,
+    rs: isize,
+}
+
+impl Operand {
+    /// A row-major matrix with `ld` elements per row.
+    pub(crate) fn rows(ptr: *const f32, ld: usize) -> Operand {
+        Operand {
+            ptr,
+            cs: 1,
+            rs: ld as isize,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `ld` elements per row.
+    pub(crate) fn transposed(ptr: *const f32, ld: usize) -> Operand {
+        Operand {
+            ptr,
+            cs: ld as isize,
+            rs: 1,
+        }
+    }
+}
+
+/// `c [m, n] = a [m, k] · b [k, n]` (`c` row-major with `ldc` elements per row); with
+/// `accumulate = Some((read, beta))`, `c = (read ? c : 0) + beta · a b`. One thread (the
+/// caller's task).
+///
+/// # Safety
+/// The operands must hold the elements their strides reach; `c` must hold its rows and not
+/// overlap them.
+pub(crate) unsafe fn product_into(
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    (c, ldc): (*mut f32, usize),
+    accumulate: Option<(bool, f32)>,
+) {
+    let (read, beta) = accumulate.unwrap_or((false, 1.0));
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        ldc as isize,
+        read,
+        a.ptr,
+        a.cs,
+        a.rs,
+        b.ptr,
+        b.cs,
+        b.rs,
+        if read { 1.0 } else { 0.0 },
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
 /// `c [m, n] = a [m, k] · b [k, n]`, operands given as (pointer, column stride, row stride),
 /// c row-major; one thread (the caller's task).
 ///
 /// # Safety
-/// The operands must hold the elements their strides reach; `c` must hold `m·n` and not
-/// overlap them.
+/// As [`product_into`].
 unsafe fn product(
     m: usize,
     n: usize,
@@ -219,27 +337,9 @@ unsafe fn product(
     b: (*const f32, isize, isize),
     c: *mut f32,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        c,
-        1,
-        n as isize,
-        false,
-        a.0,
-        a.1,
-        a.2,
-        b.0,
-        b.1,
-        b.2,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
+    let op = |(ptr, cs, rs)| Operand { ptr, cs, rs };
+    // SAFETY: the caller's contract.
+    unsafe { product_into((m, n, k), op(a), op(b), (c, n), None) }
 }
 
 #[cfg(test)]

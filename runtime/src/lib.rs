@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod cpu;
 pub mod cpu_attention;
+pub mod cpu_attention_grad;
 pub mod cpu_conv;
 pub mod cpu_gemm;
 pub mod cuda;

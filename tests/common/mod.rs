@@ -188,3 +188,35 @@ pub fn small_tiny_config() -> mmada_models::config::LladaConfig {
     cfg.mlp_hidden_size = 176;
     cfg
 }
+
+/// (batch, query heads, K/V heads, queries, keys, head dim, value dim, masked).
+pub type AttentionCase = (usize, usize, usize, usize, usize, usize, usize, bool);
+
+pub const ATTENTION_CASES: &[AttentionCase] = &[
+    (1, 1, 1, 1, 1, 1, 1, false),
+    (2, 3, 3, 37, 53, 8, 8, true),
+    (1, 4, 2, 5, 70, 16, 12, true), // grouped heads, a query block against 70 cached keys
+    (2, 2, 1, 67, 33, 5, 7, false), // more query rows than one block, odd dims
+    (1, 2, 2, 9, 130, 32, 32, true), // keys over five tiles of 32
+    (3, 1, 1, 4, 6, 3, 2, true),
+    (1, 2, 1, 40, 45, 72, 20, true), // head dim above 64: query rows in shared memory
+    (1, 1, 1, 33, 21, 160, 9, false), // above 128: query rows read from q
+];
+
+/// Random inputs; in masked cases the last batch row has every key masked (when there are
+/// two rows or more) and the middle row all but the first three (when there are three).
+pub fn attention_inputs(g: &Graph, c: AttentionCase, seed: u64) -> IndexMap<String, Tensor> {
+    let mut ins = random_inputs(g, seed, -2.0, 2.0);
+    let (b, s) = (c.0, c.4);
+    if let Some(m) = ins.get_mut("mask") {
+        let mut v = m.to_f64_vec();
+        if b >= 2 {
+            v[(b - 1) * s..b * s].fill(0.0);
+        }
+        if b >= 3 {
+            v[s + 3..2 * s].fill(0.0);
+        }
+        *m = Tensor::from_f64(DType::Bool, vec![b, s], &v).unwrap();
+    }
+    ins
+}

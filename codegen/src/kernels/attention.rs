@@ -84,6 +84,17 @@ impl AttentionShape {
     }
 }
 
+/// What an attention kernel writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionOut {
+    /// The attention output `[B, H, T, Dv]` in the operands' dtype (parameters q, k, v[, mask],
+    /// out).
+    Values,
+    /// The softmax statistics `(m, l)` of each row, f32 `[B, H, T, 2]` (parameters q, k[,
+    /// mask], out): [`mmada_ir::AttentionPart::Stats`]. The same key loop with no values.
+    Stats,
+}
+
 /// The attention forward kernel for operands of `dtype`; parameters q, k, v[, mask], out.
 pub fn attention_kernel(
     name: &str,
@@ -92,6 +103,19 @@ pub fn attention_kernel(
     max_block: u64,
     key_tile: u64,
 ) -> Kernel {
+    attention_kernel_for(name, a, dtype, max_block, key_tile, AttentionOut::Values)
+}
+
+/// The attention kernel writing `what` (see [`AttentionOut`]).
+pub fn attention_kernel_for(
+    name: &str,
+    a: AttentionShape,
+    dtype: DType,
+    max_block: u64,
+    key_tile: u64,
+    what: AttentionOut,
+) -> Kernel {
+    let stats_only = what == AttentionOut::Stats;
     let AttentionShape {
         b,
         h,
@@ -102,6 +126,8 @@ pub fn attention_kernel(
         dv,
         ..
     } = a;
+    // The statistics need no values.
+    let dv = if stats_only { 0 } else { dv };
     // Where a thread's query row lives: registers up to head dim 64; above, shared memory
     // (transposed, so a warp reads 32 consecutive words; at 128, registers for the query row
     // and the accumulator together spill on sm_80/sm_90), with 32 rows per block; above 128
@@ -122,11 +148,16 @@ pub fn attention_kernel(
     let mut kb = KernelBuilder::new(name, (b * h * q_blocks).max(1), block as u32);
     let q = kb.param("q", dtype, b * h * t * d, Access::Read);
     let k = kb.param("k", dtype, b * hk * s * d, Access::Read);
-    let v = kb.param("v", dtype, b * hk * s * dv, Access::Read);
+    let v = (!stats_only).then(|| kb.param("v", dtype, b * hk * s * dv, Access::Read));
     let mask = a
         .masked
         .then(|| kb.param("key_mask", DType::Bool, b * s, Access::Read));
-    let out = kb.param("out", dtype, b * h * t * dv, Access::Write);
+    let out = if stats_only {
+        let f = mmada_ir::attention_grad::stat_dtype(dtype);
+        kb.param("out", f, b * h * t * 2, Access::Write)
+    } else {
+        kb.param("out", dtype, b * h * t * dv, Access::Write)
+    };
     // The bias of a disallowed key (the dtype's lowest value, as the unfused graph adds) and
     // the running maximum's start (below every score).
     let masked_bias = dtype.lowest() as f32;
@@ -142,7 +173,7 @@ pub fn attention_kernel(
         bk /= 2;
     }
     let k_tile = kb.shared("k_tile", DType::F32, bk * d);
-    let v_tile = kb.shared("v_tile", DType::F32, bk * dv);
+    let v_tile = kb.shared("v_tile", DType::F32, (bk * dv).max(1));
     let bias_tile = kb.shared("bias_tile", DType::F32, bk);
     // Element i of the thread's query row (whose first element is q[base]): q_row[i]
     // (private), q_tile[i·block + thread] (shared) or q[base + i].
@@ -204,7 +235,8 @@ pub fn attention_kernel(
             let (_, _, batch, kv) = coords(s_);
             let key0 = s_.let_(mul(kt.clone(), Expr::idx(bk)));
             let kv_base = s_.let_(mul(kv, Expr::idx(s)));
-            for (tile, src, w) in [(k_tile, k, d), (v_tile, v, dv)] {
+            let tiles = [(k_tile, Some(k), d), (v_tile, v, dv)];
+            for (tile, src, w) in tiles.into_iter().filter_map(|(t, s, w)| Some((t, s?, w))) {
                 s_.for_(
                     Expr::ThreadId,
                     Expr::idx(bk * w),
@@ -322,6 +354,14 @@ pub fn attention_kernel(
         s_.if_(
             row.clone().lt(Expr::idx(t)),
             |s_| {
+                if stats_only {
+                    let base = s_.let_(mul(add(mul(bh, Expr::idx(t)), row), Expr::idx(2)));
+                    for i in 0..2 {
+                        let x = Expr::load(stats, Expr::idx(i));
+                        s_.store(out, add(base.clone(), Expr::idx(i)), x);
+                    }
+                    return;
+                }
                 let base = s_.let_(mul(add(mul(bh, Expr::idx(t)), row), Expr::idx(dv)));
                 let l = s_.let_(Expr::load(stats, Expr::idx(1)));
                 // A row with no keys (S = 0) has sum 0: its output is 0, not NaN.

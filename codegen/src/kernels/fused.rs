@@ -316,6 +316,7 @@ impl<'b> BodyEval<'b> {
             | Op::TopK { .. }
             | Op::Remask { .. }
             | Op::Attention { .. }
+            | Op::AttentionGrad { .. }
             | Op::CumSum { .. }
             | Op::Softmax { .. }
             | Op::Conv2d { .. }

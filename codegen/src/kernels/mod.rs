@@ -12,6 +12,7 @@
 //!   [`tensor_core_attention`]).
 
 pub mod attention;
+pub mod attention_grad;
 pub mod conv;
 pub mod fused;
 pub mod index;
@@ -51,6 +52,7 @@ pub fn template_of(g: &Graph, id: NodeId) -> &'static Template {
         Op::Rng { .. } => &template::RNG,
         Op::Remask { .. } => &template::REMASK,
         Op::Attention { .. } => &template::ATTENTION,
+        Op::AttentionGrad { .. } => &template::ATTENTION_GRAD,
         Op::Fused { body } => root(&body.nodes[body.root].op),
         op => root(op),
     }
@@ -217,6 +219,34 @@ pub fn attention_shape(g: &Graph, id: NodeId) -> Option<attention::AttentionShap
     Some(attention::AttentionShape::new(&dims, scale, masked))
 }
 
+/// The shape and piece of an attention-backward node (None for other nodes). The statistics
+/// piece has no values: its `dv` is 0.
+pub fn attention_grad_shape(
+    g: &Graph,
+    id: NodeId,
+) -> Option<(attention::AttentionShape, mmada_ir::AttentionPart)> {
+    let Op::AttentionGrad {
+        scale,
+        masked,
+        part,
+    } = g.node(id).op
+    else {
+        return None;
+    };
+    let operands = g.operands(id);
+    let shape = |i: usize| &g.node(operands[i]).shape;
+    let v = if part == mmada_ir::AttentionPart::Stats {
+        1
+    } else {
+        2
+    };
+    let mut dims = mmada_ir::AttentionDims::of(shape(0), shape(1), shape(v)).ok()?;
+    if part == mmada_ir::AttentionPart::Stats {
+        dims.dv = 0;
+    }
+    Some((attention::AttentionShape::new(&dims, scale, masked), part))
+}
+
 /// The kernel computing node `id`, whose operands are the kernel's first parameters (in slot
 /// order) and whose result is the last parameter, built from its template's configuration
 /// under `choices` (recorded in [`Kernel::template`]). `None` for nodes that need no kernel.
@@ -360,6 +390,19 @@ fn build(
                 name,
                 a,
                 n.dtype,
+                block,
+                config.get("key_tile"),
+            )));
+        }
+        Op::AttentionGrad { .. } => {
+            let Some((a, part)) = attention_grad_shape(g, id) else {
+                return Err(unsupported("attention backward operands do not fit the op"));
+            };
+            return Ok(Some(attention_grad::attention_grad_kernel(
+                name,
+                a,
+                part,
+                dtype_of(0),
                 block,
                 config.get("key_tile"),
             )));

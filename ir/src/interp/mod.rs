@@ -126,6 +126,11 @@ pub fn eval_op(op: &Op, dtype: DType, shape: &Shape, operands: &[&Tensor]) -> Re
             stream,
         } => remask::remask(operands, *mask_id, *remasking, *stream),
         Op::Attention { scale, masked } => attention::attention(operands, *scale, *masked),
+        Op::AttentionGrad {
+            scale,
+            masked,
+            part,
+        } => attention::attention_grad(operands, *scale, *masked, *part),
         Op::Fused { body } => eval_fused(body, operands),
     }
 }
