@@ -20,6 +20,7 @@
 //! | `rng` | `block` (256), `host_split` (4) | Philox random streams |
 //! | `remask` | `block` (256), `host_split` (4) | the fused confidence top-k remask of a sampler step (one block per row) |
 //! | `attention` | `block` (64), `key_tile` (32), `mma` (1) | fused attention forward: `block` query rows per block, K/V staged `key_tile` keys at a time (generated kernel; the CPU calls its per-head routine for f32); bf16 on the GPU on tensor cores when `mma = 1` |
+//! | `attention_grad` | `block` (64), `key_tile` (32) | attention's backward pieces (statistics, dQ, dK \| dV): `block` own rows (queries or keys) per block, the other side staged `key_tile` rows at a time (generated SIMT kernel; the CPU calls its routines for f32) |
 //!
 //! Each knob says which code it changes ([`KnobTarget`]); `mmada tune` searches a target's
 //! knobs only. Configurations come from, in order of precedence: the user's `--knob` settings
