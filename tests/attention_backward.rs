@@ -6,6 +6,8 @@
 //!   longer cached K/V, head dims 1 to 160);
 //! - differentiating attention builds the three pieces and no softmax, and the compiled
 //!   training graph holds no `[B, H, T, S]` buffer;
+//! - a build for the host alone turns the pieces back into primitive ops (the
+//!   `unfuse-attention-grad` pass) with the same values;
 //! - the pieces' operand errors name what is wrong.
 
 mod common;
@@ -191,4 +193,40 @@ fn bad_backward_operands_are_errors_that_say_why() {
     let l2 = g.reduce(ReduceOp::Sum, gq, &[0, 1, 2, 3], false).unwrap();
     let e = autodiff::grad(&mut g, l2, &[q]).unwrap_err().to_string();
     assert!(e.contains("second derivatives"), "{e}");
+}
+
+#[test]
+fn a_host_only_build_turns_the_pieces_back_into_primitive_ops() {
+    use mmada_codegen::backend::BackendOptions;
+    use mmada_codegen::compile::{compile, CompileOptions};
+    for &c in &ATTENTION_CASES[1..5] {
+        let g = grad_graph(c, DType::F32, true);
+        let art = compile(
+            &g,
+            &CompileOptions {
+                backend: BackendOptions {
+                    host: Some(mmada_codegen::HostCpu::native()),
+                    gpu_archs: Vec::new(),
+                },
+                ..CompileOptions::default()
+            },
+        )
+        .unwrap();
+        let prog: Program = serde_json::from_slice(&art.sections["program.json"]).unwrap();
+        let pieces = prog
+            .entries
+            .iter()
+            .flat_map(|e| &e.launches)
+            .filter(|l| l.node.contains("attention_"))
+            .count();
+        assert_eq!(pieces, 0, "{c:?}: no backward piece is left");
+        let mut exe = open_artifact(art, Target::Cpu).unwrap();
+        let ins = attention_inputs(&g, c, 6);
+        let want = interp::interpret(&g, &ins).unwrap();
+        let got = exe.run(&ins).unwrap();
+        for name in ["grad_q", "grad_k", "grad_v"] {
+            let e = scaled_error(&got[name], &want[name]);
+            assert!(e <= 1e-5, "{c:?} {name}: {e:e}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! | # | stage | what it does | dumps (under the [`DumpSink`]) |
 //! |---|---|---|---|
 //! | 1 | `verify` | checks each entry's graph | — |
-//! | 2 | `passes` | the graph pipeline of [`mmada_passes::default_pipeline`] | `<entry>/00-source.txt`, `<entry>/NN-after-<pass>.txt\|.dot` |
+//! | 2 | `passes` | the graph pipeline of [`mmada_passes::pipeline_for`] (host-only builds turn attention's backward pieces back into primitive ops) | `<entry>/00-source.txt`, `<entry>/NN-after-<pass>.txt\|.dot` |
 //! | 3 | `plan` | buffers, kernels and launches of each graph, with the [`Choices`] | `<entry>/NN-plan.json` |
 //! | 4 | `memory` | intermediates with disjoint lifetimes share storage | `<entry>/NN-memory.json` |
 //! | 5 | `link` | the entries over one buffer table ([`Program`]) | `program.json` |
@@ -157,7 +157,7 @@ pub fn compile_entries(
         })?;
         sources.push((name.clone(), serialize::to_json(graph)?));
         let mut g = (*graph).clone();
-        let mut pm = mmada_passes::default_pipeline();
+        let mut pm = mmada_passes::pipeline_for(opts.backend.gpu_archs.is_empty());
         pm.verify_each(true).dump_to(sink.clone(), 0);
         let n_passes = pm.names().len();
         report.time("passes", || Ok(pm.run(&mut g)?))?;

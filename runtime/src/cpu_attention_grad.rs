@@ -24,7 +24,7 @@ use std::cell::RefCell;
 /// Score elements per scratch (256 KiB of f32).
 const SCRATCH_SCORES: usize = 1 << 16;
 /// The most keys per dK | dV task.
-const KEYS_PER_TASK: usize = 128;
+const KEYS_PER_TASK: usize = 512;
 
 thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
