@@ -345,37 +345,20 @@ impl Program {
                         used[buf] = used[buf].max(n.unwrap_or(0));
                     }
                 }
-                if let Dispatch::Call(LibraryCall::AttentionGradF32 { shape: s, part }) = &l.host {
-                    let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
-                    let mut sizes = vec![
-                        (DType::F32, prod(&[s.b, s.h, s.t, s.d])),
-                        (DType::F32, prod(&[s.b, s.hk, s.s, s.d])),
-                    ];
-                    let out = if *part == mmada_ir::AttentionPart::Stats {
-                        prod(&[s.b, s.h, s.t, 2])
-                    } else {
-                        sizes.extend([
-                            (DType::F32, prod(&[s.b, s.hk, s.s, s.dv])),
-                            (DType::F32, prod(&[s.b, s.h, s.t, s.dv])),
-                            (DType::F32, prod(&[s.b, s.h, s.t, 2])),
-                            (DType::F32, prod(&[s.b, s.h, s.t])),
-                        ]);
-                        if *part == mmada_ir::AttentionPart::Q {
-                            prod(&[s.b, s.h, s.t, s.d])
-                        } else {
-                            s.d.checked_add(s.dv)
-                                .and_then(|w| prod(&[s.b, s.hk, s.s, w]))
-                        }
-                    };
-                    if s.masked {
-                        sizes.push((DType::Bool, prod(&[s.b, s.s])));
+                let attention = match &l.host {
+                    Dispatch::Call(LibraryCall::AttentionF32(s)) => {
+                        Some(("attention", s, attention_call_sizes(s, None)))
                     }
-                    sizes.push((DType::F32, out));
+                    Dispatch::Call(LibraryCall::AttentionGradF32 { shape, part }) => Some((
+                        "attention backward",
+                        shape,
+                        attention_call_sizes(shape, Some(*part)),
+                    )),
+                    _ => None,
+                };
+                if let Some((what, s, sizes)) = attention {
                     if l.args.len() != sizes.len() {
-                        return Err(at(format!(
-                            "attention backward takes {} buffers",
-                            sizes.len()
-                        )));
+                        return Err(at(format!("{what} takes {} buffers", sizes.len())));
                     }
                     let out = l.args[sizes.len() - 1];
                     let fits = l.args.iter().zip(&sizes).all(|(&buf, &(dt, n))| {
@@ -384,34 +367,7 @@ impl Program {
                     });
                     let heads = s.hk > 0 && s.h.is_multiple_of(s.hk);
                     if !fits || !heads || l.args[..sizes.len() - 1].contains(&out) {
-                        return Err(at("attention backward shapes do not fit its buffers".into()));
-                    }
-                    for (&buf, &(_, n)) in l.args.iter().zip(&sizes) {
-                        used[buf] = used[buf].max(n.unwrap_or(0));
-                    }
-                }
-                if let Dispatch::Call(LibraryCall::AttentionF32(s)) = &l.host {
-                    let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
-                    let mut sizes = vec![
-                        (DType::F32, prod(&[s.b, s.h, s.t, s.d])),
-                        (DType::F32, prod(&[s.b, s.hk, s.s, s.d])),
-                        (DType::F32, prod(&[s.b, s.hk, s.s, s.dv])),
-                    ];
-                    if s.masked {
-                        sizes.push((DType::Bool, prod(&[s.b, s.s])));
-                    }
-                    sizes.push((DType::F32, prod(&[s.b, s.h, s.t, s.dv])));
-                    if l.args.len() != sizes.len() {
-                        return Err(at(format!("attention takes {} buffers", sizes.len())));
-                    }
-                    let out = l.args[sizes.len() - 1];
-                    let fits = l.args.iter().zip(&sizes).all(|(&buf, &(dt, n))| {
-                        let d = &self.buffers[buf];
-                        d.dtype == dt && n.is_some_and(|n| n <= d.len)
-                    });
-                    let heads = s.hk > 0 && s.h.is_multiple_of(s.hk);
-                    if !fits || !heads || l.args[..sizes.len() - 1].contains(&out) {
-                        return Err(at("attention shapes do not fit its buffers".into()));
+                        return Err(at(format!("{what} shapes do not fit its buffers")));
                     }
                     for (&buf, &(_, n)) in l.args.iter().zip(&sizes) {
                         used[buf] = used[buf].max(n.unwrap_or(0));
@@ -434,4 +390,43 @@ impl Program {
         }
         Ok(())
     }
+}
+
+/// The (dtype, element count) of each buffer of a host attention call, in argument order:
+/// the forward (`part` None: q, k, v[, mask], out) or a backward piece (q, k[, v, dO, stats,
+/// Δ][, mask], out). `None` counts overflow.
+fn attention_call_sizes(
+    s: &crate::kernels::attention::AttentionShape,
+    part: Option<mmada_ir::AttentionPart>,
+) -> Vec<(DType, Option<u64>)> {
+    use mmada_ir::AttentionPart;
+    let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
+    let mut sizes = vec![
+        (DType::F32, prod(&[s.b, s.h, s.t, s.d])),
+        (DType::F32, prod(&[s.b, s.hk, s.s, s.d])),
+    ];
+    if part != Some(AttentionPart::Stats) {
+        sizes.push((DType::F32, prod(&[s.b, s.hk, s.s, s.dv])));
+    }
+    if matches!(part, Some(AttentionPart::Q | AttentionPart::Kv)) {
+        sizes.extend([
+            (DType::F32, prod(&[s.b, s.h, s.t, s.dv])),
+            (DType::F32, prod(&[s.b, s.h, s.t, 2])),
+            (DType::F32, prod(&[s.b, s.h, s.t])),
+        ]);
+    }
+    if s.masked {
+        sizes.push((DType::Bool, prod(&[s.b, s.s])));
+    }
+    let out = match part {
+        None => prod(&[s.b, s.h, s.t, s.dv]),
+        Some(AttentionPart::Stats) => prod(&[s.b, s.h, s.t, 2]),
+        Some(AttentionPart::Q) => prod(&[s.b, s.h, s.t, s.d]),
+        Some(AttentionPart::Kv) => {
+            s.d.checked_add(s.dv)
+                .and_then(|w| prod(&[s.b, s.hk, s.s, w]))
+        }
+    };
+    sizes.push((DType::F32, out));
+    sizes
 }

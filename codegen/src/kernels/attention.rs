@@ -21,7 +21,9 @@
 
 use super::fused::round_to;
 use super::index::{add, mul, next_pow2};
-use crate::kir::{Access, BlockStmt, Expr, KBinary, KCmp, KUnary, Kernel, KernelBuilder, Scope};
+use crate::kir::{
+    Access, BlockStmt, BufRef, Expr, KBinary, KCmp, KUnary, Kernel, KernelBuilder, Scope,
+};
 use crate::template::GPU_STATIC_SHARED_BYTES;
 use mmada_ir::{AttentionDims, DType};
 
@@ -234,25 +236,10 @@ pub fn attention_kernel_for(
         let stage = kb.phase(|s_| {
             let (_, _, batch, kv) = coords(s_);
             let key0 = s_.let_(mul(kt.clone(), Expr::idx(bk)));
-            let kv_base = s_.let_(mul(kv, Expr::idx(s)));
-            let tiles = [(k_tile, Some(k), d), (v_tile, v, dv)];
-            for (tile, src, w) in tiles.into_iter().filter_map(|(t, s, w)| Some((t, s?, w))) {
-                s_.for_(
-                    Expr::ThreadId,
-                    Expr::idx(bk * w),
-                    Expr::idx(block),
-                    |s_, e| {
-                        let key = s_.let_(add(key0.clone(), e.clone() / Expr::idx(w)));
-                        let col = e.clone() % Expr::idx(w);
-                        let at = add(mul(add(kv_base.clone(), key.clone()), Expr::idx(w)), col);
-                        s_.if_(
-                            key.lt(Expr::idx(s)),
-                            |s_| s_.store(tile, e.clone(), Expr::load(src, at)),
-                            |s_| s_.store(tile, e.clone(), Expr::f32(0.0)),
-                        );
-                    },
-                );
-            }
+            let row0 = s_.let_(add(mul(kv, Expr::idx(s)), key0.clone()));
+            let mut tiles = vec![(k_tile, k, d)];
+            tiles.extend(v.map(|v| (v_tile, v, dv)));
+            stage_rows(s_, &tiles, &row0, &key0, s, bk, block);
             if let Some(m) = mask {
                 s_.for_(Expr::ThreadId, Expr::idx(bk), Expr::idx(block), |s_, j| {
                     let key = s_.let_(add(key0.clone(), j.clone()));
@@ -379,4 +366,37 @@ pub fn attention_kernel_for(
         );
     }));
     kb.finish(body)
+}
+
+/// Stages rows `first..first + bt` (row `first + j` of the source at flat row `row0 + j`) of
+/// each `(tile, source, width)` into its shared tile, zeros past `limit`.
+pub(super) fn stage_rows(
+    s_: &mut Scope,
+    what: &[(BufRef, BufRef, u64)],
+    row0: &Expr,
+    first: &Expr,
+    limit: u64,
+    bt: u64,
+    block: u64,
+) {
+    for &(tile, src, w) in what {
+        if w == 0 {
+            continue;
+        }
+        s_.for_(
+            Expr::ThreadId,
+            Expr::idx(bt * w),
+            Expr::idx(block),
+            |s_, e| {
+                let j = s_.let_(e.clone() / Expr::idx(w));
+                let col = e.clone() % Expr::idx(w);
+                let at = add(mul(add(row0.clone(), j.clone()), Expr::idx(w)), col);
+                s_.if_(
+                    add(first.clone(), j).lt(Expr::idx(limit)),
+                    |s_| s_.store(tile, e.clone(), Expr::load(src, at)),
+                    |s_| s_.store(tile, e.clone(), Expr::f32(0.0)),
+                );
+            },
+        );
+    }
 }

@@ -19,7 +19,7 @@
 //! over more blocks, each recomputing the scores. The score and the probability use the same
 //! expressions as the forward kernel, so the recomputed `p` is the forward's.
 
-use super::attention::{attention_kernel_for, AttentionOut, AttentionShape};
+use super::attention::{attention_kernel_for, stage_rows, AttentionOut, AttentionShape};
 use super::fused::round_to;
 use super::index::{add, mul, next_pow2};
 use crate::kir::{Access, BlockStmt, BufRef, Expr, KBinary, Kernel, KernelBuilder, Scope};
@@ -440,37 +440,4 @@ fn grad_kernel(
         );
     }));
     kb.finish(body)
-}
-
-/// Stages rows `first..first + bt` (row `first + j` of the source at flat row `row0 + j`) of
-/// each `(tile, source, width)` into its shared tile, zeros past `limit`.
-fn stage_rows(
-    s_: &mut Scope,
-    what: &[(BufRef, BufRef, u64)],
-    row0: &Expr,
-    first: &Expr,
-    limit: u64,
-    bt: u64,
-    block: u64,
-) {
-    for &(tile, src, w) in what {
-        if w == 0 {
-            continue;
-        }
-        s_.for_(
-            Expr::ThreadId,
-            Expr::idx(bt * w),
-            Expr::idx(block),
-            |s_, e| {
-                let j = s_.let_(e.clone() / Expr::idx(w));
-                let col = e.clone() % Expr::idx(w);
-                let at = add(mul(add(row0.clone(), j.clone()), Expr::idx(w)), col);
-                s_.if_(
-                    add(first.clone(), j).lt(Expr::idx(limit)),
-                    |s_| s_.store(tile, e.clone(), Expr::load(src, at)),
-                    |s_| s_.store(tile, e.clone(), Expr::f32(0.0)),
-                );
-            },
-        );
-    }
 }
